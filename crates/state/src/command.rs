@@ -1,0 +1,191 @@
+//! Raft commands: the only way state changes, and their validation.
+
+use serde::{Deserialize, Serialize};
+use trellis_api::{
+    config_kind, kind, status, CatalogDeregistration, CatalogRegistration, ConfigEntry,
+};
+
+/// A write to the replicated state. Every replica applies the same commands in log order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "Type")]
+pub enum Command {
+    /// Register or update a node, optionally with a service and checks.
+    Register(CatalogRegistration),
+    /// Remove a node, a service or a check.
+    Deregister(CatalogDeregistration),
+    /// Create or replace a config entry; with `cas`, only if its ModifyIndex equals it
+    /// (0 meaning "only if it does not exist").
+    ConfigSet {
+        /// The validated entry.
+        entry: ConfigEntry,
+        /// Check-and-set index.
+        cas: Option<u64>,
+    },
+    /// Delete a config entry; with `cas`, only if its ModifyIndex equals it.
+    ConfigDelete {
+        /// Entry kind.
+        kind: String,
+        /// Entry name.
+        name: String,
+        /// Check-and-set index.
+        cas: Option<u64>,
+    },
+}
+
+/// The outcome of applying a command, returned to the writer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The command took effect (or changed nothing because nothing differed).
+    Done,
+    /// A check-and-set command: whether it took effect.
+    Cas(bool),
+    /// The command was refused and changed nothing.
+    Rejected(String),
+}
+
+/// Checks a catalog registration the way Consul does, before it is proposed and again when it
+/// is applied. Returns the message a 400 carries.
+pub fn validate_registration(reg: &CatalogRegistration) -> Result<(), String> {
+    if reg.node.is_empty() {
+        return Err("Must provide node".into());
+    }
+    if !reg.skip_node_update && reg.address.is_empty() {
+        return Err("Must provide address if SkipNodeUpdate is not set".into());
+    }
+    if let Some(svc) = &reg.service {
+        if svc.service.is_empty() {
+            return Err("Must provide service name (Service.Service) with Service.ID".into());
+        }
+        if !kind::ALL.contains(&svc.kind.as_str()) {
+            return Err(format!("Invalid service kind: {:?}", svc.kind));
+        }
+        if svc.kind == kind::CONNECT_PROXY {
+            let dest = svc.proxy.as_ref().map(|p| p.destination_service_name.as_str());
+            if dest.unwrap_or("").is_empty() {
+                return Err("Proxy.DestinationServiceName must be set for a connect-proxy".into());
+            }
+        }
+    }
+    for check in reg.check.iter().chain(reg.checks.iter()) {
+        if !check.node.is_empty() && check.node != reg.node {
+            return Err(format!(
+                "Check node {:?} does not match registration node {:?}",
+                check.node, reg.node
+            ));
+        }
+        if check.check_id.is_empty() && check.name.is_empty() {
+            return Err("Check must have a CheckID or a Name".into());
+        }
+        if !check.status.is_empty() && !status::is_valid(&check.status) {
+            return Err(format!("Invalid check status: {:?}", check.status));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a config entry's kind, name and the shape of the fields this version understands.
+pub fn validate_config_entry(entry: &ConfigEntry) -> Result<(), String> {
+    if !config_kind::ALL.contains(&entry.kind.as_str()) {
+        return Err(format!("invalid config entry kind: {:?}", entry.kind));
+    }
+    if entry.name.is_empty() {
+        return Err("config entry Name is required".into());
+    }
+    if entry.kind == config_kind::PROXY_DEFAULTS && entry.name != "global" {
+        return Err(format!(
+            "invalid name ({:?}), only \"global\" is supported for proxy-defaults",
+            entry.name
+        ));
+    }
+    let string_field = |field: &str| -> Result<Option<&str>, String> {
+        match entry.body.get(field) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(format!("{field} must be a string")),
+        }
+    };
+    match entry.kind.as_str() {
+        config_kind::SERVICE_DEFAULTS | config_kind::PROXY_DEFAULTS => {
+            if let Some(p) = string_field("Protocol")? {
+                if !matches!(p, "" | "tcp" | "http" | "http2" | "grpc") {
+                    return Err(format!("invalid protocol {p:?}"));
+                }
+            }
+        }
+        config_kind::SERVICE_INTENTIONS => validate_intentions_shape(entry)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Shape checks for `service-intentions`; the full rules come with the intentions engine.
+fn validate_intentions_shape(entry: &ConfigEntry) -> Result<(), String> {
+    let Some(sources) = entry.body.get("Sources") else {
+        return Ok(());
+    };
+    let sources = sources.as_array().ok_or("Sources must be a list")?;
+    let mut seen = std::collections::HashSet::new();
+    for (i, src) in sources.iter().enumerate() {
+        let src = src.as_object().ok_or_else(|| format!("Sources[{i}] must be an object"))?;
+        let name = src.get("Name").and_then(|v| v.as_str()).unwrap_or("");
+        if name.is_empty() {
+            return Err(format!("Sources[{i}].Name is required"));
+        }
+        if !seen.insert(name.to_string()) {
+            return Err(format!("Sources[{i}].Name {name:?} is listed more than once"));
+        }
+        let action = src.get("Action").and_then(|v| v.as_str()).unwrap_or("");
+        let has_perms = src.get("Permissions").is_some_and(|p| !p.is_null());
+        match (action, has_perms) {
+            ("allow" | "deny", false) => {}
+            ("", true) => {}
+            ("", false) => {
+                return Err(format!("Sources[{i}].Action is required (allow or deny)"));
+            }
+            (a, false) => return Err(format!("Sources[{i}].Action must be allow or deny, not {a:?}")),
+            (_, true) => {
+                return Err(format!("Sources[{i}]: Action and Permissions are mutually exclusive"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trellis_api::AgentService;
+
+    #[test]
+    fn registration_rules() {
+        let mut reg = CatalogRegistration::default();
+        assert_eq!(validate_registration(&reg).unwrap_err(), "Must provide node");
+        reg.node = "n1".into();
+        assert!(validate_registration(&reg).is_err());
+        reg.address = "10.0.0.1".into();
+        assert!(validate_registration(&reg).is_ok());
+        reg.service = Some(AgentService {
+            kind: "connect-proxy".into(),
+            service: "web-proxy".into(),
+            ..Default::default()
+        });
+        assert!(validate_registration(&reg).unwrap_err().contains("DestinationServiceName"));
+    }
+
+    #[test]
+    fn config_entry_rules() {
+        let mk = |json: &str| serde_json::from_str::<ConfigEntry>(json).unwrap();
+        assert!(validate_config_entry(&mk(r#"{"Kind":"service-defaults","Name":"web","Protocol":"http"}"#)).is_ok());
+        assert!(validate_config_entry(&mk(r#"{"Kind":"service-defaults","Name":"web","Protocol":"smtp"}"#)).is_err());
+        assert!(validate_config_entry(&mk(r#"{"Kind":"proxy-defaults","Name":"web"}"#)).is_err());
+        assert!(validate_config_entry(&mk(r#"{"Kind":"nope","Name":"web"}"#)).is_err());
+        assert!(validate_config_entry(&mk(
+            r#"{"Kind":"service-intentions","Name":"db","Sources":[{"Name":"web","Action":"allow"},{"Name":"web","Action":"deny"}]}"#
+        ))
+        .is_err());
+        assert!(validate_config_entry(&mk(
+            r#"{"Kind":"service-intentions","Name":"db","Sources":[{"Name":"web","Action":"allow"},{"Name":"*","Action":"deny"}]}"#
+        ))
+        .is_ok());
+    }
+}

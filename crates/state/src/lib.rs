@@ -1,0 +1,25 @@
+//! The replicated state of a Trellis datacenter.
+//!
+//! [`Store`] holds the catalog (nodes, services, checks) and config entries in memory, with
+//! secondary indexes and a per-key modify index. It changes only through [`Store::apply`],
+//! which the Raft state machine calls with each committed [`Command`] and its log index, so
+//! every replica computes the same rows and the same indexes. Reads run a [`Query`], and a
+//! blocking read waits on exactly the [`WatchKey`]s the query touched, so a write wakes only
+//! the queries whose answer it may have changed.
+
+#![forbid(unsafe_code)]
+
+mod command;
+mod error;
+mod query;
+mod tables;
+mod watch;
+
+pub use command::{validate_config_entry, validate_registration, Applied, Command};
+pub use error::StateError;
+pub use query::{Query, QueryOutput};
+pub use tables::{Snapshot, Store};
+pub use watch::WatchKey;
+
+#[cfg(test)]
+mod tests;

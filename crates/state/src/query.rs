@@ -1,0 +1,256 @@
+//! Read queries over the store, the answers they produce, and the keys they watch.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use trellis_api::{status, AgentService, HealthCheck, Node, NodeServices, ServiceEntry, ServiceNode};
+
+use crate::tables::{node_rows, NodeKey, Tables};
+use crate::{Store, WatchKey};
+
+/// A read the store can answer, as the HTTP layer parsed it. Serialisable so a client agent
+/// can send it to a server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Query {
+    /// `/v1/catalog/nodes`
+    CatalogNodes,
+    /// `/v1/catalog/services`
+    CatalogServices,
+    /// `/v1/catalog/node/:node`
+    CatalogNode {
+        /// Node name.
+        node: String,
+    },
+    /// `/v1/catalog/service/:name` (or `/v1/catalog/connect/:name` with `connect`)
+    CatalogService {
+        /// Service name.
+        name: String,
+        /// Every tag must be present.
+        tags: Vec<String>,
+        /// Connect-capable instances for `name` instead of `name`'s instances.
+        connect: bool,
+    },
+    /// `/v1/health/node/:node`
+    HealthNode {
+        /// Node name.
+        node: String,
+    },
+    /// `/v1/health/checks/:service`
+    HealthChecks {
+        /// Service name.
+        service: String,
+    },
+    /// `/v1/health/service/:name` (or `/v1/health/connect/:name` with `connect`)
+    HealthService {
+        /// Service name.
+        name: String,
+        /// Every tag must be present.
+        tags: Vec<String>,
+        /// Only instances whose checks all pass.
+        passing: bool,
+        /// Connect-capable instances for `name`.
+        connect: bool,
+    },
+    /// `/v1/health/state/:state`
+    HealthState {
+        /// `passing`, `warning`, `critical` or `any`.
+        state: String,
+    },
+    /// `/v1/config/:kind`
+    ConfigList {
+        /// Entry kind.
+        kind: String,
+    },
+    /// `/v1/config/:kind/:name`
+    ConfigGet {
+        /// Entry kind.
+        kind: String,
+        /// Entry name.
+        name: String,
+    },
+    /// The services and checks the catalog holds for one node (agent anti-entropy).
+    NodeState {
+        /// Node name.
+        node: String,
+    },
+}
+
+/// The answer to a query: a JSON body, or "not found" with Consul's message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueryOutput {
+    /// The JSON body.
+    Found(Bytes),
+    /// Nothing by that name (404 with this message).
+    NotFound(String),
+}
+
+fn json<T: Serialize>(v: &T) -> QueryOutput {
+    QueryOutput::Found(Bytes::from(serde_json::to_vec(v).expect("wire types serialise")))
+}
+
+impl Query {
+    /// Answers the query from the tables, recording the keys it depends on.
+    pub(crate) fn run(&self, t: &Tables, dc: &str, keys: &mut Vec<WatchKey>) -> QueryOutput {
+        match self {
+            Query::CatalogNodes => {
+                keys.push(WatchKey::Nodes);
+                json(&t.nodes.values().map(|n| with_dc(n, dc)).collect::<Vec<_>>())
+            }
+            Query::CatalogServices => {
+                keys.push(WatchKey::Services);
+                let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+                for svc in t.services.values() {
+                    let tags = out.entry(svc.service.as_str()).or_default();
+                    for tag in &svc.tags {
+                        if !tags.contains(&tag.as_str()) {
+                            tags.push(tag);
+                        }
+                    }
+                }
+                json(&out)
+            }
+            Query::CatalogNode { node } => {
+                keys.push(WatchKey::Node(node.clone()));
+                match t.nodes.get(node) {
+                    None => QueryOutput::Found(Bytes::from_static(b"null")),
+                    Some(n) => json(&NodeServices {
+                        node: with_dc(n, dc),
+                        services: node_rows(&t.services, node)
+                            .map(|(k, s)| (k.1.clone(), s.clone()))
+                            .collect(),
+                    }),
+                }
+            }
+            Query::CatalogService { name, tags, connect } => {
+                let rows: Vec<ServiceNode> = instances(t, name, *connect, keys)
+                    .filter(|(_, s)| has_tags(s, tags))
+                    .filter_map(|(k, s)| t.nodes.get(&k.0).map(|n| ServiceNode::new(&with_dc(n, dc), s)))
+                    .collect();
+                json(&rows)
+            }
+            Query::HealthNode { node } => {
+                keys.push(WatchKey::Node(node.clone()));
+                json(&node_rows(&t.checks, node).map(|(_, c)| c).collect::<Vec<_>>())
+            }
+            Query::HealthChecks { service } => {
+                keys.push(WatchKey::Service(service.clone()));
+                let checks: Vec<&HealthCheck> = t
+                    .by_name
+                    .get(service)
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|k| service_checks(t, k))
+                    .collect();
+                json(&checks)
+            }
+            Query::HealthService { name, tags, passing, connect } => {
+                let entries: Vec<ServiceEntry> = instances(t, name, *connect, keys)
+                    .filter(|(_, s)| has_tags(s, tags))
+                    .filter_map(|(k, s)| {
+                        let node = t.nodes.get(&k.0)?;
+                        let checks: Vec<HealthCheck> = node_rows(&t.checks, &k.0)
+                            .map(|(_, c)| c)
+                            .filter(|c| c.service_id.is_empty() || c.service_id == k.1)
+                            .cloned()
+                            .collect();
+                        if *passing && checks.iter().any(|c| c.status != status::PASSING) {
+                            return None;
+                        }
+                        Some(ServiceEntry { node: with_dc(node, dc), service: s.clone(), checks })
+                    })
+                    .collect();
+                json(&entries)
+            }
+            Query::HealthState { state } => {
+                keys.push(WatchKey::Checks);
+                let checks: Vec<&HealthCheck> = t
+                    .checks
+                    .values()
+                    .filter(|c| state == status::ANY || c.status == *state)
+                    .collect();
+                json(&checks)
+            }
+            Query::ConfigList { kind } => {
+                keys.push(WatchKey::ConfigKind(kind.clone()));
+                let entries: Vec<_> = t
+                    .config
+                    .range((kind.clone(), String::new())..)
+                    .take_while(|(k, _)| k.0 == *kind)
+                    .map(|(_, e)| e)
+                    .collect();
+                json(&entries)
+            }
+            Query::ConfigGet { kind, name } => {
+                keys.push(WatchKey::Config(kind.clone(), name.clone()));
+                match t.config.get(&(kind.clone(), name.clone())) {
+                    Some(e) => json(e),
+                    None => QueryOutput::NotFound(format!("Config entry not found for {kind:?} / {name:?}")),
+                }
+            }
+            Query::NodeState { node } => {
+                keys.push(WatchKey::Node(node.clone()));
+                let services: Vec<&AgentService> = node_rows(&t.services, node).map(|(_, s)| s).collect();
+                let checks: Vec<&HealthCheck> = node_rows(&t.checks, node).map(|(_, c)| c).collect();
+                json(&serde_json::json!({
+                    "Node": t.nodes.get(node),
+                    "Services": services,
+                    "Checks": checks,
+                }))
+            }
+        }
+    }
+}
+
+/// The instances of a service name, or the Connect-capable instances for it.
+fn instances<'a>(
+    t: &'a Tables,
+    name: &str,
+    connect: bool,
+    keys: &mut Vec<WatchKey>,
+) -> impl Iterator<Item = (&'a NodeKey, &'a AgentService)> + 'a {
+    let index = if connect {
+        keys.push(WatchKey::Connect(name.to_string()));
+        t.by_connect.get(name)
+    } else {
+        keys.push(WatchKey::Service(name.to_string()));
+        t.by_name.get(name)
+    };
+    index
+        .into_iter()
+        .flatten()
+        .filter_map(move |k| t.services.get(k).map(|s| (k, s)))
+}
+
+fn service_checks<'a>(t: &'a Tables, key: &'a NodeKey) -> impl Iterator<Item = &'a HealthCheck> + 'a {
+    node_rows(&t.checks, &key.0)
+        .map(|(_, c)| c)
+        .filter(move |c| c.service_id == key.1)
+}
+
+fn has_tags(svc: &AgentService, tags: &[String]) -> bool {
+    tags.iter().all(|t| svc.tags.contains(t))
+}
+
+fn with_dc(node: &Node, dc: &str) -> Node {
+    let mut n = node.clone();
+    n.datacenter = dc.to_string();
+    n
+}
+
+impl Store {
+    /// Answers a query now, with the index of its answer.
+    pub fn query(&self, q: &Query) -> (QueryOutput, u64) {
+        let dc = self.datacenter().to_string();
+        let (out, idx, _) = self.read_once(&|t: &Tables, keys: &mut Vec<WatchKey>| q.run(t, &dc, keys));
+        (out, idx)
+    }
+
+    /// Answers a query as a Consul blocking query: at once when `min_index` is 0, otherwise
+    /// when its answer's index passes `min_index` or after `wait`.
+    pub async fn blocking_query(&self, q: &Query, min_index: u64, wait: Duration) -> (QueryOutput, u64) {
+        let dc = self.datacenter().to_string();
+        self.blocking(min_index, wait, |t, keys| q.run(t, &dc, keys)).await
+    }
+}

@@ -1,0 +1,533 @@
+//! The tables, their secondary indexes, command application, snapshots and blocking reads.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use trellis_api::{
+    status, AgentService, CatalogDeregistration, CatalogRegistration, ConfigEntry, HealthCheck,
+    Node,
+};
+
+use crate::command::{validate_config_entry, validate_registration, Applied, Command};
+use crate::watch::{WatchKey, Watches};
+use crate::StateError;
+
+/// Key of a row owned by a node: (node name, service or check ID).
+pub(crate) type NodeKey = (String, String);
+
+/// The persistent part of the state: what a snapshot holds.
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Index of the last applied command.
+    pub index: u64,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+    /// Services by (node, service ID).
+    pub services: BTreeMap<String, BTreeMap<String, AgentService>>,
+    /// Checks by (node, check ID).
+    pub checks: BTreeMap<String, BTreeMap<String, HealthCheck>>,
+    /// Config entries by kind, then name.
+    pub config: BTreeMap<String, BTreeMap<String, ConfigEntry>>,
+    /// The index at which each watch key last changed.
+    pub key_index: Vec<(WatchKey, u64)>,
+}
+
+/// Tables plus derived indexes. Only [`Store`] mutates it.
+#[derive(Default)]
+pub(crate) struct Tables {
+    pub(crate) index: u64,
+    pub(crate) nodes: BTreeMap<String, Node>,
+    pub(crate) services: BTreeMap<NodeKey, AgentService>,
+    pub(crate) checks: BTreeMap<NodeKey, HealthCheck>,
+    pub(crate) config: BTreeMap<(String, String), ConfigEntry>,
+    /// Service name -> instances.
+    pub(crate) by_name: HashMap<String, BTreeSet<NodeKey>>,
+    /// Service kind -> instances.
+    pub(crate) by_kind: HashMap<String, BTreeSet<NodeKey>>,
+    /// Connect destination name -> proxies for it and its native instances.
+    pub(crate) by_connect: HashMap<String, BTreeSet<NodeKey>>,
+    /// The index at which each key last changed.
+    pub(crate) key_index: HashMap<WatchKey, u64>,
+}
+
+/// Iterates the rows of one node in a (node, id)-keyed table.
+pub(crate) fn node_rows<'a, T>(
+    table: &'a BTreeMap<NodeKey, T>,
+    node: &'a str,
+) -> impl Iterator<Item = (&'a NodeKey, &'a T)> + 'a {
+    table
+        .range((node.to_string(), String::new())..)
+        .take_while(move |(k, _)| k.0 == node)
+}
+
+impl Tables {
+    /// The highest change index of the given keys, never below 1.
+    pub(crate) fn index_of(&self, keys: &[WatchKey]) -> u64 {
+        keys.iter()
+            .filter_map(|k| self.key_index.get(k))
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(1)
+    }
+
+    fn service_keys(svc: &AgentService, out: &mut Vec<WatchKey>) {
+        out.push(WatchKey::Service(svc.service.clone()));
+        if let Some(dest) = svc.connect_destination() {
+            out.push(WatchKey::Connect(dest.to_string()));
+        }
+    }
+
+    fn node_service_keys(&self, node: &str, out: &mut Vec<WatchKey>) {
+        for (_, svc) in node_rows(&self.services, node) {
+            Self::service_keys(svc, out);
+        }
+    }
+
+    fn index_service(&mut self, key: &NodeKey, svc: &AgentService, insert: bool) {
+        let apply = |map: &mut HashMap<String, BTreeSet<NodeKey>>, k: &str| {
+            if insert {
+                map.entry(k.to_string()).or_default().insert(key.clone());
+            } else if let Some(set) = map.get_mut(k) {
+                set.remove(key);
+                if set.is_empty() {
+                    map.remove(k);
+                }
+            }
+        };
+        apply(&mut self.by_name, &svc.service);
+        apply(&mut self.by_kind, &svc.kind);
+        if let Some(dest) = svc.connect_destination() {
+            apply(&mut self.by_connect, dest);
+        }
+    }
+
+    fn put_service(&mut self, index: u64, node: &str, mut svc: AgentService, keys: &mut Vec<WatchKey>) {
+        if svc.id.is_empty() {
+            svc.id = svc.service.clone();
+        }
+        svc.datacenter = String::new();
+        let key = (node.to_string(), svc.id.clone());
+        if let Some(old) = self.services.get(&key) {
+            svc.create_index = old.create_index;
+            svc.modify_index = old.modify_index;
+            if *old == svc {
+                return;
+            }
+            let old = old.clone();
+            Self::service_keys(&old, keys);
+            self.index_service(&key, &old, false);
+        } else {
+            svc.create_index = index;
+        }
+        svc.modify_index = index;
+        Self::service_keys(&svc, keys);
+        keys.extend([WatchKey::Services, WatchKey::Node(node.to_string())]);
+        self.index_service(&key, &svc, true);
+        // Keep the denormalised service fields of its checks in step.
+        for (_, check) in self.checks.range_mut((node.to_string(), String::new())..) {
+            if check.node != node {
+                break;
+            }
+            if check.service_id == svc.id
+                && (check.service_name != svc.service || check.service_tags != svc.tags)
+            {
+                check.service_name = svc.service.clone();
+                check.service_tags = svc.tags.clone();
+                check.modify_index = index;
+                keys.push(WatchKey::Checks);
+            }
+        }
+        self.services.insert(key, svc);
+    }
+
+    fn put_check(&mut self, index: u64, node: &str, mut check: HealthCheck, keys: &mut Vec<WatchKey>) -> Result<(), String> {
+        check.node = node.to_string();
+        if check.check_id.is_empty() {
+            check.check_id = check.name.clone();
+        }
+        if check.status.is_empty() {
+            check.status = status::CRITICAL.to_string();
+        }
+        if !check.service_id.is_empty() {
+            let svc = self
+                .services
+                .get(&(node.to_string(), check.service_id.clone()))
+                .ok_or_else(|| {
+                    format!("Unknown service ID {:?} for check ID {:?}", check.service_id, check.check_id)
+                })?;
+            check.service_name = svc.service.clone();
+            check.service_tags = svc.tags.clone();
+        } else {
+            check.service_name.clear();
+            check.service_tags.clear();
+        }
+        let key = (node.to_string(), check.check_id.clone());
+        if let Some(old) = self.checks.get(&key) {
+            check.create_index = old.create_index;
+            check.modify_index = old.modify_index;
+            if *old == check {
+                return Ok(());
+            }
+        } else {
+            check.create_index = index;
+        }
+        check.modify_index = index;
+        self.check_keys(&check, keys);
+        self.checks.insert(key, check);
+        Ok(())
+    }
+
+    fn check_keys(&self, check: &HealthCheck, keys: &mut Vec<WatchKey>) {
+        keys.extend([WatchKey::Checks, WatchKey::Node(check.node.clone())]);
+        if check.service_id.is_empty() {
+            self.node_service_keys(&check.node, keys);
+        } else if let Some(svc) = self.services.get(&(check.node.clone(), check.service_id.clone())) {
+            Self::service_keys(svc, keys);
+        }
+    }
+
+    fn remove_service(&mut self, node: &str, id: &str, keys: &mut Vec<WatchKey>) {
+        let key = (node.to_string(), id.to_string());
+        let Some(svc) = self.services.remove(&key) else {
+            return;
+        };
+        self.index_service(&key, &svc, false);
+        Self::service_keys(&svc, keys);
+        keys.extend([WatchKey::Services, WatchKey::Node(node.to_string()), WatchKey::Checks]);
+        self.checks.retain(|k, c| !(k.0 == node && c.service_id == id));
+    }
+
+    fn register(&mut self, index: u64, reg: CatalogRegistration, keys: &mut Vec<WatchKey>) -> Result<(), String> {
+        validate_registration(&reg)?;
+        let exists = self.nodes.contains_key(&reg.node);
+        if !reg.skip_node_update || !exists {
+            let mut node = Node {
+                id: reg.id,
+                node: reg.node.clone(),
+                address: reg.address,
+                datacenter: String::new(),
+                tagged_addresses: reg.tagged_addresses,
+                meta: reg.node_meta,
+                create_index: index,
+                modify_index: index,
+            };
+            match self.nodes.get(&reg.node) {
+                Some(old) => {
+                    node.create_index = old.create_index;
+                    node.modify_index = old.modify_index;
+                    if *old != node {
+                        node.modify_index = index;
+                        keys.extend([WatchKey::Nodes, WatchKey::Node(reg.node.clone())]);
+                        self.node_service_keys(&reg.node, keys);
+                        self.nodes.insert(reg.node.clone(), node);
+                    }
+                }
+                None => {
+                    keys.extend([WatchKey::Nodes, WatchKey::Node(reg.node.clone())]);
+                    self.nodes.insert(reg.node.clone(), node);
+                }
+            }
+        }
+        if let Some(svc) = reg.service {
+            self.put_service(index, &reg.node, svc, keys);
+        }
+        for check in reg.check.into_iter().chain(reg.checks) {
+            self.put_check(index, &reg.node, check, keys)?;
+        }
+        Ok(())
+    }
+
+    fn deregister(&mut self, dereg: CatalogDeregistration, keys: &mut Vec<WatchKey>) -> Result<(), String> {
+        if dereg.node.is_empty() {
+            return Err("Must provide node".into());
+        }
+        let node = dereg.node.as_str();
+        if !dereg.service_id.is_empty() {
+            self.remove_service(node, &dereg.service_id, keys);
+        }
+        if !dereg.check_id.is_empty() {
+            if let Some(check) = self.checks.remove(&(node.to_string(), dereg.check_id.clone())) {
+                self.check_keys(&check, keys);
+            }
+        }
+        if dereg.service_id.is_empty() && dereg.check_id.is_empty() && self.nodes.remove(node).is_some() {
+            let ids: Vec<String> = node_rows(&self.services, node).map(|(k, _)| k.1.clone()).collect();
+            for id in ids {
+                self.remove_service(node, &id, keys);
+            }
+            self.checks.retain(|k, _| k.0 != node);
+            keys.extend([WatchKey::Nodes, WatchKey::Node(node.to_string()), WatchKey::Checks]);
+        }
+        Ok(())
+    }
+
+    fn config_set(&mut self, index: u64, mut entry: ConfigEntry, cas: Option<u64>, keys: &mut Vec<WatchKey>) -> Result<Applied, String> {
+        validate_config_entry(&entry)?;
+        let key = (entry.kind.clone(), entry.name.clone());
+        let existing = self.config.get(&key);
+        if let Some(cas) = cas {
+            let current = existing.map(|e| e.modify_index).unwrap_or(0);
+            if current != cas {
+                return Ok(Applied::Cas(false));
+            }
+        }
+        entry.create_index = existing.map(|e| e.create_index).unwrap_or(index);
+        entry.modify_index = index;
+        keys.extend([
+            WatchKey::ConfigKind(entry.kind.clone()),
+            WatchKey::Config(entry.kind.clone(), entry.name.clone()),
+        ]);
+        self.config.insert(key, entry);
+        Ok(cas.map(|_| Applied::Cas(true)).unwrap_or(Applied::Done))
+    }
+
+    fn config_delete(&mut self, kind: String, name: String, cas: Option<u64>, keys: &mut Vec<WatchKey>) -> Applied {
+        let key = (kind, name);
+        let current = self.config.get(&key).map(|e| e.modify_index);
+        if let Some(cas) = cas {
+            if current.unwrap_or(0) != cas {
+                return Applied::Cas(false);
+            }
+        }
+        if current.is_some() {
+            self.config.remove(&key);
+            keys.extend([WatchKey::ConfigKind(key.0.clone()), WatchKey::Config(key.0, key.1)]);
+        }
+        cas.map(|_| Applied::Cas(true)).unwrap_or(Applied::Done)
+    }
+
+    fn to_snapshot(&self) -> Snapshot {
+        let mut snap = Snapshot {
+            index: self.index,
+            nodes: self.nodes.clone(),
+            key_index: self.key_index.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            ..Default::default()
+        };
+        snap.key_index.sort();
+        for ((node, id), svc) in &self.services {
+            snap.services.entry(node.clone()).or_default().insert(id.clone(), svc.clone());
+        }
+        for ((node, id), check) in &self.checks {
+            snap.checks.entry(node.clone()).or_default().insert(id.clone(), check.clone());
+        }
+        for ((kind, name), entry) in &self.config {
+            snap.config.entry(kind.clone()).or_default().insert(name.clone(), entry.clone());
+        }
+        snap
+    }
+
+    fn from_snapshot(snap: Snapshot) -> Tables {
+        let mut t = Tables {
+            index: snap.index,
+            nodes: snap.nodes,
+            key_index: snap.key_index.into_iter().collect(),
+            ..Default::default()
+        };
+        for (node, svcs) in snap.services {
+            for (id, svc) in svcs {
+                let key = (node.clone(), id);
+                t.index_service(&key, &svc, true);
+                t.services.insert(key, svc);
+            }
+        }
+        for (node, checks) in snap.checks {
+            for (id, check) in checks {
+                t.checks.insert((node.clone(), id), check);
+            }
+        }
+        for (kind, entries) in snap.config {
+            for (name, entry) in entries {
+                t.config.insert((kind.clone(), name), entry);
+            }
+        }
+        t
+    }
+}
+
+/// The state store of one datacenter. Cheap to clone; clones share the same state.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    datacenter: String,
+    tables: RwLock<Tables>,
+    watches: Watches,
+}
+
+impl Store {
+    /// An empty store for the given datacenter.
+    pub fn new(datacenter: &str) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                datacenter: datacenter.to_string(),
+                tables: RwLock::new(Tables::default()),
+                watches: Watches::default(),
+            }),
+        }
+    }
+
+    /// The datacenter this store belongs to.
+    pub fn datacenter(&self) -> &str {
+        &self.inner.datacenter
+    }
+
+    /// Index of the last applied command.
+    pub fn last_index(&self) -> u64 {
+        self.inner.tables.read().index
+    }
+
+    /// Applies one committed command at its Raft log index. Deterministic: every replica gets
+    /// the same rows, indexes and outcome. A rejected command changes nothing.
+    pub fn apply(&self, index: u64, cmd: Command) -> Applied {
+        let mut keys = Vec::new();
+        let outcome = {
+            let mut tables = self.inner.tables.write();
+            // Work on the live tables only after validation passed; the helpers below
+            // validate before the first mutation, so a rejection leaves no trace.
+            let outcome = match cmd {
+                Command::Register(reg) => {
+                    let probe = preflight_register(&tables, &reg);
+                    match probe {
+                        Err(e) => Applied::Rejected(e),
+                        Ok(()) => match tables.register(index, reg, &mut keys) {
+                            Ok(()) => Applied::Done,
+                            Err(e) => Applied::Rejected(e),
+                        },
+                    }
+                }
+                Command::Deregister(d) => match tables.deregister(d, &mut keys) {
+                    Ok(()) => Applied::Done,
+                    Err(e) => Applied::Rejected(e),
+                },
+                Command::ConfigSet { entry, cas } => {
+                    tables.config_set(index, entry, cas, &mut keys).unwrap_or_else(Applied::Rejected)
+                }
+                Command::ConfigDelete { kind, name, cas } => tables.config_delete(kind, name, cas, &mut keys),
+            };
+            tables.index = tables.index.max(index);
+            for key in &keys {
+                tables.key_index.insert(key.clone(), index);
+            }
+            outcome
+        };
+        if !keys.is_empty() {
+            self.inner.watches.notify(&keys);
+        }
+        outcome
+    }
+
+    /// Records that a log entry without a command (membership, blank) was applied.
+    pub fn advance(&self, index: u64) {
+        let mut tables = self.inner.tables.write();
+        tables.index = tables.index.max(index);
+    }
+
+    /// A consistent copy of the whole state.
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.tables.read().to_snapshot()
+    }
+
+    /// Serialises the whole state.
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.snapshot()).expect("snapshot serialises")
+    }
+
+    /// Replaces the whole state with a snapshot and wakes every blocking query.
+    pub fn restore(&self, snap: Snapshot) {
+        let fresh = Tables::from_snapshot(snap);
+        *self.inner.tables.write() = fresh;
+        self.inner.watches.notify_all();
+    }
+
+    /// Decodes and restores a snapshot produced by [`Store::snapshot_bytes`].
+    pub fn restore_bytes(&self, bytes: &[u8]) -> Result<(), StateError> {
+        let snap: Snapshot = serde_json::from_slice(bytes)?;
+        self.restore(snap);
+        Ok(())
+    }
+
+    /// Runs `read` once under the read lock. It returns its answer and pushes the keys it
+    /// read; the result's index is the highest change index among those keys.
+    pub(crate) fn read_once<T>(&self, read: &impl Fn(&Tables, &mut Vec<WatchKey>) -> T) -> (T, u64, Vec<WatchKey>) {
+        let tables = self.inner.tables.read();
+        let mut keys = Vec::with_capacity(4);
+        let out = read(&tables, &mut keys);
+        let idx = tables.index_of(&keys);
+        (out, idx, keys)
+    }
+
+    /// Consul's blocking read: with `min_index` 0 answer at once; otherwise wait until the
+    /// answer's index exceeds `min_index` or `wait` passes, then answer with what is current.
+    pub(crate) async fn blocking<T>(
+        &self,
+        min_index: u64,
+        wait: Duration,
+        read: impl Fn(&Tables, &mut Vec<WatchKey>) -> T,
+    ) -> (T, u64) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let (out, idx, mut receivers) = {
+                let tables = self.inner.tables.read();
+                let mut keys = Vec::with_capacity(4);
+                let out = read(&tables, &mut keys);
+                let idx = tables.index_of(&keys);
+                if min_index == 0 || idx > min_index {
+                    return (out, idx);
+                }
+                let rx: Vec<watch::Receiver<()>> =
+                    keys.iter().map(|k| self.inner.watches.subscribe(k)).collect();
+                (out, idx, rx)
+            };
+            let changed = futures_any(&mut receivers);
+            tokio::select! {
+                _ = changed => continue,
+                _ = tokio::time::sleep_until(deadline) => return (out, idx),
+            }
+        }
+    }
+
+    /// Number of watch keys with live waiters (for tests and metrics).
+    pub fn watched_keys(&self) -> usize {
+        self.inner.watches.len()
+    }
+}
+
+/// Resolves when any receiver sees a change or its sender goes away.
+async fn futures_any(receivers: &mut [watch::Receiver<()>]) {
+    if receivers.is_empty() {
+        return std::future::pending().await;
+    }
+    let futs = receivers.iter_mut().map(|rx| {
+        Box::pin(async move {
+            let _ = rx.changed().await;
+        })
+    });
+    futures::future::select_all(futs).await;
+}
+
+/// Validation of a registration against the current tables, before any row changes, so a
+/// rejected registration leaves the store untouched.
+fn preflight_register(tables: &Tables, reg: &CatalogRegistration) -> Result<(), String> {
+    validate_registration(reg)?;
+    let svc_id = reg.service.as_ref().map(|s| if s.id.is_empty() { s.service.as_str() } else { s.id.as_str() });
+    for check in reg.check.iter().chain(reg.checks.iter()) {
+        if check.service_id.is_empty() || Some(check.service_id.as_str()) == svc_id {
+            continue;
+        }
+        if !tables.services.contains_key(&(reg.node.clone(), check.service_id.clone())) {
+            return Err(format!(
+                "Unknown service ID {:?} for check ID {:?}",
+                check.service_id,
+                if check.check_id.is_empty() { &check.name } else { &check.check_id }
+            ));
+        }
+    }
+    Ok(())
+}
