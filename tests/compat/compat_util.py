@@ -86,6 +86,9 @@ class Timed:
     def __exit__(self, *exc: object) -> None:
         self.elapsed = time.monotonic() - self._start
 
+    def elapsed_so_far(self) -> float:
+        return time.monotonic() - self._start
+
 
 class run_later:  # noqa: N801 - used like a function
     """Run ``fn`` in a daemon thread after ``delay`` seconds.

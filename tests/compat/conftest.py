@@ -193,14 +193,16 @@ def node_name(trellis: TrellisAgent) -> str:
 
 @pytest.fixture
 def agent_service(client: consul.Consul) -> Iterator[Any]:
-    """``agent_service(name, service_id=None, **register_kwargs) -> service ID``.
+    """``agent_service(name, service_id=None, *, via=None, **register_kwargs)``
+    returns the service ID.
 
-    Registers through ``client.agent.service.register`` and deregisters at
-    teardown (which also removes the service's checks and sidecar)."""
+    Registers through ``agent.service.register`` of ``client`` (or of ``via``,
+    e.g. a second client used from a background thread) and deregisters at
+    teardown, which also removes the service's checks and sidecar."""
     registered: list[str] = []
 
-    def register(name: str, service_id: str | None = None, **kwargs: Any) -> str:
-        ok = client.agent.service.register(name, service_id=service_id, **kwargs)
+    def register(name: str, service_id: str | None = None, *, via: consul.Consul | None = None, **kwargs: Any) -> str:
+        ok = (via or client).agent.service.register(name, service_id=service_id, **kwargs)
         assert ok is True, f"agent.service.register({name!r}) returned {ok!r}"
         sid = service_id or name
         registered.append(sid)

@@ -1,0 +1,123 @@
+//! Raft RPCs to peers: JSON over HTTP to their server port.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{ServerNode, TypeConfig};
+
+/// Path of the AppendEntries RPC on a server port.
+pub const RPC_APPEND: &str = "/v1/internal/raft/append";
+/// Path of the RequestVote RPC on a server port.
+pub const RPC_VOTE: &str = "/v1/internal/raft/vote";
+/// Path of the InstallSnapshot RPC on a server port.
+pub const RPC_SNAPSHOT: &str = "/v1/internal/raft/snapshot";
+
+/// Makes RPC clients for peers; one shared HTTP connection pool.
+#[derive(Clone)]
+pub struct Network {
+    http: reqwest::Client,
+}
+
+impl Network {
+    /// A network with its own connection pool.
+    pub fn new() -> Network {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client builds");
+        Network { http }
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network::new()
+    }
+}
+
+/// The RPC client for one peer.
+pub struct Peer {
+    http: reqwest::Client,
+    target: u64,
+    node: ServerNode,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &ServerNode) -> Peer {
+        Peer { http: self.http.clone(), target, node: node.clone() }
+    }
+}
+
+impl Peer {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<u64, ServerNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let url = format!("http://{}{}", self.node.addr, path);
+        let resp = self
+            .http
+            .post(&url)
+            .timeout(timeout)
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        if !resp.status().is_success() {
+            let err = std::io::Error::other(format!("{url} answered {}", resp.status()));
+            return Err(RPCError::Network(NetworkError::new(&err)));
+        }
+        let result: Result<Resp, RaftError<u64, E>> =
+            resp.json().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, ServerNode, RaftError<u64>>> {
+        self.call(RPC_APPEND, &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, ServerNode, RaftError<u64, InstallSnapshotError>>> {
+        self.call(RPC_SNAPSHOT, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, ServerNode, RaftError<u64>>> {
+        self.call(RPC_VOTE, &rpc, option.hard_ttl()).await
+    }
+}
