@@ -116,8 +116,8 @@ def test_unrelated_write_does_not_wake(client, agent_service, trellis, query):
     ended_at = time.monotonic()
     writer.join()
 
-    assert landed_at and landed_at[0] < ended_at, "the unrelated write did not land during the wait"
     assert t.elapsed >= wait * 0.95, f"woken after {t.elapsed:.2f}s by a write to another service"
+    assert landed_at and landed_at[0] < ended_at, "the unrelated write did not land during the wait"
     assert t.elapsed <= wait * (1 + 1 / 16) + SLACK, f"took {t.elapsed:.2f}s for a {wait}s wait"
     assert new_index == index
     assert _service_ids(data) == [sid]
@@ -136,7 +136,11 @@ def test_health_service_wakes_on_check_status_change(client, agent_service, trel
     )
 
     other_client = trellis.new_client()
-    writer = run_later(0.5, lambda: other_client.agent.check.ttl_pass(cid))
+
+    def pass_check():
+        assert other_client.agent.check.ttl_pass(cid) is True
+
+    writer = run_later(0.5, pass_check)
     with Timed() as t:
         new_index, data = client.health.service(name, index=index, wait="10s")
     writer.join()

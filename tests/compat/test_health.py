@@ -1,7 +1,7 @@
 """Health endpoints, driven through py-consul 1.8.0.
 
 Covers: health.service (entry shape Node/Service/Checks, the node's
-serfHealth check, passing=True filtering of warning/critical instances, tag
+node-level checks, passing=True filtering of warning/critical instances, tag
 filter with one tag and with several tags), health.checks (service checks
 only), health.node (node and service checks of a node), health.connect
 (sidecar proxies, Connect-native services, passing=True), and check status
@@ -71,14 +71,26 @@ def test_health_service_entry_shape(client, agent_service, node_name):
     assert check["Name"] == f"Service '{name}' check"
 
 
-def test_health_service_includes_node_serf_health(client, agent_service):
-    name = uniq("serf")
+def test_health_service_includes_node_level_checks(client, agent_service):
+    # Trellis has no gossip layer, so it registers no "serfHealth" check; a node-level check
+    # registered on the agent must still appear beside every service of the node.
+    name = uniq("nodechk")
     agent_service(name, port=1)
-    entries = _wait_health(client, name, lambda es: len(es) == 1, what=f"{name} in health.service")
-    serf = _service_check(entries[0], "serfHealth")
-    assert serf["Status"] == "passing"
-    assert serf["ServiceID"] == ""
-    assert serf["Name"] == "Serf Health Status"
+    check_id = uniq("node-check")
+    assert client.agent.check.register(check_id, check=consul.Check.ttl(TTL)) is True
+    try:
+        assert client.agent.check.ttl_pass(check_id) is True
+        entries = _wait_health(
+            client,
+            name,
+            lambda es: len(es) == 1 and any(c["CheckID"] == check_id for c in es[0]["Checks"]),
+            what=f"node check {check_id} beside {name}",
+        )
+        node_check = _service_check(entries[0], check_id)
+        assert node_check["ServiceID"] == ""
+        assert node_check["Name"] == check_id
+    finally:
+        client.agent.check.deregister(check_id)
 
 
 def test_passing_filters_out_warning_and_critical_instances(client, agent_service):

@@ -1,1 +1,43 @@
-fn main() {}
+//! `trellis`: the agent, server and command-line client of the Trellis service mesh.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod config;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(cli::dash_aliases(std::env::args_os()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Agent(args) => cli::run_agent(args).await,
+            Command::Members(args) => cli::run_members(args).await,
+            Command::Version => {
+                println!("Trellis v{}", env!("CARGO_PKG_VERSION"));
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

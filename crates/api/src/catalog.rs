@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{null_as_default, AgentService, ConnectProxyConfig, HealthCheck, ServiceAddress, ServiceConnect, Weights};
+use crate::{
+    null_as_default, AgentService, ConnectProxyConfig, HealthCheck, ServiceAddress, ServiceConnect,
+    Weights,
+};
 
 /// A node in the catalog.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -29,7 +29,13 @@ pub mod status {
 #[serde(rename_all = "PascalCase")]
 pub struct CheckDefinition {
     /// Check ID; defaults to the name (or `service:<id>` inside a service definition).
-    #[serde(default, rename = "CheckID", alias = "ID", alias = "id", alias = "check_id")]
+    #[serde(
+        default,
+        rename = "CheckID",
+        alias = "ID",
+        alias = "id",
+        alias = "check_id"
+    )]
     pub id: String,
     /// Human-readable name.
     #[serde(default, alias = "name")]
@@ -44,7 +50,12 @@ pub struct CheckDefinition {
     #[serde(default, alias = "status")]
     pub status: String,
     /// TTL check: the check turns critical unless updated within this duration.
-    #[serde(default, rename = "TTL", alias = "ttl", deserialize_with = "go_duration_string")]
+    #[serde(
+        default,
+        rename = "TTL",
+        alias = "ttl",
+        deserialize_with = "go_duration_string"
+    )]
     pub ttl: String,
     /// HTTP check URL.
     #[serde(default, rename = "HTTP", alias = "http")]
@@ -230,8 +241,14 @@ mod tests {
     fn go_durations_parse() {
         assert_eq!(parse_go_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_go_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
         for bad in ["", "10", "s", "-1s", "10x", "1..2s", "ms10"] {
             assert!(parse_go_duration(bad).is_err(), "{bad} should fail");
@@ -244,7 +261,10 @@ mod tests {
             serde_json::from_str(r#"{"ID":"a","TTL":"15s","Interval":1000000000}"#).unwrap();
         assert_eq!(c.id, "a");
         assert_eq!(c.ttl, "15s");
-        assert_eq!(parse_go_duration(&c.interval).unwrap(), Duration::from_secs(1));
+        assert_eq!(
+            parse_go_duration(&c.interval).unwrap(),
+            Duration::from_secs(1)
+        );
         let c: CheckDefinition = serde_json::from_str(r#"{"CheckID":"b"}"#).unwrap();
         assert_eq!(c.id, "b");
         assert!(serde_json::from_str::<CheckDefinition>(r#"{"TTL":"soon"}"#).is_err());

@@ -9,11 +9,13 @@
 mod catalog;
 mod config;
 mod health;
+mod keys;
 mod service;
 
 pub use catalog::*;
 pub use config::*;
 pub use health::*;
+pub use keys::canonicalize_keys;
 pub use service::*;
 
 /// The default datacenter name, as Consul's.

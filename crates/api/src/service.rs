@@ -60,7 +60,10 @@ fn one() -> i32 {
 
 impl Default for Weights {
     fn default() -> Self {
-        Weights { passing: 1, warning: 1 }
+        Weights {
+            passing: 1,
+            warning: 1,
+        }
     }
 }
 
@@ -69,25 +72,45 @@ impl Default for Weights {
 #[serde(rename_all = "PascalCase")]
 pub struct Upstream {
     /// `service` (default, written as empty) or `prepared_query`.
-    #[serde(default, alias = "destination_type", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        alias = "destination_type",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub destination_type: String,
     /// Namespace of the destination (Enterprise; kept for round trips).
-    #[serde(default, alias = "destination_namespace", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        alias = "destination_namespace",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub destination_namespace: String,
     /// The service or prepared query to reach.
     #[serde(default, alias = "destination_name")]
     pub destination_name: String,
     /// Datacenter to resolve the destination in; empty means the local one.
-    #[serde(default, alias = "datacenter", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        alias = "datacenter",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub datacenter: String,
     /// Address the local listener binds.
-    #[serde(default, alias = "local_bind_address", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        alias = "local_bind_address",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub local_bind_address: String,
     /// Port the local listener binds.
     #[serde(default, alias = "local_bind_port", skip_serializing_if = "is_zero")]
     pub local_bind_port: u16,
     /// Unix socket path the local listener binds, instead of an address and port.
-    #[serde(default, alias = "local_bind_socket_path", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        alias = "local_bind_socket_path",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub local_bind_socket_path: String,
     /// Opaque per-upstream configuration.
     #[serde(default, alias = "config", skip_serializing_if = "Option::is_none")]
@@ -126,29 +149,42 @@ pub struct ConnectProxyConfig {
     )]
     pub destination_service_id: String,
     /// Address of the local application.
-    #[serde(default, alias = "local_service_address", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        alias = "local_service_address",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub local_service_address: String,
     /// Port of the local application.
     #[serde(default, alias = "local_service_port", skip_serializing_if = "is_zero")]
     pub local_service_port: u16,
     /// Unix socket of the local application.
-    #[serde(default, alias = "local_service_socket_path", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        alias = "local_service_socket_path",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub local_service_socket_path: String,
     /// `""`, `direct` or `transparent`.
-    #[serde(default, alias = "mode")]
+    #[serde(default, alias = "mode", skip_serializing_if = "String::is_empty")]
     pub mode: String,
     /// Opaque proxy configuration (`protocol`, ...).
     #[serde(default, alias = "config", skip_serializing_if = "Option::is_none")]
     pub config: Option<BTreeMap<String, Value>>,
     /// The proxy's upstreams.
-    #[serde(default, alias = "upstreams")]
+    #[serde(
+        default,
+        alias = "upstreams",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub upstreams: Vec<Upstream>,
     /// Mesh gateway mode.
     #[serde(default, alias = "mesh_gateway")]
     pub mesh_gateway: MeshGatewayConfig,
     /// Expose configuration, kept opaque.
-    #[serde(default, alias = "expose")]
-    pub expose: Value,
+    #[serde(default, alias = "expose", deserialize_with = "null_as_default")]
+    pub expose: serde_json::Map<String, Value>,
 }
 
 /// `Connect` block of a service definition.
@@ -159,7 +195,11 @@ pub struct ServiceConnect {
     #[serde(default, alias = "native", skip_serializing_if = "std::ops::Not::not")]
     pub native: bool,
     /// A sidecar proxy to register alongside the service (registration only; never stored).
-    #[serde(default, alias = "sidecar_service", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "sidecar_service",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sidecar_service: Option<Box<ServiceDefinition>>,
 }
 
@@ -190,7 +230,11 @@ pub struct ServiceDefinition {
     #[serde(default, alias = "address")]
     pub address: String,
     /// Named addresses.
-    #[serde(default, alias = "tagged_addresses", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        alias = "tagged_addresses",
+        deserialize_with = "null_as_default"
+    )]
     pub tagged_addresses: BTreeMap<String, ServiceAddress>,
     /// Free-form metadata.
     #[serde(default, alias = "meta", deserialize_with = "null_as_default")]
@@ -229,9 +273,10 @@ pub struct AgentService {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub kind: String,
     /// Instance ID.
-    #[serde(rename = "ID")]
+    #[serde(default, rename = "ID")]
     pub id: String,
     /// Service name.
+    #[serde(default)]
     pub service: String,
     /// Tags.
     #[serde(default)]
@@ -267,11 +312,15 @@ pub struct AgentService {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub datacenter: String,
     /// Raft index that created the row (catalog endpoints).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub create_index: u64,
     /// Raft index that last changed the row (catalog endpoints).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub modify_index: u64,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
 }
 
 impl AgentService {

@@ -30,13 +30,21 @@ pub enum StorageError {
 }
 
 fn ensure_tables(db: &Database) -> Result<(), StorageError> {
-    let tx = db.begin_write().map_err(|e| StorageError::Table(e.to_string()))?;
-    tx.open_table(LOGS).map_err(|e| StorageError::Table(e.to_string()))?;
-    tx.open_table(META).map_err(|e| StorageError::Table(e.to_string()))?;
-    tx.commit().map_err(|e| StorageError::Table(e.to_string()))?;
+    let tx = db
+        .begin_write()
+        .map_err(|e| StorageError::Table(e.to_string()))?;
+    tx.open_table(LOGS)
+        .map_err(|e| StorageError::Table(e.to_string()))?;
+    tx.open_table(META)
+        .map_err(|e| StorageError::Table(e.to_string()))?;
+    tx.commit()
+        .map_err(|e| StorageError::Table(e.to_string()))?;
     // A read proves the file is usable before the server starts on it.
-    let rx = db.begin_read().map_err(|e| StorageError::Table(e.to_string()))?;
-    rx.open_table(META).map_err(|e| StorageError::Table(e.to_string()))?;
+    let rx = db
+        .begin_read()
+        .map_err(|e| StorageError::Table(e.to_string()))?;
+    rx.open_table(META)
+        .map_err(|e| StorageError::Table(e.to_string()))?;
     Ok(())
 }
 
@@ -54,7 +62,10 @@ pub fn open_db(path: &Path) -> Result<RaftDb, StorageError> {
 pub fn open_memory_db() -> Result<RaftDb, StorageError> {
     let db = Database::builder()
         .create_with_backend(redb::backends::InMemoryBackend::new())
-        .map_err(|source| StorageError::Open { path: "memory".into(), source })?;
+        .map_err(|source| StorageError::Open {
+            path: "memory".into(),
+            source,
+        })?;
     ensure_tables(&db)?;
     Ok(Arc::new(db))
 }
@@ -77,4 +88,33 @@ pub(crate) fn put_meta(db: &Database, items: &[(&str, &[u8])]) -> Result<(), red
     }
     tx.commit()?;
     Ok(())
+}
+
+/// This server's Raft node ID: made at random once and kept in the database.
+pub fn node_id(db: &Database) -> Result<u64, StorageError> {
+    const KEY: &str = "node_id";
+    let err = |e: redb::Error| StorageError::Table(e.to_string());
+    if let Some(bytes) = get_meta(db, KEY).map_err(err)? {
+        let arr: [u8; 8] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| StorageError::Table("node_id record is corrupt".into()))?;
+        return Ok(u64::from_be_bytes(arr));
+    }
+    let id = rand_u64();
+    put_meta(db, &[(KEY, &id.to_be_bytes())]).map_err(err)?;
+    Ok(id)
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS; mix in the time so two calls differ.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() | 1
 }

@@ -18,7 +18,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-pub use db::{open_db, open_memory_db, RaftDb, StorageError};
+pub use db::{node_id, open_db, open_memory_db, RaftDb, StorageError};
 pub use log_store::LogStore;
 pub use network::{Network, RPC_APPEND, RPC_SNAPSHOT, RPC_VOTE};
 pub use state_machine::StateMachine;

@@ -39,7 +39,8 @@ impl LogStore {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, redb::Error> {
-    serde_json::from_slice(bytes).map_err(|e| redb::Error::Corrupted(format!("undecodable Raft record: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| redb::Error::Corrupted(format!("undecodable Raft record: {e}")))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -94,14 +95,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
         self.blocking(|db| {
-            let last_purged: Option<LogId<u64>> = get_meta(db, LAST_PURGED)?.map(|b| decode(&b)).transpose()?;
+            let last_purged: Option<LogId<u64>> =
+                get_meta(db, LAST_PURGED)?.map(|b| decode(&b)).transpose()?;
             let rx = db.begin_read()?;
             let table = rx.open_table(LOGS)?;
             let last = match table.last()? {
                 Some((_, v)) => Some(decode::<Entry<TypeConfig>>(v.value())?.log_id),
                 None => last_purged,
             };
-            Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+            Ok(LogState {
+                last_purged_log_id: last_purged,
+                last_log_id: last,
+            })
         })
         .await
         .map_err(|e| StorageIOError::read_logs(&e).into())
@@ -124,7 +129,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
         let bytes = encode(&committed);
         self.blocking(move |db| put_meta(db, &[(COMMITTED, &bytes)]))
             .await
@@ -132,17 +140,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        self.blocking(|db| Ok(get_meta(db, COMMITTED)?.map(|b| decode(&b)).transpose()?.flatten()))
-            .await
-            .map_err(|e| StorageIOError::read(&e).into())
+        self.blocking(|db| {
+            Ok(get_meta(db, COMMITTED)?
+                .map(|b| decode(&b))
+                .transpose()?
+                .flatten())
+        })
+        .await
+        .map_err(|e| StorageIOError::read(&e).into())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let rows: Vec<(u64, Vec<u8>)> = entries.into_iter().map(|e| (e.log_id.index, encode(&e))).collect();
+        let rows: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| (e.log_id.index, encode(&e)))
+            .collect();
         let result = self
             .blocking(move |db| {
                 let tx = db.begin_write()?;

@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -55,7 +57,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &ServerNode) -> Peer {
-        Peer { http: self.http.clone(), target, node: node.clone() }
+        Peer {
+            http: self.http.clone(),
+            target,
+            node: node.clone(),
+        }
     }
 }
 
@@ -90,9 +96,17 @@ impl Peer {
             let err = std::io::Error::other(format!("{url} answered {}", resp.status()));
             return Err(RPCError::Network(NetworkError::new(&err)));
         }
-        let result: Result<Resp, RaftError<u64, E>> =
-            resp.json().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+        let result: Result<Resp, RaftError<u64, E>> = resp
+            .json()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
     }
 }
 
@@ -109,7 +123,10 @@ impl RaftNetwork<TypeConfig> for Peer {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, ServerNode, RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, ServerNode, RaftError<u64, InstallSnapshotError>>,
+    > {
         self.call(RPC_SNAPSHOT, &rpc, option.hard_ttl()).await
     }
 

@@ -4,8 +4,8 @@ use std::io::Cursor;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
-    StoredMembership,
+    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use trellis_state::{Applied, Store};
@@ -49,8 +49,14 @@ impl StateMachine {
     /// Opens the state machine: restores the store from the persisted snapshot if there is one;
     /// openraft then re-applies the committed log after it.
     pub fn open(db: RaftDb, store: Store) -> Result<StateMachine, StorageError<u64>> {
-        let mut sm = StateMachine { store, db, last_applied: None, membership: StoredMembership::default() };
-        let saved = get_meta(&sm.db, SNAPSHOT_DATA).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let mut sm = StateMachine {
+            store,
+            db,
+            last_applied: None,
+            membership: StoredMembership::default(),
+        };
+        let saved =
+            get_meta(&sm.db, SNAPSHOT_DATA).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         if let Some(bytes) = saved {
             sm.load(&bytes)?;
         }
@@ -88,24 +94,41 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let store = serde_json::to_vec(&self.store).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        let bytes = serde_json::to_vec(&SnapshotFile { meta: meta.clone(), store })
+        let store = serde_json::to_vec(&self.store)
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let bytes = serde_json::to_vec(&SnapshotFile {
+            meta: meta.clone(),
+            store,
+        })
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let db = self.db.clone();
         let data = bytes.clone();
         let meta_bytes = serde_json::to_vec(&meta).expect("snapshot meta serialises");
-        tokio::task::spawn_blocking(move || put_meta(&db, &[(SNAPSHOT_META, &meta_bytes), (SNAPSHOT_DATA, &data)]))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &std::io::Error::other(e.to_string())))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        tokio::task::spawn_blocking(move || {
+            put_meta(&db, &[(SNAPSHOT_META, &meta_bytes), (SNAPSHOT_DATA, &data)])
+        })
+        .await
+        .map_err(|e| {
+            StorageIOError::write_snapshot(
+                Some(meta.signature()),
+                &std::io::Error::other(e.to_string()),
+            )
+        })?
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot written");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
     }
 }
 
 fn rand_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -151,7 +174,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -172,22 +197,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta_bytes = serde_json::to_vec(meta).expect("snapshot meta serialises");
         let db = self.db.clone();
         let sig = meta.signature();
-        tokio::task::spawn_blocking(move || put_meta(&db, &[(SNAPSHOT_META, &meta_bytes), (SNAPSHOT_DATA, &bytes)]))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(sig.clone()), &std::io::Error::other(e.to_string())))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(sig), &e))?;
+        tokio::task::spawn_blocking(move || {
+            put_meta(
+                &db,
+                &[(SNAPSHOT_META, &meta_bytes), (SNAPSHOT_DATA, &bytes)],
+            )
+        })
+        .await
+        .map_err(|e| {
+            StorageIOError::write_snapshot(Some(sig.clone()), &std::io::Error::other(e.to_string()))
+        })?
+        .map_err(|e| StorageIOError::write_snapshot(Some(sig), &e))?;
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
         let db = self.db.clone();
         let saved = tokio::task::spawn_blocking(move || get_meta(&db, SNAPSHOT_DATA))
             .await
-            .map_err(|e| StorageIOError::read_snapshot(None, &std::io::Error::other(e.to_string())))?
+            .map_err(|e| {
+                StorageIOError::read_snapshot(None, &std::io::Error::other(e.to_string()))
+            })?
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         let Some(bytes) = saved else { return Ok(None) };
         let file: SnapshotFile =
             serde_json::from_slice(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(bytes)) }))
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
     }
 }

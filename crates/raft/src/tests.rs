@@ -9,7 +9,9 @@ use crate::{open_db, LogStore, StateMachine, TypeConfig};
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = open_db(&dir.path().join("raft.redb")).expect("db opens");
         let sm = StateMachine::open(db.clone(), Store::new("dc1"))?;

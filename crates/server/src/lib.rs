@@ -1,1 +1,16 @@
-//! placeholder
+//! A Trellis server: one Raft voter holding the datacenter's state.
+//!
+//! [`Server`] owns the Raft node and the [`trellis_state::Store`] it drives. Writes become Raft
+//! commands ([`Server::apply`]); reads run against the local store ([`Server::query`]), as
+//! blocking queries when asked, after forwarding to the leader unless `?stale`. The server port
+//! ([`Server::router`]) carries Raft RPCs between servers and the RPCs client agents use.
+
+#![forbid(unsafe_code)]
+
+mod rpc;
+mod server;
+
+pub use rpc::{
+    remote_query, ApplyResponse, QueryRequest, StatusResponse, RPC_APPLY, RPC_QUERY, RPC_STATUS,
+};
+pub use server::{QueryOptions, QueryResponse, Server, ServerConfig, ServerError};

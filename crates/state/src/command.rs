@@ -60,7 +60,10 @@ pub fn validate_registration(reg: &CatalogRegistration) -> Result<(), String> {
             return Err(format!("Invalid service kind: {:?}", svc.kind));
         }
         if svc.kind == kind::CONNECT_PROXY {
-            let dest = svc.proxy.as_ref().map(|p| p.destination_service_name.as_str());
+            let dest = svc
+                .proxy
+                .as_ref()
+                .map(|p| p.destination_service_name.as_str());
             if dest.unwrap_or("").is_empty() {
                 return Err("Proxy.DestinationServiceName must be set for a connect-proxy".into());
             }
@@ -118,6 +121,45 @@ pub fn validate_config_entry(entry: &ConfigEntry) -> Result<(), String> {
     Ok(())
 }
 
+/// Fills the fields Consul computes for a config entry before storing it: each intention
+/// source's `Type` (`consul`) and `Precedence`, with sources ordered by precedence.
+pub fn normalize_config_entry(entry: &mut ConfigEntry) {
+    if entry.kind != config_kind::SERVICE_INTENTIONS {
+        return;
+    }
+    let dest_wild = entry.name == "*";
+    let Some(serde_json::Value::Array(sources)) = entry.body.get_mut("Sources") else {
+        return;
+    };
+    for src in sources.iter_mut() {
+        let Some(obj) = src.as_object_mut() else {
+            continue;
+        };
+        let src_wild = obj.get("Name").and_then(|v| v.as_str()) == Some("*");
+        let precedence = match (dest_wild, src_wild) {
+            (false, false) => 9,
+            (false, true) => 8,
+            (true, false) => 6,
+            (true, true) => 5,
+        };
+        obj.insert("Precedence".into(), precedence.into());
+        let ty = obj.get("Type").and_then(|v| v.as_str()).unwrap_or("");
+        if ty.is_empty() {
+            obj.insert("Type".into(), "consul".into());
+        }
+    }
+    let key = |v: &serde_json::Value| {
+        (
+            std::cmp::Reverse(v.get("Precedence").and_then(|p| p.as_u64()).unwrap_or(0)),
+            v.get("Name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("")
+                .to_string(),
+        )
+    };
+    sources.sort_by_key(key);
+}
+
 /// Shape checks for `service-intentions`; the full rules come with the intentions engine.
 fn validate_intentions_shape(entry: &ConfigEntry) -> Result<(), String> {
     let Some(sources) = entry.body.get("Sources") else {
@@ -126,13 +168,17 @@ fn validate_intentions_shape(entry: &ConfigEntry) -> Result<(), String> {
     let sources = sources.as_array().ok_or("Sources must be a list")?;
     let mut seen = std::collections::HashSet::new();
     for (i, src) in sources.iter().enumerate() {
-        let src = src.as_object().ok_or_else(|| format!("Sources[{i}] must be an object"))?;
+        let src = src
+            .as_object()
+            .ok_or_else(|| format!("Sources[{i}] must be an object"))?;
         let name = src.get("Name").and_then(|v| v.as_str()).unwrap_or("");
         if name.is_empty() {
             return Err(format!("Sources[{i}].Name is required"));
         }
         if !seen.insert(name.to_string()) {
-            return Err(format!("Sources[{i}].Name {name:?} is listed more than once"));
+            return Err(format!(
+                "Sources[{i}].Name {name:?} is listed more than once"
+            ));
         }
         let action = src.get("Action").and_then(|v| v.as_str()).unwrap_or("");
         let has_perms = src.get("Permissions").is_some_and(|p| !p.is_null());
@@ -142,9 +188,15 @@ fn validate_intentions_shape(entry: &ConfigEntry) -> Result<(), String> {
             ("", false) => {
                 return Err(format!("Sources[{i}].Action is required (allow or deny)"));
             }
-            (a, false) => return Err(format!("Sources[{i}].Action must be allow or deny, not {a:?}")),
+            (a, false) => {
+                return Err(format!(
+                    "Sources[{i}].Action must be allow or deny, not {a:?}"
+                ))
+            }
             (_, true) => {
-                return Err(format!("Sources[{i}]: Action and Permissions are mutually exclusive"));
+                return Err(format!(
+                    "Sources[{i}]: Action and Permissions are mutually exclusive"
+                ));
             }
         }
     }
@@ -159,7 +211,10 @@ mod tests {
     #[test]
     fn registration_rules() {
         let mut reg = CatalogRegistration::default();
-        assert_eq!(validate_registration(&reg).unwrap_err(), "Must provide node");
+        assert_eq!(
+            validate_registration(&reg).unwrap_err(),
+            "Must provide node"
+        );
         reg.node = "n1".into();
         assert!(validate_registration(&reg).is_err());
         reg.address = "10.0.0.1".into();
@@ -169,14 +224,22 @@ mod tests {
             service: "web-proxy".into(),
             ..Default::default()
         });
-        assert!(validate_registration(&reg).unwrap_err().contains("DestinationServiceName"));
+        assert!(validate_registration(&reg)
+            .unwrap_err()
+            .contains("DestinationServiceName"));
     }
 
     #[test]
     fn config_entry_rules() {
         let mk = |json: &str| serde_json::from_str::<ConfigEntry>(json).unwrap();
-        assert!(validate_config_entry(&mk(r#"{"Kind":"service-defaults","Name":"web","Protocol":"http"}"#)).is_ok());
-        assert!(validate_config_entry(&mk(r#"{"Kind":"service-defaults","Name":"web","Protocol":"smtp"}"#)).is_err());
+        assert!(validate_config_entry(&mk(
+            r#"{"Kind":"service-defaults","Name":"web","Protocol":"http"}"#
+        ))
+        .is_ok());
+        assert!(validate_config_entry(&mk(
+            r#"{"Kind":"service-defaults","Name":"web","Protocol":"smtp"}"#
+        ))
+        .is_err());
         assert!(validate_config_entry(&mk(r#"{"Kind":"proxy-defaults","Name":"web"}"#)).is_err());
         assert!(validate_config_entry(&mk(r#"{"Kind":"nope","Name":"web"}"#)).is_err());
         assert!(validate_config_entry(&mk(

@@ -15,7 +15,9 @@ mod query;
 mod tables;
 mod watch;
 
-pub use command::{validate_config_entry, validate_registration, Applied, Command};
+pub use command::{
+    normalize_config_entry, validate_config_entry, validate_registration, Applied, Command,
+};
 pub use error::StateError;
 pub use query::{Query, QueryOutput};
 pub use tables::{Snapshot, Store};

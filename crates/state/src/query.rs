@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use trellis_api::{status, AgentService, HealthCheck, Node, NodeServices, ServiceEntry, ServiceNode};
+use trellis_api::{
+    status, AgentService, HealthCheck, Node, NodeServices, ServiceEntry, ServiceNode,
+};
 
 use crate::tables::{node_rows, NodeKey, Tables};
 use crate::{Store, WatchKey};
@@ -87,7 +89,9 @@ pub enum QueryOutput {
 }
 
 fn json<T: Serialize>(v: &T) -> QueryOutput {
-    QueryOutput::Found(Bytes::from(serde_json::to_vec(v).expect("wire types serialise")))
+    QueryOutput::Found(Bytes::from(
+        serde_json::to_vec(v).expect("wire types serialise"),
+    ))
 }
 
 impl Query {
@@ -123,16 +127,28 @@ impl Query {
                     }),
                 }
             }
-            Query::CatalogService { name, tags, connect } => {
+            Query::CatalogService {
+                name,
+                tags,
+                connect,
+            } => {
                 let rows: Vec<ServiceNode> = instances(t, name, *connect, keys)
                     .filter(|(_, s)| has_tags(s, tags))
-                    .filter_map(|(k, s)| t.nodes.get(&k.0).map(|n| ServiceNode::new(&with_dc(n, dc), s)))
+                    .filter_map(|(k, s)| {
+                        t.nodes
+                            .get(&k.0)
+                            .map(|n| ServiceNode::new(&with_dc(n, dc), s))
+                    })
                     .collect();
                 json(&rows)
             }
             Query::HealthNode { node } => {
                 keys.push(WatchKey::Node(node.clone()));
-                json(&node_rows(&t.checks, node).map(|(_, c)| c).collect::<Vec<_>>())
+                json(
+                    &node_rows(&t.checks, node)
+                        .map(|(_, c)| c)
+                        .collect::<Vec<_>>(),
+                )
             }
             Query::HealthChecks { service } => {
                 keys.push(WatchKey::Service(service.clone()));
@@ -145,7 +161,12 @@ impl Query {
                     .collect();
                 json(&checks)
             }
-            Query::HealthService { name, tags, passing, connect } => {
+            Query::HealthService {
+                name,
+                tags,
+                passing,
+                connect,
+            } => {
                 let entries: Vec<ServiceEntry> = instances(t, name, *connect, keys)
                     .filter(|(_, s)| has_tags(s, tags))
                     .filter_map(|(k, s)| {
@@ -158,7 +179,11 @@ impl Query {
                         if *passing && checks.iter().any(|c| c.status != status::PASSING) {
                             return None;
                         }
-                        Some(ServiceEntry { node: with_dc(node, dc), service: s.clone(), checks })
+                        Some(ServiceEntry {
+                            node: with_dc(node, dc),
+                            service: s.clone(),
+                            checks,
+                        })
                     })
                     .collect();
                 json(&entries)
@@ -186,13 +211,17 @@ impl Query {
                 keys.push(WatchKey::Config(kind.clone(), name.clone()));
                 match t.config.get(&(kind.clone(), name.clone())) {
                     Some(e) => json(e),
-                    None => QueryOutput::NotFound(format!("Config entry not found for {kind:?} / {name:?}")),
+                    None => QueryOutput::NotFound(format!(
+                        "Config entry not found for {kind:?} / {name:?}"
+                    )),
                 }
             }
             Query::NodeState { node } => {
                 keys.push(WatchKey::Node(node.clone()));
-                let services: Vec<&AgentService> = node_rows(&t.services, node).map(|(_, s)| s).collect();
-                let checks: Vec<&HealthCheck> = node_rows(&t.checks, node).map(|(_, c)| c).collect();
+                let services: Vec<&AgentService> =
+                    node_rows(&t.services, node).map(|(_, s)| s).collect();
+                let checks: Vec<&HealthCheck> =
+                    node_rows(&t.checks, node).map(|(_, c)| c).collect();
                 json(&serde_json::json!({
                     "Node": t.nodes.get(node),
                     "Services": services,
@@ -223,7 +252,10 @@ fn instances<'a>(
         .filter_map(move |k| t.services.get(k).map(|s| (k, s)))
 }
 
-fn service_checks<'a>(t: &'a Tables, key: &'a NodeKey) -> impl Iterator<Item = &'a HealthCheck> + 'a {
+fn service_checks<'a>(
+    t: &'a Tables,
+    key: &'a NodeKey,
+) -> impl Iterator<Item = &'a HealthCheck> + 'a {
     node_rows(&t.checks, &key.0)
         .map(|(_, c)| c)
         .filter(move |c| c.service_id == key.1)
@@ -243,14 +275,21 @@ impl Store {
     /// Answers a query now, with the index of its answer.
     pub fn query(&self, q: &Query) -> (QueryOutput, u64) {
         let dc = self.datacenter().to_string();
-        let (out, idx, _) = self.read_once(&|t: &Tables, keys: &mut Vec<WatchKey>| q.run(t, &dc, keys));
+        let (out, idx, _) =
+            self.read_once(&|t: &Tables, keys: &mut Vec<WatchKey>| q.run(t, &dc, keys));
         (out, idx)
     }
 
     /// Answers a query as a Consul blocking query: at once when `min_index` is 0, otherwise
     /// when its answer's index passes `min_index` or after `wait`.
-    pub async fn blocking_query(&self, q: &Query, min_index: u64, wait: Duration) -> (QueryOutput, u64) {
+    pub async fn blocking_query(
+        &self,
+        q: &Query,
+        min_index: u64,
+        wait: Duration,
+    ) -> (QueryOutput, u64) {
         let dc = self.datacenter().to_string();
-        self.blocking(min_index, wait, |t, keys| q.run(t, &dc, keys)).await
+        self.blocking(min_index, wait, |t, keys| q.run(t, &dc, keys))
+            .await
     }
 }

@@ -106,7 +106,13 @@ impl Tables {
         }
     }
 
-    fn put_service(&mut self, index: u64, node: &str, mut svc: AgentService, keys: &mut Vec<WatchKey>) {
+    fn put_service(
+        &mut self,
+        index: u64,
+        node: &str,
+        mut svc: AgentService,
+        keys: &mut Vec<WatchKey>,
+    ) {
         if svc.id.is_empty() {
             svc.id = svc.service.clone();
         }
@@ -145,7 +151,13 @@ impl Tables {
         self.services.insert(key, svc);
     }
 
-    fn put_check(&mut self, index: u64, node: &str, mut check: HealthCheck, keys: &mut Vec<WatchKey>) -> Result<(), String> {
+    fn put_check(
+        &mut self,
+        index: u64,
+        node: &str,
+        mut check: HealthCheck,
+        keys: &mut Vec<WatchKey>,
+    ) -> Result<(), String> {
         check.node = node.to_string();
         if check.check_id.is_empty() {
             check.check_id = check.name.clone();
@@ -158,7 +170,10 @@ impl Tables {
                 .services
                 .get(&(node.to_string(), check.service_id.clone()))
                 .ok_or_else(|| {
-                    format!("Unknown service ID {:?} for check ID {:?}", check.service_id, check.check_id)
+                    format!(
+                        "Unknown service ID {:?} for check ID {:?}",
+                        check.service_id, check.check_id
+                    )
                 })?;
             check.service_name = svc.service.clone();
             check.service_tags = svc.tags.clone();
@@ -186,7 +201,10 @@ impl Tables {
         keys.extend([WatchKey::Checks, WatchKey::Node(check.node.clone())]);
         if check.service_id.is_empty() {
             self.node_service_keys(&check.node, keys);
-        } else if let Some(svc) = self.services.get(&(check.node.clone(), check.service_id.clone())) {
+        } else if let Some(svc) = self
+            .services
+            .get(&(check.node.clone(), check.service_id.clone()))
+        {
             Self::service_keys(svc, keys);
         }
     }
@@ -198,11 +216,21 @@ impl Tables {
         };
         self.index_service(&key, &svc, false);
         Self::service_keys(&svc, keys);
-        keys.extend([WatchKey::Services, WatchKey::Node(node.to_string()), WatchKey::Checks]);
-        self.checks.retain(|k, c| !(k.0 == node && c.service_id == id));
+        keys.extend([
+            WatchKey::Services,
+            WatchKey::Node(node.to_string()),
+            WatchKey::Checks,
+        ]);
+        self.checks
+            .retain(|k, c| !(k.0 == node && c.service_id == id));
     }
 
-    fn register(&mut self, index: u64, reg: CatalogRegistration, keys: &mut Vec<WatchKey>) -> Result<(), String> {
+    fn register(
+        &mut self,
+        index: u64,
+        reg: CatalogRegistration,
+        keys: &mut Vec<WatchKey>,
+    ) -> Result<(), String> {
         validate_registration(&reg)?;
         let exists = self.nodes.contains_key(&reg.node);
         if !reg.skip_node_update || !exists {
@@ -242,7 +270,11 @@ impl Tables {
         Ok(())
     }
 
-    fn deregister(&mut self, dereg: CatalogDeregistration, keys: &mut Vec<WatchKey>) -> Result<(), String> {
+    fn deregister(
+        &mut self,
+        dereg: CatalogDeregistration,
+        keys: &mut Vec<WatchKey>,
+    ) -> Result<(), String> {
         if dereg.node.is_empty() {
             return Err("Must provide node".into());
         }
@@ -251,22 +283,40 @@ impl Tables {
             self.remove_service(node, &dereg.service_id, keys);
         }
         if !dereg.check_id.is_empty() {
-            if let Some(check) = self.checks.remove(&(node.to_string(), dereg.check_id.clone())) {
+            if let Some(check) = self
+                .checks
+                .remove(&(node.to_string(), dereg.check_id.clone()))
+            {
                 self.check_keys(&check, keys);
             }
         }
-        if dereg.service_id.is_empty() && dereg.check_id.is_empty() && self.nodes.remove(node).is_some() {
-            let ids: Vec<String> = node_rows(&self.services, node).map(|(k, _)| k.1.clone()).collect();
+        if dereg.service_id.is_empty()
+            && dereg.check_id.is_empty()
+            && self.nodes.remove(node).is_some()
+        {
+            let ids: Vec<String> = node_rows(&self.services, node)
+                .map(|(k, _)| k.1.clone())
+                .collect();
             for id in ids {
                 self.remove_service(node, &id, keys);
             }
             self.checks.retain(|k, _| k.0 != node);
-            keys.extend([WatchKey::Nodes, WatchKey::Node(node.to_string()), WatchKey::Checks]);
+            keys.extend([
+                WatchKey::Nodes,
+                WatchKey::Node(node.to_string()),
+                WatchKey::Checks,
+            ]);
         }
         Ok(())
     }
 
-    fn config_set(&mut self, index: u64, mut entry: ConfigEntry, cas: Option<u64>, keys: &mut Vec<WatchKey>) -> Result<Applied, String> {
+    fn config_set(
+        &mut self,
+        index: u64,
+        mut entry: ConfigEntry,
+        cas: Option<u64>,
+        keys: &mut Vec<WatchKey>,
+    ) -> Result<Applied, String> {
         validate_config_entry(&entry)?;
         let key = (entry.kind.clone(), entry.name.clone());
         let existing = self.config.get(&key);
@@ -286,7 +336,13 @@ impl Tables {
         Ok(cas.map(|_| Applied::Cas(true)).unwrap_or(Applied::Done))
     }
 
-    fn config_delete(&mut self, kind: String, name: String, cas: Option<u64>, keys: &mut Vec<WatchKey>) -> Applied {
+    fn config_delete(
+        &mut self,
+        kind: String,
+        name: String,
+        cas: Option<u64>,
+        keys: &mut Vec<WatchKey>,
+    ) -> Applied {
         let key = (kind, name);
         let current = self.config.get(&key).map(|e| e.modify_index);
         if let Some(cas) = cas {
@@ -296,7 +352,10 @@ impl Tables {
         }
         if current.is_some() {
             self.config.remove(&key);
-            keys.extend([WatchKey::ConfigKind(key.0.clone()), WatchKey::Config(key.0, key.1)]);
+            keys.extend([
+                WatchKey::ConfigKind(key.0.clone()),
+                WatchKey::Config(key.0, key.1),
+            ]);
         }
         cas.map(|_| Applied::Cas(true)).unwrap_or(Applied::Done)
     }
@@ -305,18 +364,31 @@ impl Tables {
         let mut snap = Snapshot {
             index: self.index,
             nodes: self.nodes.clone(),
-            key_index: self.key_index.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            key_index: self
+                .key_index
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             ..Default::default()
         };
         snap.key_index.sort();
         for ((node, id), svc) in &self.services {
-            snap.services.entry(node.clone()).or_default().insert(id.clone(), svc.clone());
+            snap.services
+                .entry(node.clone())
+                .or_default()
+                .insert(id.clone(), svc.clone());
         }
         for ((node, id), check) in &self.checks {
-            snap.checks.entry(node.clone()).or_default().insert(id.clone(), check.clone());
+            snap.checks
+                .entry(node.clone())
+                .or_default()
+                .insert(id.clone(), check.clone());
         }
         for ((kind, name), entry) in &self.config {
-            snap.config.entry(kind.clone()).or_default().insert(name.clone(), entry.clone());
+            snap.config
+                .entry(kind.clone())
+                .or_default()
+                .insert(name.clone(), entry.clone());
         }
         snap
     }
@@ -406,10 +478,12 @@ impl Store {
                     Ok(()) => Applied::Done,
                     Err(e) => Applied::Rejected(e),
                 },
-                Command::ConfigSet { entry, cas } => {
-                    tables.config_set(index, entry, cas, &mut keys).unwrap_or_else(Applied::Rejected)
+                Command::ConfigSet { entry, cas } => tables
+                    .config_set(index, entry, cas, &mut keys)
+                    .unwrap_or_else(Applied::Rejected),
+                Command::ConfigDelete { kind, name, cas } => {
+                    tables.config_delete(kind, name, cas, &mut keys)
                 }
-                Command::ConfigDelete { kind, name, cas } => tables.config_delete(kind, name, cas, &mut keys),
             };
             tables.index = tables.index.max(index);
             for key in &keys {
@@ -455,7 +529,10 @@ impl Store {
 
     /// Runs `read` once under the read lock. It returns its answer and pushes the keys it
     /// read; the result's index is the highest change index among those keys.
-    pub(crate) fn read_once<T>(&self, read: &impl Fn(&Tables, &mut Vec<WatchKey>) -> T) -> (T, u64, Vec<WatchKey>) {
+    pub(crate) fn read_once<T>(
+        &self,
+        read: &impl Fn(&Tables, &mut Vec<WatchKey>) -> T,
+    ) -> (T, u64, Vec<WatchKey>) {
         let tables = self.inner.tables.read();
         let mut keys = Vec::with_capacity(4);
         let out = read(&tables, &mut keys);
@@ -481,8 +558,10 @@ impl Store {
                 if min_index == 0 || idx > min_index {
                     return (out, idx);
                 }
-                let rx: Vec<watch::Receiver<()>> =
-                    keys.iter().map(|k| self.inner.watches.subscribe(k)).collect();
+                let rx: Vec<watch::Receiver<()>> = keys
+                    .iter()
+                    .map(|k| self.inner.watches.subscribe(k))
+                    .collect();
                 (out, idx, rx)
             };
             let changed = futures_any(&mut receivers);
@@ -516,16 +595,29 @@ async fn futures_any(receivers: &mut [watch::Receiver<()>]) {
 /// rejected registration leaves the store untouched.
 fn preflight_register(tables: &Tables, reg: &CatalogRegistration) -> Result<(), String> {
     validate_registration(reg)?;
-    let svc_id = reg.service.as_ref().map(|s| if s.id.is_empty() { s.service.as_str() } else { s.id.as_str() });
+    let svc_id = reg.service.as_ref().map(|s| {
+        if s.id.is_empty() {
+            s.service.as_str()
+        } else {
+            s.id.as_str()
+        }
+    });
     for check in reg.check.iter().chain(reg.checks.iter()) {
         if check.service_id.is_empty() || Some(check.service_id.as_str()) == svc_id {
             continue;
         }
-        if !tables.services.contains_key(&(reg.node.clone(), check.service_id.clone())) {
+        if !tables
+            .services
+            .contains_key(&(reg.node.clone(), check.service_id.clone()))
+        {
             return Err(format!(
                 "Unknown service ID {:?} for check ID {:?}",
                 check.service_id,
-                if check.check_id.is_empty() { &check.name } else { &check.check_id }
+                if check.check_id.is_empty() {
+                    &check.name
+                } else {
+                    &check.check_id
+                }
             ));
         }
     }

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use trellis_api::{AgentService, CatalogDeregistration, CatalogRegistration, ConfigEntry, ConnectProxyConfig, HealthCheck};
+use trellis_api::{
+    AgentService, CatalogDeregistration, CatalogRegistration, ConfigEntry, ConnectProxyConfig,
+    HealthCheck,
+};
 
 use crate::{Applied, Command, Query, QueryOutput, Store};
 
@@ -29,7 +32,10 @@ fn proxy(node: &str, id: &str, dest: &str) -> Command {
             id: id.into(),
             service: format!("{dest}-sidecar-proxy"),
             port: 21000,
-            proxy: Some(ConnectProxyConfig { destination_service_name: dest.into(), ..Default::default() }),
+            proxy: Some(ConnectProxyConfig {
+                destination_service_name: dest.into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -44,7 +50,12 @@ fn body(out: QueryOutput) -> serde_json::Value {
 }
 
 fn health(name: &str, connect: bool) -> Query {
-    Query::HealthService { name: name.into(), tags: vec![], passing: false, connect }
+    Query::HealthService {
+        name: name.into(),
+        tags: vec![],
+        passing: false,
+        connect,
+    }
 }
 
 #[test]
@@ -74,9 +85,20 @@ fn connect_index_finds_proxies_by_destination() {
     assert_eq!(v.as_array().unwrap().len(), 1);
     assert_eq!(v[0]["Service"]["Kind"], "connect-proxy");
     assert_eq!(s.query(&health("web", true)).1, 4);
-    s.apply(5, Command::Deregister(CatalogDeregistration { node: "n1".into(), service_id: "web1-sidecar-proxy".into(), ..Default::default() }));
+    s.apply(
+        5,
+        Command::Deregister(CatalogDeregistration {
+            node: "n1".into(),
+            service_id: "web1-sidecar-proxy".into(),
+            ..Default::default()
+        }),
+    );
     assert_eq!(body(s.query(&health("web", true)).0), serde_json::json!([]));
-    assert_eq!(s.query(&health("web", true)).1, 5, "a delete advances the index");
+    assert_eq!(
+        s.query(&health("web", true)).1,
+        5,
+        "a delete advances the index"
+    );
 }
 
 #[test]
@@ -93,15 +115,30 @@ fn passing_filter_and_node_checks() {
     let cmd = Command::Register(CatalogRegistration {
         node: "n1".into(),
         skip_node_update: true,
-        checks: vec![check("svc-check", "web1", "passing"), check("node-check", "", "critical")],
+        checks: vec![
+            check("svc-check", "web1", "passing"),
+            check("node-check", "", "critical"),
+        ],
         ..Default::default()
     });
     assert_eq!(s.apply(3, cmd), Applied::Done);
-    let q = Query::HealthService { name: "web".into(), tags: vec![], passing: true, connect: false };
-    assert_eq!(body(s.query(&q).0), serde_json::json!([]), "a critical node check fails the instance");
+    let q = Query::HealthService {
+        name: "web".into(),
+        tags: vec![],
+        passing: true,
+        connect: false,
+    };
+    assert_eq!(
+        body(s.query(&q).0),
+        serde_json::json!([]),
+        "a critical node check fails the instance"
+    );
     let all = body(s.query(&health("web", false)).0);
     assert_eq!(all[0]["Checks"].as_array().unwrap().len(), 2);
-    assert_eq!(all[0]["Checks"][0]["ServiceName"], "", "node check has no service");
+    assert_eq!(
+        all[0]["Checks"][0]["ServiceName"], "",
+        "node check has no service"
+    );
 }
 
 #[test]
@@ -112,8 +149,16 @@ fn rejected_registration_changes_nothing() {
     let bad = Command::Register(CatalogRegistration {
         node: "n1".into(),
         address: "10.9.9.9".into(),
-        service: Some(AgentService { id: "x".into(), service: "x".into(), ..Default::default() }),
-        checks: vec![HealthCheck { check_id: "c".into(), service_id: "missing".into(), ..Default::default() }],
+        service: Some(AgentService {
+            id: "x".into(),
+            service: "x".into(),
+            ..Default::default()
+        }),
+        checks: vec![HealthCheck {
+            check_id: "c".into(),
+            service_id: "missing".into(),
+            ..Default::default()
+        }],
         ..Default::default()
     });
     assert!(matches!(s.apply(3, bad), Applied::Rejected(m) if m.contains("Unknown service ID")));
@@ -126,17 +171,79 @@ fn rejected_registration_changes_nothing() {
 #[test]
 fn config_cas() {
     let s = Store::new("dc1");
-    let entry: ConfigEntry = serde_json::from_str(r#"{"Kind":"service-defaults","Name":"web","Protocol":"http"}"#).unwrap();
-    assert_eq!(s.apply(2, Command::ConfigSet { entry: entry.clone(), cas: Some(0) }), Applied::Cas(true));
-    assert_eq!(s.apply(3, Command::ConfigSet { entry: entry.clone(), cas: Some(0) }), Applied::Cas(false));
-    assert_eq!(s.apply(4, Command::ConfigSet { entry, cas: Some(2) }), Applied::Cas(true));
-    let got = body(s.query(&Query::ConfigGet { kind: "service-defaults".into(), name: "web".into() }).0);
+    let entry: ConfigEntry =
+        serde_json::from_str(r#"{"Kind":"service-defaults","Name":"web","Protocol":"http"}"#)
+            .unwrap();
+    assert_eq!(
+        s.apply(
+            2,
+            Command::ConfigSet {
+                entry: entry.clone(),
+                cas: Some(0)
+            }
+        ),
+        Applied::Cas(true)
+    );
+    assert_eq!(
+        s.apply(
+            3,
+            Command::ConfigSet {
+                entry: entry.clone(),
+                cas: Some(0)
+            }
+        ),
+        Applied::Cas(false)
+    );
+    assert_eq!(
+        s.apply(
+            4,
+            Command::ConfigSet {
+                entry,
+                cas: Some(2)
+            }
+        ),
+        Applied::Cas(true)
+    );
+    let got = body(
+        s.query(&Query::ConfigGet {
+            kind: "service-defaults".into(),
+            name: "web".into(),
+        })
+        .0,
+    );
     assert_eq!(got["CreateIndex"], 2);
     assert_eq!(got["ModifyIndex"], 4);
     assert_eq!(got["Protocol"], "http");
-    assert_eq!(s.apply(5, Command::ConfigDelete { kind: "service-defaults".into(), name: "web".into(), cas: Some(3) }), Applied::Cas(false));
-    assert_eq!(s.apply(6, Command::ConfigDelete { kind: "service-defaults".into(), name: "web".into(), cas: None }), Applied::Done);
-    assert!(matches!(s.query(&Query::ConfigGet { kind: "service-defaults".into(), name: "web".into() }).0, QueryOutput::NotFound(_)));
+    assert_eq!(
+        s.apply(
+            5,
+            Command::ConfigDelete {
+                kind: "service-defaults".into(),
+                name: "web".into(),
+                cas: Some(3)
+            }
+        ),
+        Applied::Cas(false)
+    );
+    assert_eq!(
+        s.apply(
+            6,
+            Command::ConfigDelete {
+                kind: "service-defaults".into(),
+                name: "web".into(),
+                cas: None
+            }
+        ),
+        Applied::Done
+    );
+    assert!(matches!(
+        s.query(&Query::ConfigGet {
+            kind: "service-defaults".into(),
+            name: "web".into()
+        })
+        .0,
+        QueryOutput::NotFound(_)
+    ));
 }
 
 #[test]
@@ -149,7 +256,13 @@ fn snapshot_round_trip_keeps_rows_indexes_and_secondary_indexes() {
     let t = Store::new("dc1");
     t.restore_bytes(&bytes).unwrap();
     assert_eq!(t.snapshot(), s.snapshot());
-    for q in [health("web", false), health("web", true), health("db", false), Query::CatalogServices, Query::CatalogNodes] {
+    for q in [
+        health("web", false),
+        health("web", true),
+        health("db", false),
+        Query::CatalogServices,
+        Query::CatalogNodes,
+    ] {
         assert_eq!(t.query(&q), s.query(&q), "{q:?}");
     }
     assert!(t.restore_bytes(b"{not json").is_err());
@@ -162,17 +275,24 @@ async fn blocking_query_wakes_on_its_key_only() {
     let (_, idx) = s.query(&health("web", false));
     let waiter = {
         let s = s.clone();
-        tokio::spawn(async move { s.blocking_query(&health("web", false), idx, Duration::from_secs(60)).await })
+        tokio::spawn(async move {
+            s.blocking_query(&health("web", false), idx, Duration::from_secs(60))
+                .await
+        })
     };
     tokio::task::yield_now().await;
     // Writes to other services and to config entries must not wake it.
     s.apply(3, reg("n2", Some(("db1", "db"))));
-    let entry: ConfigEntry = serde_json::from_str(r#"{"Kind":"proxy-defaults","Name":"global"}"#).unwrap();
+    let entry: ConfigEntry =
+        serde_json::from_str(r#"{"Kind":"proxy-defaults","Name":"global"}"#).unwrap();
     s.apply(4, Command::ConfigSet { entry, cas: None });
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(!waiter.is_finished(), "woken by an unrelated write");
     s.apply(5, reg("n1", Some(("web2", "web"))));
-    let (out, new_idx) = tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
+    let (out, new_idx) = tokio::time::timeout(Duration::from_secs(1), waiter)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(new_idx, 5);
     assert_eq!(body(out).as_array().unwrap().len(), 2);
 }
@@ -182,7 +302,9 @@ async fn blocking_query_times_out_with_the_same_index() {
     let s = Store::new("dc1");
     s.apply(2, reg("n1", Some(("web1", "web"))));
     let started = tokio::time::Instant::now();
-    let (_, idx) = s.blocking_query(&health("web", false), 2, Duration::from_secs(10)).await;
+    let (_, idx) = s
+        .blocking_query(&health("web", false), 2, Duration::from_secs(10))
+        .await;
     assert_eq!(idx, 2);
     assert_eq!(started.elapsed(), Duration::from_secs(10));
     assert_eq!(s.watched_keys(), 1);
@@ -198,13 +320,19 @@ async fn restore_wakes_every_waiter() {
     let snap = s.snapshot();
     let waiter = {
         let s = s.clone();
-        tokio::spawn(async move { s.blocking_query(&Query::CatalogNodes, 2, Duration::from_secs(60)).await })
+        tokio::spawn(async move {
+            s.blocking_query(&Query::CatalogNodes, 2, Duration::from_secs(60))
+                .await
+        })
     };
     tokio::task::yield_now().await;
     s.restore(snap);
     // The restored index equals the old one, so the waiter re-blocks; it must have re-run
     // rather than slept through: a write after restore still wakes it.
     s.apply(3, reg("n9", None));
-    let (_, idx) = tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
+    let (_, idx) = tokio::time::timeout(Duration::from_secs(1), waiter)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(idx, 3);
 }

@@ -7,7 +7,9 @@ use tokio::sync::watch;
 
 /// Something a query reads and a write can change. A blocking query subscribes to the keys it
 /// read; a write notifies the keys it changed.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum WatchKey {
     /// The set of nodes or any node row.
     Nodes,

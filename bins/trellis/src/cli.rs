@@ -1,0 +1,395 @@
+//! Command-line interface: flags with Consul's names, and what each command does.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use trellis_agent::{Agent, AgentConfig};
+use trellis_server::ServerConfig;
+
+use crate::config::FileConfig;
+
+/// Trellis: a service mesh that speaks Consul's API.
+#[derive(Parser, Debug)]
+#[command(name = "trellis", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run an agent (dev, server or client).
+    Agent(AgentArgs),
+    /// List the members of the datacenter.
+    Members(HttpArgs),
+    /// Print the version.
+    Version,
+}
+
+/// Flags of `trellis agent`, named as Consul's.
+#[derive(Args, Debug, Default)]
+pub struct AgentArgs {
+    /// Development mode: server and agent in one process, state in memory, one-voter Raft.
+    #[arg(long)]
+    pub dev: bool,
+    /// Run a server (a Raft voter).
+    #[arg(long)]
+    pub server: bool,
+    /// Servers expected before bootstrapping the cluster.
+    #[arg(long = "bootstrap-expect")]
+    pub bootstrap_expect: Option<u32>,
+    /// Directory for persistent state.
+    #[arg(long = "data-dir")]
+    pub data_dir: Option<PathBuf>,
+    /// Datacenter name.
+    #[arg(long)]
+    pub datacenter: Option<String>,
+    /// Node name (defaults to the host name).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Address the server port binds and advertises.
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// Address the HTTP API binds.
+    #[arg(long)]
+    pub client: Option<IpAddr>,
+    /// HTTP API port.
+    #[arg(long = "http-port")]
+    pub http_port: Option<u16>,
+    /// Server RPC port.
+    #[arg(long = "server-port")]
+    pub server_port: Option<u16>,
+    /// A server's server-port address to join (repeatable).
+    #[arg(long = "retry-join")]
+    pub retry_join: Vec<String>,
+    /// A configuration file (HCL or JSON; repeatable).
+    #[arg(long = "config-file")]
+    pub config_file: Vec<PathBuf>,
+    /// A directory of configuration files (*.hcl, *.json; repeatable).
+    #[arg(long = "config-dir")]
+    pub config_dir: Vec<PathBuf>,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(long = "log-level")]
+    pub log_level: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long = "log-json")]
+    pub log_json: bool,
+    /// Period of the full anti-entropy sync with the servers (Go duration).
+    #[arg(long = "sync-interval", hide = true)]
+    pub sync_interval: Option<String>,
+}
+
+/// Flags of commands that talk to an agent's HTTP API.
+#[derive(Args, Debug)]
+pub struct HttpArgs {
+    /// The agent's HTTP address.
+    #[arg(
+        long = "http-addr",
+        env = "CONSUL_HTTP_ADDR",
+        default_value = "127.0.0.1:8500"
+    )]
+    pub http_addr: String,
+}
+
+/// Rewrites Consul's single-dash long flags (`-dev`, `-http-port=1`) to `--` form, so both
+/// spellings work. Single-letter flags (`-h`) and values are left alone.
+pub fn dash_aliases(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let Some(s) = a.to_str() else { return a };
+            let name = s.strip_prefix('-').unwrap_or("");
+            let flag = name.split('=').next().unwrap_or("");
+            let is_long = i > 0
+                && !name.starts_with('-')
+                && flag.len() > 1
+                && flag.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+            if is_long {
+                OsString::from(format!("-{s}"))
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(format!(
+                "{level},openraft=warn,hyper=warn,reqwest=warn"
+            ))
+        })
+        .with_context(|| format!("invalid --log-level {level:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Resolves flags over config files into an agent configuration.
+pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig)> {
+    let mut file = FileConfig::default();
+    for dir in &args.config_dir {
+        file.merge(FileConfig::load_dir(dir)?);
+    }
+    for path in &args.config_file {
+        file.merge(FileConfig::load(path)?);
+    }
+    let dev = args.dev;
+    let server = dev || args.server || file.server.unwrap_or(false);
+    let datacenter = args
+        .datacenter
+        .clone()
+        .or(file.datacenter.clone())
+        .unwrap_or_else(|| "dc1".into());
+    if datacenter.is_empty()
+        || !datacenter
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("invalid datacenter name {datacenter:?}: use letters, digits, '-' and '_'");
+    }
+    let node_name = args
+        .node
+        .clone()
+        .or(file.node_name.clone())
+        .unwrap_or_else(hostname);
+    let data_dir = if dev {
+        None
+    } else {
+        args.data_dir.clone().or(file.data_dir.clone())
+    };
+    if !dev && data_dir.is_none() {
+        bail!("--data-dir is required unless --dev is given");
+    }
+    let localhost: IpAddr = [127, 0, 0, 1].into();
+    let bind = args.bind.or(file.bind_addr).unwrap_or(localhost);
+    let client = args.client.or(file.client_addr).unwrap_or(localhost);
+    let http_port = args.http_port.or(file.ports.http).unwrap_or(8500);
+    let server_port = args.server_port.or(file.ports.server).unwrap_or(8300);
+    let mut retry_join = args.retry_join.clone();
+    retry_join.extend(file.retry_join.iter().cloned());
+    let retry_join: Vec<String> = retry_join
+        .into_iter()
+        .map(|a| {
+            if a.contains(':') {
+                a
+            } else {
+                format!("{a}:8300")
+            }
+        })
+        .collect();
+    let bootstrap_expect = if dev {
+        1
+    } else {
+        args.bootstrap_expect
+            .or(file.bootstrap_expect)
+            .or(file.bootstrap.filter(|b| *b).map(|_| 1))
+            .unwrap_or(if server { 1 } else { 0 })
+    };
+    if server && bootstrap_expect == 0 {
+        bail!("--bootstrap-expect must be at least 1");
+    }
+    if !server && args.bootstrap_expect.is_some() {
+        bail!("--bootstrap-expect needs --server");
+    }
+    let rpc_addr = SocketAddr::new(bind, server_port);
+    let server_config = server.then(|| ServerConfig {
+        node_name: node_name.clone(),
+        datacenter: datacenter.clone(),
+        data_dir: data_dir.as_ref().map(|d| d.join("raft")),
+        rpc_addr,
+        bootstrap_expect,
+        retry_join: retry_join.clone(),
+    });
+    let sync_interval = match &args.sync_interval {
+        Some(s) => trellis_api::parse_go_duration(s)
+            .map_err(|e| anyhow::anyhow!("--sync-interval: {e}"))?,
+        None => Duration::from_secs(60),
+    };
+    let advertise = file
+        .advertise_addr
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| bind.to_string());
+    Ok((
+        AgentConfig {
+            node_name,
+            datacenter,
+            http_addr: SocketAddr::new(client, http_port),
+            advertise_addr: advertise,
+            data_dir,
+            server: server_config,
+            retry_join,
+            sync_interval,
+            node_meta: file.node_meta.clone(),
+        },
+        file,
+    ))
+}
+
+/// `trellis agent`.
+pub async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let (config, file) = agent_config(&args)?;
+    let level = args
+        .log_level
+        .clone()
+        .or(file.log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    init_logging(&level, args.log_json || file.log_json.unwrap_or(false))?;
+    for key in file.ignored.keys() {
+        tracing::warn!(%key, "config key not used by this version of Trellis; ignored");
+    }
+    tracing::info!(
+        node = %config.node_name,
+        datacenter = %config.datacenter,
+        http = %config.http_addr,
+        server = config.server.as_ref().map(|s| s.rpc_addr.to_string()),
+        dev = args.dev,
+        "starting Trellis agent"
+    );
+    let (agent, listener) = Agent::start(config)
+        .await
+        .context("agent failed to start")?;
+    for def in file.services {
+        let name = def.name.clone();
+        agent
+            .register_service(def, false)
+            .with_context(|| format!("service {name:?} from the config"))?;
+    }
+    tracing::info!("agent running");
+    tokio::select! {
+        r = agent.serve(listener) => r.context("HTTP server stopped"),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return ctrl_c.await.unwrap_or(()),
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `trellis members`.
+pub async fn run_members(args: HttpArgs) -> anyhow::Result<()> {
+    let addr = args.http_addr.trim_start_matches("http://");
+    let members: Vec<serde_json::Value> = reqwest::get(format!("http://{addr}/v1/agent/members"))
+        .await
+        .with_context(|| format!("cannot reach the agent at {addr}"))?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!(
+        "{:<24} {:<22} {:<8} {:<8} {}",
+        "Node", "Address", "Status", "Type", "DC"
+    );
+    for m in members {
+        let kind = if m["Tags"]["role"] == "consul" {
+            "server"
+        } else {
+            "client"
+        };
+        let status = if m["Status"] == 1 { "alive" } else { "failed" };
+        let addr = format!("{}:{}", m["Addr"].as_str().unwrap_or(""), m["Port"]);
+        println!(
+            "{:<24} {:<22} {:<8} {:<8} {}",
+            m["Name"].as_str().unwrap_or(""),
+            addr,
+            status,
+            kind,
+            m["Tags"]["dc"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_dash_long_flags_become_double_dash() {
+        let args: Vec<OsString> = [
+            "trellis",
+            "agent",
+            "-dev",
+            "-http-port=9",
+            "--node",
+            "n",
+            "-h",
+            "-",
+            "-5",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let out: Vec<String> = dash_aliases(args)
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            out,
+            [
+                "trellis",
+                "agent",
+                "--dev",
+                "--http-port=9",
+                "--node",
+                "n",
+                "-h",
+                "-",
+                "-5"
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_override_files_and_non_dev_needs_a_data_dir() {
+        let args = AgentArgs {
+            server: true,
+            ..Default::default()
+        };
+        assert!(agent_config(&args)
+            .unwrap_err()
+            .to_string()
+            .contains("--data-dir"));
+        let args = AgentArgs {
+            dev: true,
+            node: Some("n1".into()),
+            http_port: Some(18500),
+            ..Default::default()
+        };
+        let (cfg, _) = agent_config(&args).unwrap();
+        assert_eq!(cfg.node_name, "n1");
+        assert_eq!(cfg.http_addr.port(), 18500);
+        assert_eq!(cfg.server.unwrap().bootstrap_expect, 1);
+    }
+}

@@ -1,0 +1,179 @@
+//! Agent configuration files in HCL or JSON, with Consul's key names.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use serde_json::Value;
+use trellis_api::ServiceDefinition;
+
+/// `ports { ... }`.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct Ports {
+    /// HTTP API port.
+    pub http: Option<u16>,
+    /// Server RPC port.
+    pub server: Option<u16>,
+}
+
+/// The keys Trellis reads from a config file. Others are reported and ignored.
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct FileConfig {
+    pub datacenter: Option<String>,
+    pub node_name: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub server: Option<bool>,
+    pub bootstrap: Option<bool>,
+    pub bootstrap_expect: Option<u32>,
+    pub retry_join: Vec<String>,
+    pub bind_addr: Option<IpAddr>,
+    pub client_addr: Option<IpAddr>,
+    pub advertise_addr: Option<IpAddr>,
+    pub ports: Ports,
+    pub log_level: Option<String>,
+    pub log_json: Option<bool>,
+    pub node_meta: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub services: Vec<ServiceDefinition>,
+    service: Option<Value>,
+    #[serde(rename = "services")]
+    services_raw: Option<Value>,
+    /// Keys this version does not use.
+    #[serde(flatten)]
+    pub ignored: BTreeMap<String, Value>,
+}
+
+impl FileConfig {
+    /// Loads one file; the format follows the extension (`.json`, otherwise HCL).
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let json = path.extension().is_some_and(|e| e == "json");
+        let value: Value = if json {
+            serde_json::from_str(&text)
+                .with_context(|| format!("config file {} is not valid JSON", path.display()))?
+        } else {
+            hcl::from_str(&text)
+                .with_context(|| format!("config file {} is not valid HCL", path.display()))?
+        };
+        Self::from_value(value).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Parses a decoded config document.
+    pub fn from_value(value: Value) -> anyhow::Result<FileConfig> {
+        if !value.is_object() {
+            bail!("the top level must be an object");
+        }
+        let mut cfg: FileConfig = serde_json::from_value(value)?;
+        let mut defs = Vec::new();
+        for raw in [cfg.service.take(), cfg.services_raw.take()]
+            .into_iter()
+            .flatten()
+        {
+            match raw {
+                Value::Array(items) => defs.extend(items),
+                other => defs.push(other),
+            }
+        }
+        for mut def in defs {
+            trellis_api::canonicalize_keys(&mut def);
+            cfg.services
+                .push(serde_json::from_value(def).context("invalid service definition")?);
+        }
+        Ok(cfg)
+    }
+
+    /// Loads every `*.json` and `*.hcl` file of a directory, in name order.
+    pub fn load_dir(dir: &Path) -> anyhow::Result<FileConfig> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading config dir {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json" || e == "hcl"))
+            .collect();
+        paths.sort();
+        let mut out = FileConfig::default();
+        for p in paths {
+            out.merge(FileConfig::load(&p)?);
+        }
+        Ok(out)
+    }
+
+    /// Layers `other` over `self`: set values win, lists and maps accumulate.
+    pub fn merge(&mut self, other: FileConfig) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        take!(
+            datacenter,
+            node_name,
+            data_dir,
+            server,
+            bootstrap,
+            bootstrap_expect,
+            bind_addr,
+            client_addr,
+            advertise_addr,
+            log_level,
+            log_json
+        );
+        if other.ports.http.is_some() {
+            self.ports.http = other.ports.http;
+        }
+        if other.ports.server.is_some() {
+            self.ports.server = other.ports.server;
+        }
+        self.retry_join.extend(other.retry_join);
+        self.node_meta.extend(other.node_meta);
+        self.services.extend(other.services);
+        self.ignored.extend(other.ignored);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hcl_and_json_read_the_same_keys() {
+        let hcl: Value = hcl::from_str(
+            r#"
+            datacenter = "east"
+            node_name = "n1"
+            server = true
+            bootstrap_expect = 1
+            retry_join = ["127.0.0.2:8300"]
+            ports { http = 18500 }
+            service {
+              name = "web"
+              port = 8080
+              connect { sidecar_service {} }
+            }
+            ui_config { enabled = true }
+            "#,
+        )
+        .unwrap();
+        let cfg = FileConfig::from_value(hcl).unwrap();
+        assert_eq!(cfg.datacenter.as_deref(), Some("east"));
+        assert_eq!(cfg.ports.http, Some(18500));
+        assert_eq!(cfg.retry_join, ["127.0.0.2:8300"]);
+        assert_eq!(cfg.services.len(), 1);
+        assert_eq!(cfg.services[0].name, "web");
+        assert!(cfg.services[0]
+            .connect
+            .as_ref()
+            .unwrap()
+            .sidecar_service
+            .is_some());
+        assert!(cfg.ignored.contains_key("ui_config"));
+
+        let json =
+            serde_json::json!({"datacenter": "east", "services": [{"name": "a"}, {"name": "b"}]});
+        let cfg = FileConfig::from_value(json).unwrap();
+        assert_eq!(cfg.services.len(), 2);
+        assert!(FileConfig::from_value(serde_json::json!({"ports": {"http": "x"}})).is_err());
+    }
+}

@@ -1,0 +1,377 @@
+//! The agent: wiring of server (if any), backend, local state, checks, sync and HTTP.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use trellis_api::{AgentService, CheckDefinition, ServiceDefinition};
+use trellis_server::{QueryOptions, Server, ServerConfig};
+use trellis_state::{Query, QueryOutput};
+
+use crate::backend::{Backend, Remote};
+use crate::checks::CheckRunner;
+use crate::definition::{expand, local_check, pick_sidecar_port, validate_name};
+use crate::error::bad;
+use crate::http::Params;
+use crate::local::LocalState;
+use crate::sync::{NodeInfo, Syncer};
+use crate::AgentError;
+
+/// How an agent is set up (flags and config files resolved).
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Node name.
+    pub node_name: String,
+    /// Datacenter.
+    pub datacenter: String,
+    /// Address the HTTP API listens on.
+    pub http_addr: SocketAddr,
+    /// Address advertised for this node in the catalog.
+    pub advertise_addr: String,
+    /// Where agent state persists; `None` keeps it in memory (dev mode).
+    pub data_dir: Option<PathBuf>,
+    /// Run a server in this process.
+    pub server: Option<ServerConfig>,
+    /// Servers to use when this agent is a client (their server-port addresses).
+    pub retry_join: Vec<String>,
+    /// Period of the full anti-entropy sync.
+    pub sync_interval: Duration,
+    /// Node metadata.
+    pub node_meta: BTreeMap<String, String>,
+}
+
+/// A running agent.
+pub struct Agent {
+    config: AgentConfig,
+    node_id: String,
+    backend: Backend,
+    local: Arc<LocalState>,
+    checks: Arc<CheckRunner>,
+    /// Serialises registrations so sidecar port choice and check runners stay consistent.
+    register_lock: parking_lot::Mutex<()>,
+}
+
+fn startup(msg: impl std::fmt::Display) -> AgentError {
+    AgentError::Persist(msg.to_string())
+}
+
+/// Reads the node ID kept in the data dir, or makes one (and keeps it there).
+fn node_id(data_dir: Option<&PathBuf>) -> Result<String, AgentError> {
+    let Some(dir) = data_dir else {
+        return Ok(uuid::Uuid::new_v4().to_string());
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| startup(format!("data dir {}: {e}", dir.display())))?;
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let id = s.trim();
+            uuid::Uuid::parse_str(id)
+                .map_err(|_| startup(format!("{} does not hold a UUID", path.display())))?;
+            Ok(id.to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, &id)
+                .map_err(|e| startup(format!("writing {}: {e}", path.display())))?;
+            Ok(id)
+        }
+        Err(e) => Err(startup(format!("reading {}: {e}", path.display()))),
+    }
+}
+
+impl Agent {
+    /// Starts the agent's parts (server, checks, sync) and binds its HTTP port. The returned
+    /// future serves HTTP until the process ends.
+    pub async fn start(config: AgentConfig) -> Result<(Arc<Agent>, TcpListener), AgentError> {
+        let node_id = node_id(config.data_dir.as_ref())?;
+        let http = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|e| startup(format!("cannot listen on {}: {e}", config.http_addr)))?;
+        let mut extra = Vec::new();
+        let backend = match &config.server {
+            Some(sc) => {
+                let server = Server::start(sc.clone()).await?;
+                if !server.wait_for_leader(Duration::from_secs(10)).await {
+                    tracing::warn!("no leader yet; the agent will sync once one is elected");
+                }
+                extra.push(AgentService {
+                    id: "consul".into(),
+                    service: "consul".into(),
+                    port: sc.rpc_addr.port(),
+                    ..Default::default()
+                });
+                Backend::Local(server)
+            }
+            None => {
+                if config.retry_join.is_empty() {
+                    return Err(bad(
+                        "a client agent needs at least one --retry-join server address",
+                    ));
+                }
+                Backend::Remote(Arc::new(Remote::new(config.retry_join.clone())))
+            }
+        };
+        let persist = config.data_dir.as_ref().map(|d| d.join("local-state.json"));
+        let local = Arc::new(LocalState::open(&config.node_name, persist).map_err(startup)?);
+        let checks = CheckRunner::new(local.clone());
+        for (id, c) in local.checks() {
+            checks.start(&id, &c.definition);
+        }
+        let node = NodeInfo {
+            id: node_id.clone(),
+            name: config.node_name.clone(),
+            address: config.advertise_addr.clone(),
+            meta: config.node_meta.clone(),
+        };
+        let syncer = Syncer::new(
+            backend.clone(),
+            local.clone(),
+            node,
+            extra,
+            config.sync_interval,
+        );
+        tokio::spawn(syncer.run());
+        let agent = Arc::new(Agent {
+            config,
+            node_id,
+            backend,
+            local,
+            checks,
+            register_lock: parking_lot::Mutex::new(()),
+        });
+        Ok((agent, http))
+    }
+
+    /// Serves the HTTP API on `listener` until it fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, crate::http::router(self)).await
+    }
+
+    /// The agent's configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The node ID.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Route to the servers.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Local services and checks.
+    pub fn local(&self) -> &LocalState {
+        &self.local
+    }
+
+    /// The check runner.
+    pub fn checks(&self) -> &Arc<CheckRunner> {
+        &self.checks
+    }
+
+    /// Rejects `?dc=` naming another datacenter (federation comes later).
+    pub(crate) fn check_dc(&self, p: &Params) -> Result<(), AgentError> {
+        self.check_dc_name(p.get("dc").unwrap_or(""))
+    }
+
+    pub(crate) fn check_dc_name(&self, dc: &str) -> Result<(), AgentError> {
+        if dc.is_empty() || dc == self.config.datacenter {
+            Ok(())
+        } else {
+            Err(AgentError::Server(trellis_server::ServerError::Rpc {
+                addr: dc.to_string(),
+                message: "No path to datacenter".into(),
+            }))
+        }
+    }
+
+    /// Registers a service (and its sidecar) on this agent.
+    pub fn register_service(
+        &self,
+        def: ServiceDefinition,
+        replace_checks: bool,
+    ) -> Result<(), AgentError> {
+        let _guard = self.register_lock.lock();
+        let parent_id = if def.id.is_empty() {
+            def.name.clone()
+        } else {
+            def.id.clone()
+        };
+        let (svc, sidecar) = expand(def, &|sidecar_id| {
+            let existing = self.local.service(sidecar_id).map(|s| s.port);
+            let in_use: Vec<u16> = self
+                .local
+                .services()
+                .values()
+                .filter(|s| s.id != sidecar_id)
+                .map(|s| s.port)
+                .collect();
+            pick_sidecar_port(&in_use, existing)
+        })
+        .map_err(bad)?;
+        debug_assert_eq!(svc.service.id, parent_id);
+        for reg in std::iter::once(svc).chain(sidecar) {
+            let defs: Vec<(String, CheckDefinition)> = reg
+                .checks
+                .iter()
+                .map(|c| (c.check.check_id.clone(), c.definition.clone()))
+                .collect();
+            let removed = self
+                .local
+                .add_service(reg.service, reg.checks, replace_checks)
+                .map_err(AgentError::Persist)?;
+            for id in removed {
+                self.checks.stop(&id);
+            }
+            for (id, def) in defs {
+                self.checks.start(&id, &def);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a service, its checks and its sidecar.
+    pub fn deregister_service(&self, id: &str) -> Result<(), AgentError> {
+        let _guard = self.register_lock.lock();
+        let removed = self
+            .local
+            .remove_service(id)
+            .map_err(AgentError::Persist)?
+            .ok_or_else(|| AgentError::NotFound(format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name.")))?;
+        for c in removed {
+            self.checks.stop(&c);
+        }
+        let sidecar = format!("{id}-sidecar-proxy");
+        let is_our_sidecar = self
+            .local
+            .service(&sidecar)
+            .and_then(|s| s.proxy)
+            .is_some_and(|p| p.destination_service_id == id);
+        if is_our_sidecar {
+            for c in self
+                .local
+                .remove_service(&sidecar)
+                .map_err(AgentError::Persist)?
+                .unwrap_or_default()
+            {
+                self.checks.stop(&c);
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a check on this agent.
+    pub fn register_check(&self, def: CheckDefinition) -> Result<(), AgentError> {
+        let _guard = self.register_lock.lock();
+        let service = if def.service_id.is_empty() {
+            None
+        } else {
+            Some(
+                self.local
+                    .service(&def.service_id)
+                    .ok_or_else(|| bad(format!("ServiceID {:?} does not exist", def.service_id)))?,
+            )
+        };
+        let check = local_check(def, service.as_ref().map(|s| (s.service.as_str(), &s.tags)))
+            .map_err(bad)?;
+        let (id, definition) = (check.check.check_id.clone(), check.definition.clone());
+        self.local.add_check(check).map_err(AgentError::Persist)?;
+        self.checks.start(&id, &definition);
+        Ok(())
+    }
+
+    /// Removes a check.
+    pub fn deregister_check(&self, id: &str) -> Result<(), AgentError> {
+        validate_name("check ID", id).map_err(bad)?;
+        if !self.local.remove_check(id).map_err(AgentError::Persist)? {
+            return Err(AgentError::NotFound(format!(
+                "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
+            )));
+        }
+        self.checks.stop(id);
+        Ok(())
+    }
+
+    /// This agent as a member entry.
+    pub(crate) fn member_self(&self) -> Value {
+        let server_port = self
+            .config
+            .server
+            .as_ref()
+            .map(|s| s.rpc_addr.port())
+            .unwrap_or(0);
+        member(
+            &self.config.node_name,
+            &self.config.advertise_addr,
+            server_port,
+            self.config.server.is_some(),
+            &self.config.datacenter,
+        )
+    }
+
+    /// Members of the datacenter: every catalog node, servers marked with `role=consul`.
+    pub(crate) async fn members(&self) -> Result<Vec<Value>, AgentError> {
+        let status = self.backend.status().await?;
+        let resp = self
+            .backend
+            .query(
+                Query::CatalogNodes,
+                QueryOptions {
+                    stale: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let nodes: Vec<trellis_api::Node> = match resp.output {
+            QueryOutput::Found(b) => serde_json::from_slice(&b).unwrap_or_default(),
+            QueryOutput::NotFound(_) => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for n in nodes {
+            let server_at = status.peer_names.iter().position(|name| *name == n.node);
+            let port = server_at
+                .and_then(|i| status.peers.get(i))
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            out.push(member(
+                &n.node,
+                &n.address,
+                port,
+                server_at.is_some(),
+                &self.config.datacenter,
+            ));
+        }
+        if !out
+            .iter()
+            .any(|m| m["Name"] == self.config.node_name.as_str())
+        {
+            out.push(self.member_self());
+        }
+        Ok(out)
+    }
+}
+
+fn member(name: &str, addr: &str, port: u16, server: bool, dc: &str) -> Value {
+    let mut tags = json!({"dc": dc, "role": if server { "consul" } else { "node" }, "build": env!("CARGO_PKG_VERSION")});
+    if server {
+        tags["port"] = json!(port.to_string());
+    }
+    json!({
+        "Name": name,
+        "Addr": addr,
+        "Port": port,
+        "Tags": tags,
+        "Status": 1,
+        "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+        "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
+    })
+}

@@ -1,0 +1,175 @@
+//! Where an agent sends writes and catalog reads: its own server, or remote servers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use trellis_server::{
+    remote_query, ApplyResponse, QueryOptions, QueryRequest, QueryResponse, Server, ServerError,
+    StatusResponse, RPC_APPLY, RPC_STATUS,
+};
+use trellis_state::{Command, Query};
+
+/// The agent's route to the servers.
+#[derive(Clone)]
+pub enum Backend {
+    /// This process is a server (dev or server mode).
+    Local(Arc<Server>),
+    /// A client agent: servers reached over their server port, with failover.
+    Remote(Arc<Remote>),
+}
+
+/// Remote servers and which one is in use.
+pub struct Remote {
+    servers: Vec<String>,
+    current: AtomicUsize,
+    http: reqwest::Client,
+}
+
+impl Remote {
+    /// Servers at these server-port addresses.
+    pub fn new(servers: Vec<String>) -> Remote {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .expect("HTTP client builds");
+        Remote {
+            servers,
+            current: AtomicUsize::new(0),
+            http,
+        }
+    }
+
+    /// Calls `f` against the current server, moving on to the next on a transport failure.
+    async fn with_failover<T, F, Fut>(&self, f: F) -> Result<T, ServerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ServerError>>,
+    {
+        if self.servers.is_empty() {
+            return Err(ServerError::NoLeader);
+        }
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = ServerError::NoLeader;
+        for step in 0..self.servers.len() {
+            let i = (start + step) % self.servers.len();
+            match f(self.servers[i].clone()).await {
+                Ok(v) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e @ ServerError::Rpc { .. }) => {
+                    tracing::debug!(server = %self.servers[i], error = %e, "server unreachable; trying the next");
+                    last = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    async fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp, ServerError> {
+        let err = |message: String| ServerError::Rpc {
+            addr: addr.to_string(),
+            message,
+        };
+        let resp = self
+            .http
+            .post(format!("http://{addr}{path}"))
+            .timeout(Duration::from_secs(30))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        match resp.status().as_u16() {
+            200 => resp.json().await.map_err(|e| err(e.to_string())),
+            503 => Err(ServerError::NoLeader),
+            code => Err(ServerError::Raft(format!(
+                "server {addr} answered {code}: {}",
+                resp.text().await.unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+impl Backend {
+    /// Commits a write.
+    pub async fn apply(&self, cmd: Command) -> Result<ApplyResponse, ServerError> {
+        match self {
+            Backend::Local(s) => s.apply(cmd).await,
+            Backend::Remote(r) => {
+                r.with_failover(|addr| {
+                    let cmd = cmd.clone();
+                    async move { r.post(&addr, RPC_APPLY, &cmd).await }
+                })
+                .await
+            }
+        }
+    }
+
+    /// Runs a read (blocking when `opts.index` is set).
+    pub async fn query(
+        &self,
+        query: Query,
+        options: QueryOptions,
+    ) -> Result<QueryResponse, ServerError> {
+        match self {
+            Backend::Local(s) => s.query(query, options).await,
+            Backend::Remote(r) => {
+                let req = QueryRequest { query, options };
+                r.with_failover(|addr| {
+                    let req = req.clone();
+                    async move { remote_query(&r.http, &addr, &req).await }
+                })
+                .await
+            }
+        }
+    }
+
+    /// Leader and peers.
+    pub async fn status(&self) -> Result<StatusResponse, ServerError> {
+        match self {
+            Backend::Local(s) => {
+                let peers = s.peers();
+                Ok(StatusResponse {
+                    leader: s.leader().map(|l| l.addr).unwrap_or_default(),
+                    peers: peers.iter().map(|p| p.addr.clone()).collect(),
+                    peer_names: peers.iter().map(|p| p.name.clone()).collect(),
+                    datacenter: s.config().datacenter.clone(),
+                })
+            }
+            Backend::Remote(r) => {
+                r.with_failover(|addr| async move {
+                    let err = |message: String| ServerError::Rpc {
+                        addr: addr.clone(),
+                        message,
+                    };
+                    r.http
+                        .get(format!("http://{addr}{RPC_STATUS}"))
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await
+                        .map_err(|e| err(e.to_string()))?
+                        .json()
+                        .await
+                        .map_err(|e| err(e.to_string()))
+                })
+                .await
+            }
+        }
+    }
+
+    /// The in-process server, if this agent is one.
+    pub fn server(&self) -> Option<&Arc<Server>> {
+        match self {
+            Backend::Local(s) => Some(s),
+            Backend::Remote(_) => None,
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Agent errors and how they map to HTTP status codes.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use trellis_server::ServerError;
+
+/// What an agent operation can fail with; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The request is malformed or invalid (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The named thing does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A server failed or none could be reached (500, as Consul answers RPC failures).
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// Local state could not be persisted (500).
+    #[error("persisting agent state: {0}")]
+    Persist(String),
+}
+
+impl AgentError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AgentError::NotFound(_) => StatusCode::NOT_FOUND,
+            AgentError::Server(_) | AgentError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AgentError {
+    fn into_response(self) -> Response {
+        let mut msg = self.to_string();
+        msg.push('\n');
+        (
+            self.status(),
+            [("content-type", "text/plain; charset=utf-8")],
+            msg,
+        )
+            .into_response()
+    }
+}
+
+/// Shorthand for a 400.
+pub(crate) fn bad(msg: impl Into<String>) -> AgentError {
+    AgentError::BadRequest(msg.into())
+}

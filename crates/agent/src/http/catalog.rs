@@ -1,0 +1,160 @@
+//! `/v1/catalog/*` and `/v1/health/*`: reads and writes of the datacenter's catalog.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use bytes::Bytes;
+use trellis_api::{status, CatalogDeregistration, CatalogRegistration};
+use trellis_state::{validate_registration, Applied, Command, Query};
+
+use super::{decode, json, run_query, Params};
+use crate::error::bad;
+use crate::{Agent, AgentError};
+
+type Res = Result<Response, AgentError>;
+
+async fn write(a: &Agent, cmd: Command) -> Res {
+    match a.backend().apply(cmd).await?.applied {
+        Applied::Rejected(msg) => Err(bad(msg)),
+        Applied::Cas(ok) => Ok(json(&ok)),
+        Applied::Done => Ok(json(&true)),
+    }
+}
+
+pub(crate) async fn register(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
+    a.check_dc(&p)?;
+    let mut reg: CatalogRegistration = decode(&body)?;
+    a.check_dc_name(&reg.datacenter)?;
+    reg.datacenter.clear();
+    validate_registration(&reg).map_err(bad)?;
+    write(&a, Command::Register(reg)).await
+}
+
+pub(crate) async fn deregister(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
+    a.check_dc(&p)?;
+    let mut d: CatalogDeregistration = decode(&body)?;
+    a.check_dc_name(&d.datacenter)?;
+    d.datacenter.clear();
+    if d.node.is_empty() {
+        return Err(bad("Must provide node"));
+    }
+    write(&a, Command::Deregister(d)).await
+}
+
+pub(crate) async fn datacenters(State(a): State<Arc<Agent>>) -> Res {
+    Ok(json(&[a.config().datacenter.as_str()]))
+}
+
+pub(crate) async fn nodes(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    run_query(&a, &p, Query::CatalogNodes).await
+}
+
+pub(crate) async fn services(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    run_query(&a, &p, Query::CatalogServices).await
+}
+
+pub(crate) async fn node(State(a): State<Arc<Agent>>, Path(node): Path<String>, p: Params) -> Res {
+    run_query(&a, &p, Query::CatalogNode { node }).await
+}
+
+pub(crate) async fn service(
+    State(a): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    p: Params,
+) -> Res {
+    run_query(
+        &a,
+        &p,
+        Query::CatalogService {
+            name,
+            tags: p.all("tag"),
+            connect: false,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn connect(
+    State(a): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    p: Params,
+) -> Res {
+    run_query(
+        &a,
+        &p,
+        Query::CatalogService {
+            name,
+            tags: p.all("tag"),
+            connect: true,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn health_node(
+    State(a): State<Arc<Agent>>,
+    Path(node): Path<String>,
+    p: Params,
+) -> Res {
+    run_query(&a, &p, Query::HealthNode { node }).await
+}
+
+pub(crate) async fn health_checks(
+    State(a): State<Arc<Agent>>,
+    Path(service): Path<String>,
+    p: Params,
+) -> Res {
+    run_query(&a, &p, Query::HealthChecks { service }).await
+}
+
+pub(crate) async fn health_service(
+    State(a): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    p: Params,
+) -> Res {
+    let passing = p.has("passing");
+    run_query(
+        &a,
+        &p,
+        Query::HealthService {
+            name,
+            tags: p.all("tag"),
+            passing,
+            connect: false,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn health_connect(
+    State(a): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    p: Params,
+) -> Res {
+    let passing = p.has("passing");
+    run_query(
+        &a,
+        &p,
+        Query::HealthService {
+            name,
+            tags: p.all("tag"),
+            passing,
+            connect: true,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn health_state(
+    State(a): State<Arc<Agent>>,
+    Path(state): Path<String>,
+    p: Params,
+) -> Res {
+    if state != status::ANY && !status::is_valid(&state) {
+        return Err(bad(format!(
+            "Invalid state {state:?}; must be any, passing, warning or critical"
+        )));
+    }
+    run_query(&a, &p, Query::HealthState { state }).await
+}

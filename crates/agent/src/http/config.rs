@@ -1,0 +1,86 @@
+//! `/v1/config`: config entries (`service-defaults`, `proxy-defaults`, `service-intentions`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use bytes::Bytes;
+use trellis_api::{config_kind, ConfigEntry};
+use trellis_state::{normalize_config_entry, validate_config_entry, Applied, Command, Query};
+
+use super::{decode, json, run_query, Params};
+use crate::error::bad;
+use crate::{Agent, AgentError};
+
+type Res = Result<Response, AgentError>;
+
+fn cas(p: &Params) -> Result<Option<u64>, AgentError> {
+    p.get("cas")
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| bad(format!("Invalid cas index {v:?}")))
+        })
+        .transpose()
+}
+
+fn known_kind(kind: &str) -> Result<(), AgentError> {
+    if config_kind::ALL.contains(&kind) {
+        Ok(())
+    } else {
+        Err(bad(format!("invalid config entry kind: {kind}")))
+    }
+}
+
+pub(crate) async fn set(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
+    a.check_dc(&p)?;
+    let cas = cas(&p)?;
+    let mut entry: ConfigEntry = decode(&body)?;
+    entry.create_index = 0;
+    entry.modify_index = 0;
+    validate_config_entry(&entry).map_err(bad)?;
+    normalize_config_entry(&mut entry);
+    match a
+        .backend()
+        .apply(Command::ConfigSet { entry, cas })
+        .await?
+        .applied
+    {
+        Applied::Rejected(msg) => Err(bad(msg)),
+        Applied::Cas(ok) => Ok(json(&ok)),
+        Applied::Done => Ok(json(&true)),
+    }
+}
+
+pub(crate) async fn list(State(a): State<Arc<Agent>>, Path(kind): Path<String>, p: Params) -> Res {
+    known_kind(&kind)?;
+    run_query(&a, &p, Query::ConfigList { kind }).await
+}
+
+pub(crate) async fn get(
+    State(a): State<Arc<Agent>>,
+    Path((kind, name)): Path<(String, String)>,
+    p: Params,
+) -> Res {
+    known_kind(&kind)?;
+    run_query(&a, &p, Query::ConfigGet { kind, name }).await
+}
+
+pub(crate) async fn delete(
+    State(a): State<Arc<Agent>>,
+    Path((kind, name)): Path<(String, String)>,
+    p: Params,
+) -> Res {
+    a.check_dc(&p)?;
+    known_kind(&kind)?;
+    let cas = cas(&p)?;
+    match a
+        .backend()
+        .apply(Command::ConfigDelete { kind, name, cas })
+        .await?
+        .applied
+    {
+        Applied::Rejected(msg) => Err(bad(msg)),
+        Applied::Cas(ok) => Ok(json(&ok)),
+        Applied::Done => Ok(json(&serde_json::json!({}))),
+    }
+}

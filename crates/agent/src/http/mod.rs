@@ -1,0 +1,192 @@
+//! Consul's HTTP API on the agent.
+//!
+//! Handlers parse the request (path, query parameters, body) into a typed call, run it against
+//! local state or the [`crate::Backend`], and answer with Consul's status codes, JSON and
+//! `X-Consul-*` headers. Every parse failure is a 400 naming the problem; nothing is changed
+//! by a rejected request.
+
+mod agent;
+mod catalog;
+mod config;
+mod params;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use trellis_server::{QueryOptions, QueryResponse};
+use trellis_state::{Query, QueryOutput};
+
+pub use params::Params;
+
+use crate::error::bad;
+use crate::{Agent, AgentError};
+
+/// Largest request body accepted (Consul's default `http_max_request_body`-like limit).
+pub const MAX_BODY: usize = 4 << 20;
+
+/// The agent's HTTP router.
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/status/leader", get(agent::status_leader))
+        .route("/v1/status/peers", get(agent::status_peers))
+        .route("/v1/agent/self", get(agent::agent_self))
+        .route("/v1/agent/members", get(agent::members))
+        .route("/v1/agent/services", get(agent::services))
+        .route("/v1/agent/service/{id}", get(agent::service))
+        .route("/v1/agent/service/register", put(agent::register_service))
+        .route(
+            "/v1/agent/service/deregister/{id}",
+            put(agent::deregister_service),
+        )
+        .route("/v1/agent/checks", get(agent::checks))
+        .route("/v1/agent/check/register", put(agent::register_check))
+        .route(
+            "/v1/agent/check/deregister/{id}",
+            put(agent::deregister_check),
+        )
+        .route("/v1/agent/check/pass/{id}", put(agent::check_pass))
+        .route("/v1/agent/check/warn/{id}", put(agent::check_warn))
+        .route("/v1/agent/check/fail/{id}", put(agent::check_fail))
+        .route("/v1/agent/check/update/{id}", put(agent::check_update))
+        .route("/v1/catalog/register", put(catalog::register))
+        .route("/v1/catalog/deregister", put(catalog::deregister))
+        .route("/v1/catalog/datacenters", get(catalog::datacenters))
+        .route("/v1/catalog/nodes", get(catalog::nodes))
+        .route("/v1/catalog/services", get(catalog::services))
+        .route("/v1/catalog/node/{node}", get(catalog::node))
+        .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/catalog/connect/{name}", get(catalog::connect))
+        .route("/v1/health/node/{node}", get(catalog::health_node))
+        .route("/v1/health/checks/{service}", get(catalog::health_checks))
+        .route("/v1/health/service/{name}", get(catalog::health_service))
+        .route("/v1/health/connect/{name}", get(catalog::health_connect))
+        .route("/v1/health/state/{state}", get(catalog::health_state))
+        .route("/v1/config", put(config::set))
+        .route("/v1/config/{kind}", get(config::list))
+        .route(
+            "/v1/config/{kind}/{name}",
+            get(config::get).delete(config::delete),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(agent)
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n").into_response()
+}
+
+/// Decodes a JSON body the way Consul does: keys matched without regard to case or
+/// underscores, then typed. Any failure is a 400 naming the problem.
+pub(crate) fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, AgentError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(bad("Request decode failed: empty body"));
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("Request decode failed: {e}")))?;
+    if !value.is_object() {
+        return Err(bad("Request decode failed: body must be a JSON object"));
+    }
+    trellis_api::canonicalize_keys(&mut value);
+    serde_json::from_value(value).map_err(|e| bad(format!("Request decode failed: {e}")))
+}
+
+/// A JSON response with status 200.
+pub(crate) fn json<T: Serialize>(v: &T) -> Response {
+    let body = serde_json::to_vec(v).expect("responses serialise");
+    ([("content-type", "application/json")], body).into_response()
+}
+
+/// Read options from `?index`, `?wait`, `?stale`, `?consistent`, with Consul's defaults,
+/// limits and jitter.
+pub(crate) fn query_options(p: &Params) -> Result<QueryOptions, AgentError> {
+    const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+    const MAX_WAIT: Duration = Duration::from_secs(600);
+    let index = match p.get("index") {
+        None | Some("") => 0,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| bad(format!("Invalid index {v:?}")))?,
+    };
+    let mut wait = match p.get("wait") {
+        None | Some("") => DEFAULT_WAIT,
+        Some(v) => trellis_api::parse_go_duration(v)
+            .map_err(|_| bad(format!("Invalid wait time {v:?}")))?,
+    };
+    if wait.is_zero() {
+        wait = DEFAULT_WAIT;
+    }
+    wait = wait.min(MAX_WAIT);
+    wait += wait.mul_f64(rand::random::<f64>() / 16.0);
+    let stale = p.has("stale");
+    let consistent = p.has("consistent");
+    if stale && consistent {
+        return Err(bad(
+            "Cannot specify ?stale with ?consistent, conflicting semantics.",
+        ));
+    }
+    if p.has("cached") && consistent {
+        return Err(bad(
+            "Cannot specify ?cached with ?consistent, conflicting semantics.",
+        ));
+    }
+    Ok(QueryOptions {
+        index,
+        wait,
+        stale,
+        consistent,
+    })
+}
+
+/// Runs a catalog read through the backend and answers with its body and Consul's headers.
+pub(crate) async fn run_query(agent: &Agent, p: &Params, q: Query) -> Result<Response, AgentError> {
+    agent.check_dc(p)?;
+    let opts = query_options(p)?;
+    let consistency = if opts.stale {
+        "stale"
+    } else if opts.consistent {
+        "consistent"
+    } else {
+        "leader"
+    };
+    let r = agent.backend().query(q, opts).await?;
+    Ok(query_response(r, consistency))
+}
+
+fn query_response(r: QueryResponse, consistency: &'static str) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-consul-index", HeaderValue::from(r.index.max(1)));
+    headers.insert(
+        "x-consul-knownleader",
+        HeaderValue::from_static(if r.known_leader { "true" } else { "false" }),
+    );
+    headers.insert("x-consul-lastcontact", HeaderValue::from(r.last_contact_ms));
+    headers.insert(
+        "x-consul-effective-consistency",
+        HeaderValue::from_static(consistency),
+    );
+    headers.insert(
+        "x-consul-default-acl-policy",
+        HeaderValue::from_static("allow"),
+    );
+    match r.output {
+        QueryOutput::Found(body) => {
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            (StatusCode::OK, headers, body).into_response()
+        }
+        QueryOutput::NotFound(msg) => (StatusCode::NOT_FOUND, headers, msg + "\n").into_response(),
+    }
+}

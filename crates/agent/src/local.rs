@@ -1,0 +1,252 @@
+//! The agent's local state: services and checks registered on this node.
+//!
+//! The agent is the source of truth for its node: [`crate::sync`] makes the catalog match this
+//! state. Every change bumps a version (for hash-based blocking on agent endpoints) and, when
+//! the catalog must learn of it promptly, wakes the sync loop.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+use trellis_api::{status, AgentService, CheckDefinition, HealthCheck};
+
+/// A check the agent owns: its stored row and the definition it runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LocalCheck {
+    /// The row as the catalog should hold it.
+    pub check: HealthCheck,
+    /// How to run it.
+    pub definition: CheckDefinition,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Persisted {
+    services: BTreeMap<String, AgentService>,
+    checks: BTreeMap<String, LocalCheck>,
+}
+
+/// Services and checks of this agent, shared by the HTTP API, check runners and sync.
+pub struct LocalState {
+    node: String,
+    inner: Mutex<Persisted>,
+    version: watch::Sender<u64>,
+    sync_now: Notify,
+    persist_path: Option<PathBuf>,
+}
+
+impl LocalState {
+    /// Empty state for `node`; with `persist_path`, loaded from and saved to that file.
+    pub fn open(node: &str, persist_path: Option<PathBuf>) -> Result<LocalState, String> {
+        let mut persisted = Persisted::default();
+        if let Some(path) = &persist_path {
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    persisted = serde_json::from_slice(&bytes).map_err(|e| {
+                        format!("agent state file {} is corrupt: {e}", path.display())
+                    })?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("reading {}: {e}", path.display())),
+            }
+        }
+        for c in persisted.checks.values_mut() {
+            c.check.node = node.to_string();
+        }
+        Ok(LocalState {
+            node: node.to_string(),
+            inner: Mutex::new(persisted),
+            version: watch::channel(0).0,
+            sync_now: Notify::new(),
+            persist_path,
+        })
+    }
+
+    /// This agent's node name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn changed(&self, sync: bool) -> Result<(), String> {
+        self.version.send_modify(|v| *v += 1);
+        if sync {
+            self.sync_now.notify_one();
+        }
+        self.persist()
+    }
+
+    fn persist(&self) -> Result<(), String> {
+        let Some(path) = &self.persist_path else {
+            return Ok(());
+        };
+        let bytes = serde_json::to_vec_pretty(&*self.inner.lock()).expect("local state serialises");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+
+    /// Adds or replaces a service with its checks. With `replace_checks`, the service's other
+    /// checks are removed; their IDs are returned so their runners can stop.
+    pub fn add_service(
+        &self,
+        svc: AgentService,
+        checks: Vec<LocalCheck>,
+        replace_checks: bool,
+    ) -> Result<Vec<String>, String> {
+        let removed = {
+            let mut inner = self.inner.lock();
+            let mut removed = Vec::new();
+            if replace_checks {
+                let keep: Vec<&str> = checks.iter().map(|c| c.check.check_id.as_str()).collect();
+                inner.checks.retain(|id, c| {
+                    let drop = c.check.service_id == svc.id && !keep.contains(&id.as_str());
+                    if drop {
+                        removed.push(id.clone());
+                    }
+                    !drop
+                });
+            }
+            for c in checks {
+                let id = c.check.check_id.clone();
+                let keep_status = inner
+                    .checks
+                    .get(&id)
+                    .map(|old| (old.check.status.clone(), old.check.output.clone()));
+                let mut c = c;
+                // Re-registering keeps a running check's current state unless a status is given.
+                if let (Some((status, output)), true) =
+                    (keep_status, c.definition.status.is_empty())
+                {
+                    c.check.status = status;
+                    c.check.output = output;
+                }
+                inner.checks.insert(id, c);
+            }
+            inner.services.insert(svc.id.clone(), svc);
+            removed
+        };
+        self.changed(true)?;
+        Ok(removed)
+    }
+
+    /// Removes a service and its checks; returns the removed check IDs, or `None` if unknown.
+    pub fn remove_service(&self, id: &str) -> Result<Option<Vec<String>>, String> {
+        let removed = {
+            let mut inner = self.inner.lock();
+            if inner.services.remove(id).is_none() {
+                return Ok(None);
+            }
+            let ids: Vec<String> = inner
+                .checks
+                .iter()
+                .filter(|(_, c)| c.check.service_id == id)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &ids {
+                inner.checks.remove(k);
+            }
+            ids
+        };
+        self.changed(true)?;
+        Ok(Some(removed))
+    }
+
+    /// Adds or replaces a check.
+    pub fn add_check(&self, check: LocalCheck) -> Result<(), String> {
+        self.inner
+            .lock()
+            .checks
+            .insert(check.check.check_id.clone(), check);
+        self.changed(true)
+    }
+
+    /// Removes a check; false if it was unknown.
+    pub fn remove_check(&self, id: &str) -> Result<bool, String> {
+        if self.inner.lock().checks.remove(id).is_none() {
+            return Ok(false);
+        }
+        self.changed(true)?;
+        Ok(true)
+    }
+
+    /// Sets a check's status and output. Returns `None` for an unknown check, otherwise whether
+    /// anything changed. A status change is synced at once; an output-only change waits for the
+    /// next periodic sync, as Consul does, to spare the servers.
+    pub fn update_check(&self, id: &str, new_status: &str, output: &str) -> Option<bool> {
+        let status_changed = {
+            let mut inner = self.inner.lock();
+            let c = inner.checks.get_mut(id)?;
+            if c.check.status == new_status && c.check.output == output {
+                return Some(false);
+            }
+            let status_changed = c.check.status != new_status;
+            c.check.status = new_status.to_string();
+            c.check.output = output.to_string();
+            status_changed
+        };
+        if let Err(e) = self.changed(status_changed) {
+            tracing::warn!(error = %e, "could not persist a check update");
+        }
+        Some(true)
+    }
+
+    /// One service by ID.
+    pub fn service(&self, id: &str) -> Option<AgentService> {
+        self.inner.lock().services.get(id).cloned()
+    }
+
+    /// Every service by ID.
+    pub fn services(&self) -> BTreeMap<String, AgentService> {
+        self.inner.lock().services.clone()
+    }
+
+    /// One check by ID.
+    pub fn check(&self, id: &str) -> Option<LocalCheck> {
+        self.inner.lock().checks.get(id).cloned()
+    }
+
+    /// Every check by ID.
+    pub fn checks(&self) -> BTreeMap<String, LocalCheck> {
+        self.inner.lock().checks.clone()
+    }
+
+    /// Ports already held by services of this agent.
+    pub fn ports_in_use(&self) -> Vec<u16> {
+        self.inner
+            .lock()
+            .services
+            .values()
+            .map(|s| s.port)
+            .collect()
+    }
+
+    /// The worst status among a service's checks other than `except`; passing with none.
+    pub fn service_health(&self, service_id: &str, except: &str) -> Option<String> {
+        let inner = self.inner.lock();
+        inner.services.get(service_id)?;
+        let mut worst = status::PASSING;
+        for c in inner.checks.values() {
+            if c.check.service_id != service_id || c.check.check_id == except {
+                continue;
+            }
+            match c.check.status.as_str() {
+                status::CRITICAL => worst = status::CRITICAL,
+                status::WARNING if worst == status::PASSING => worst = status::WARNING,
+                _ => {}
+            }
+        }
+        Some(worst.to_string())
+    }
+
+    /// A receiver that sees every change (hash blocking, alias checks).
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Resolves when a change needs to reach the catalog promptly.
+    pub async fn sync_requested(&self) {
+        self.sync_now.notified().await
+    }
+}

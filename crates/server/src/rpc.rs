@@ -1,0 +1,185 @@
+//! The server port: Raft RPCs between servers and the RPCs client agents call.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::{Deserialize, Serialize};
+use trellis_raft::{TypeConfig, RPC_APPEND, RPC_SNAPSHOT, RPC_VOTE};
+use trellis_state::{Applied, Command, Query, QueryOutput};
+
+use crate::{QueryOptions, QueryResponse, Server, ServerError};
+
+/// Path of the write RPC: a [`Command`] in, an [`ApplyResponse`] out.
+pub const RPC_APPLY: &str = "/v1/internal/apply";
+/// Path of the read RPC: a [`QueryRequest`] in, the body and index headers out.
+pub const RPC_QUERY: &str = "/v1/internal/query";
+/// Path of the status RPC: a [`StatusResponse`] out.
+pub const RPC_STATUS: &str = "/v1/internal/status";
+
+/// The outcome of a write and the log index it was committed at.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ApplyResponse {
+    /// What applying the command did.
+    pub applied: Applied,
+    /// Its Raft log index.
+    pub index: u64,
+}
+
+/// A read sent to a server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct QueryRequest {
+    /// What to read.
+    pub query: Query,
+    /// How to read it.
+    pub options: QueryOptions,
+}
+
+/// Leader and voters as a server knows them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct StatusResponse {
+    /// Leader server address, empty when none is known.
+    pub leader: String,
+    /// Voter server addresses.
+    pub peers: Vec<String>,
+    /// Voter node names, parallel to `peers`.
+    pub peer_names: Vec<String>,
+    /// Datacenter of the server.
+    pub datacenter: String,
+}
+
+const H_INDEX: &str = "x-consul-index";
+const H_KNOWN_LEADER: &str = "x-consul-knownleader";
+const H_LAST_CONTACT: &str = "x-consul-lastcontact";
+
+/// The server-port router.
+pub(crate) fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route(RPC_APPEND, post(append))
+        .route(RPC_VOTE, post(vote))
+        .route(RPC_SNAPSHOT, post(snapshot))
+        .route(RPC_APPLY, post(apply))
+        .route(RPC_QUERY, post(query))
+        .route(RPC_STATUS, get(status))
+        .layer(DefaultBodyLimit::max(64 << 20))
+        .with_state(server)
+}
+
+async fn append(
+    State(s): State<Arc<Server>>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Response {
+    *s.last_contact.lock() = Instant::now();
+    Json(s.raft().append_entries(req).await).into_response()
+}
+
+async fn vote(State(s): State<Arc<Server>>, Json(req): Json<VoteRequest<u64>>) -> Response {
+    Json(s.raft().vote(req).await).into_response()
+}
+
+async fn snapshot(
+    State(s): State<Arc<Server>>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Response {
+    *s.last_contact.lock() = Instant::now();
+    Json(s.raft().install_snapshot(req).await).into_response()
+}
+
+fn error_response(e: &ServerError) -> Response {
+    let code = match e {
+        ServerError::NoLeader => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (code, e.to_string()).into_response()
+}
+
+async fn apply(State(s): State<Arc<Server>>, Json(cmd): Json<Command>) -> Response {
+    match s.apply(cmd).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn query(State(s): State<Arc<Server>>, Json(req): Json<QueryRequest>) -> Response {
+    match s.query(req.query, req.options).await {
+        Ok(r) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(H_INDEX, HeaderValue::from(r.index));
+            headers.insert(
+                H_KNOWN_LEADER,
+                HeaderValue::from_static(if r.known_leader { "true" } else { "false" }),
+            );
+            headers.insert(H_LAST_CONTACT, HeaderValue::from(r.last_contact_ms));
+            match r.output {
+                QueryOutput::Found(body) => (StatusCode::OK, headers, body).into_response(),
+                QueryOutput::NotFound(msg) => (StatusCode::NOT_FOUND, headers, msg).into_response(),
+            }
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn status(State(s): State<Arc<Server>>) -> Json<StatusResponse> {
+    let peers = s.peers();
+    Json(StatusResponse {
+        leader: s.leader().map(|l| l.addr).unwrap_or_default(),
+        peers: peers.iter().map(|p| p.addr.clone()).collect(),
+        peer_names: peers.iter().map(|p| p.name.clone()).collect(),
+        datacenter: s.config().datacenter.clone(),
+    })
+}
+
+/// Sends a read to a server's port and decodes the answer; used for forwarding to the leader
+/// and by client agents.
+pub async fn remote_query(
+    http: &reqwest::Client,
+    addr: &str,
+    req: &QueryRequest,
+) -> Result<QueryResponse, ServerError> {
+    let err = |message: String| ServerError::Rpc {
+        addr: addr.to_string(),
+        message,
+    };
+    // A blocking read may legitimately take the whole wait; allow for it plus slack.
+    let timeout = req.options.wait + std::time::Duration::from_secs(10);
+    let resp = http
+        .post(format!("http://{addr}{RPC_QUERY}"))
+        .timeout(timeout)
+        .json(req)
+        .send()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let status = resp.status();
+    let header = |name: &str| -> u64 {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let index = header(H_INDEX).max(1);
+    let last_contact_ms = header(H_LAST_CONTACT);
+    let known_leader = resp
+        .headers()
+        .get(H_KNOWN_LEADER)
+        .is_some_and(|v| v == "true");
+    let body: Bytes = resp.bytes().await.map_err(|e| err(e.to_string()))?;
+    let output = match status {
+        StatusCode::OK => QueryOutput::Found(body),
+        StatusCode::NOT_FOUND => QueryOutput::NotFound(String::from_utf8_lossy(&body).into_owned()),
+        StatusCode::SERVICE_UNAVAILABLE => return Err(ServerError::NoLeader),
+        other => return Err(err(format!("{other}: {}", String::from_utf8_lossy(&body)))),
+    };
+    Ok(QueryResponse {
+        output,
+        index,
+        known_leader,
+        last_contact_ms,
+    })
+}

@@ -1,0 +1,342 @@
+//! The server: Raft node, store, write and read paths.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use trellis_raft::{open_db, open_memory_db, LogStore, Network, Raft, ServerNode, StateMachine};
+use trellis_state::{Command, Query, QueryOutput, Store};
+
+use crate::rpc::{self, ApplyResponse, QueryRequest};
+
+/// How a server is set up.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Node name of this server.
+    pub node_name: String,
+    /// Datacenter name.
+    pub datacenter: String,
+    /// Where the Raft database lives; `None` keeps everything in memory (dev mode).
+    pub data_dir: Option<PathBuf>,
+    /// Address the server port listens on; also what peers and agents dial.
+    pub rpc_addr: SocketAddr,
+    /// Number of servers to wait for before bootstrapping; 1 bootstraps alone.
+    pub bootstrap_expect: u32,
+    /// Other servers' server-port addresses to join.
+    pub retry_join: Vec<String>,
+}
+
+/// Why a server operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No leader is known, so writes and default reads cannot proceed.
+    #[error("No cluster leader")]
+    NoLeader,
+    /// The Raft database could not be opened.
+    #[error(transparent)]
+    Storage(#[from] trellis_raft::StorageError),
+    /// The Raft node could not start or has stopped.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// Talking to another server failed.
+    #[error("rpc to {addr}: {message}")]
+    Rpc {
+        /// The server dialled.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The server port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Consistency and blocking parameters of a read, as parsed from `?index&wait&stale&consistent`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct QueryOptions {
+    /// Block until the answer's index exceeds this (0: answer at once).
+    pub index: u64,
+    /// Longest time to block, jitter included.
+    pub wait: Duration,
+    /// Any server may answer from its own copy.
+    pub stale: bool,
+    /// The leader must confirm its leadership first.
+    pub consistent: bool,
+}
+
+/// A read's answer with the metadata Consul returns in headers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryResponse {
+    /// The body, or not found.
+    pub output: QueryOutput,
+    /// `X-Consul-Index` (≥ 1).
+    pub index: u64,
+    /// `X-Consul-KnownLeader`.
+    pub known_leader: bool,
+    /// `X-Consul-LastContact` in milliseconds.
+    pub last_contact_ms: u64,
+}
+
+/// A running server.
+pub struct Server {
+    config: ServerConfig,
+    node_id: u64,
+    raft: Raft,
+    store: Store,
+    http: reqwest::Client,
+    /// When the leader last reached this server (Raft append received).
+    pub(crate) last_contact: Mutex<Instant>,
+}
+
+impl Server {
+    /// Opens the state (from disk, or in memory), starts Raft, binds the server port, and
+    /// bootstraps a new cluster when this server alone is expected.
+    pub async fn start(config: ServerConfig) -> Result<Arc<Server>, ServerError> {
+        let db = match &config.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| ServerError::Raft(format!("data dir {}: {e}", dir.display())))?;
+                open_db(&dir.join("raft.redb"))?
+            }
+            None => open_memory_db()?,
+        };
+        let node_id = trellis_raft::node_id(&db)?;
+        let store = Store::new(&config.datacenter);
+        let sm = StateMachine::open(db.clone(), store.clone())
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let raft_config = Arc::new(
+            trellis_raft::raft_config(&config.datacenter)
+                .validate()
+                .map_err(|e| ServerError::Raft(e.to_string()))?,
+        );
+        let raft = Raft::new(node_id, raft_config, Network::new(), LogStore::new(db), sm)
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let listener =
+            TcpListener::bind(config.rpc_addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.rpc_addr,
+                    source,
+                })?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .expect("HTTP client builds");
+        let server = Arc::new(Server {
+            config,
+            node_id,
+            raft,
+            store,
+            http,
+            last_contact: Mutex::new(Instant::now()),
+        });
+        let router = rpc::router(server.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "server port stopped");
+            }
+        });
+        server.bootstrap().await?;
+        Ok(server)
+    }
+
+    async fn bootstrap(&self) -> Result<(), ServerError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        if initialized {
+            tracing::info!(
+                node_id = self.node_id,
+                "raft state found; rejoining the cluster"
+            );
+            return Ok(());
+        }
+        if self.config.bootstrap_expect == 1 {
+            let mut members = BTreeMap::new();
+            members.insert(self.node_id, self.me());
+            self.raft
+                .initialize(members)
+                .await
+                .map_err(|e| ServerError::Raft(e.to_string()))?;
+            tracing::info!(node_id = self.node_id, "bootstrapped a one-server cluster");
+        } else {
+            tracing::warn!(
+                expect = self.config.bootstrap_expect,
+                join = ?self.config.retry_join,
+                "waiting for other servers; multi-server bootstrap is not implemented yet"
+            );
+        }
+        Ok(())
+    }
+
+    fn me(&self) -> ServerNode {
+        ServerNode {
+            addr: self.config.rpc_addr.to_string(),
+            name: self.config.node_name.clone(),
+        }
+    }
+
+    /// The Raft handle (for the server port's RPC handlers).
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// This server's configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The current leader's server address, if one is known.
+    pub fn leader(&self) -> Option<ServerNode> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let node = m
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, n)| n.clone());
+        node
+    }
+
+    /// True while this server is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+    }
+
+    /// Server addresses of the voters.
+    pub fn peers(&self) -> Vec<ServerNode> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        membership
+            .nodes()
+            .filter(|(id, _)| membership.voter_ids().any(|v| v == **id))
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
+    /// Waits until some leader is known (start-up), up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        let mut metrics = self.raft.metrics();
+        tokio::time::timeout(timeout, async {
+            loop {
+                if metrics.borrow().current_leader.is_some() {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    fn last_contact_ms(&self) -> u64 {
+        if self.is_leader() {
+            0
+        } else {
+            self.last_contact.lock().elapsed().as_millis() as u64
+        }
+    }
+
+    /// Commits a command through Raft (forwarding to the leader when this server is not it)
+    /// and returns its outcome and log index once it is applied here or on the leader.
+    pub async fn apply(&self, cmd: Command) -> Result<ApplyResponse, ServerError> {
+        match self.raft.client_write(cmd.clone()).await {
+            Ok(resp) => Ok(ApplyResponse {
+                applied: resp.data,
+                index: resp.log_id.index,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
+                let node = fwd.leader_node.ok_or(ServerError::NoLeader)?;
+                self.forward(&node.addr, rpc::RPC_APPLY, &cmd).await
+            }
+            Err(e) => Err(ServerError::Raft(e.to_string())),
+        }
+    }
+
+    /// Answers a read. Default and `consistent` reads are answered by the leader (forwarded);
+    /// `stale` reads by this server from its own copy.
+    pub async fn query(&self, q: Query, opts: QueryOptions) -> Result<QueryResponse, ServerError> {
+        if !opts.stale && !self.is_leader() {
+            let leader = self.leader().ok_or(ServerError::NoLeader)?;
+            return self
+                .forward_query(
+                    &leader.addr,
+                    QueryRequest {
+                        query: q,
+                        options: opts,
+                    },
+                )
+                .await;
+        }
+        if opts.consistent {
+            self.raft
+                .ensure_linearizable()
+                .await
+                .map_err(|e| ServerError::Raft(e.to_string()))?;
+        }
+        let (output, index) = self.store.blocking_query(&q, opts.index, opts.wait).await;
+        let known_leader = self.raft.metrics().borrow().current_leader.is_some();
+        Ok(QueryResponse {
+            output,
+            index,
+            known_leader,
+            last_contact_ms: self.last_contact_ms(),
+        })
+    }
+
+    async fn forward<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp, ServerError> {
+        let err = |message: String| ServerError::Rpc {
+            addr: addr.to_string(),
+            message,
+        };
+        let resp = self
+            .http
+            .post(format!("http://{addr}{path}"))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            return Err(err(format!(
+                "{status}: {}",
+                resp.text().await.unwrap_or_default()
+            )));
+        }
+        resp.json().await.map_err(|e| err(e.to_string()))
+    }
+
+    async fn forward_query(
+        &self,
+        addr: &str,
+        req: QueryRequest,
+    ) -> Result<QueryResponse, ServerError> {
+        rpc::remote_query(&self.http, addr, &req).await
+    }
+}
