@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run an agent (dev, server or client).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// List the members of the datacenter.
     Members(HttpArgs),
     /// Print the version.
@@ -248,7 +248,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
 }
 
 /// `trellis agent`.
-pub async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+pub async fn run_agent(args: Box<AgentArgs>) -> anyhow::Result<()> {
     let (config, file) = agent_config(&args)?;
     let level = args
         .log_level
@@ -308,8 +308,8 @@ pub async fn run_members(args: HttpArgs) -> anyhow::Result<()> {
         .json()
         .await?;
     println!(
-        "{:<24} {:<22} {:<8} {:<8} {}",
-        "Node", "Address", "Status", "Type", "DC"
+        "{:<24} {:<22} {:<8} {:<8} DC",
+        "Node", "Address", "Status", "Type"
     );
     for m in members {
         let kind = if m["Tags"]["role"] == "consul" {

@@ -150,7 +150,9 @@ mod tests {
             service {
               name = "web"
               port = 8080
-              connect { sidecar_service {} }
+              connect {
+                sidecar_service {}
+              }
             }
             ui_config { enabled = true }
             "#,

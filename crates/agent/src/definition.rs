@@ -264,9 +264,8 @@ pub fn local_check(
             return Err(format!("Invalid {field}: must be greater than zero"));
         }
     }
-    if !def.http.is_empty()
-        && !(def.http.starts_with("http://") || def.http.starts_with("https://"))
-    {
+    let http_scheme = def.http.starts_with("http://") || def.http.starts_with("https://");
+    if !def.http.is_empty() && !http_scheme {
         return Err(format!("Invalid HTTP check URL {:?}", def.http));
     }
     if !def.status.is_empty() && !status::is_valid(&def.status) {

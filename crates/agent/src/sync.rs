@@ -239,7 +239,7 @@ impl Syncer {
             let mut reg = self.registration();
             reg.service = Some(svc.clone());
             reg.checks = own_checks;
-            self.write(Command::Register(reg)).await?;
+            self.write(Command::Register(Box::new(reg))).await?;
             node_synced = true;
             stats.registered += 1;
         }
@@ -251,7 +251,7 @@ impl Syncer {
         if !node_synced || !node_checks.is_empty() {
             let mut reg = self.registration();
             reg.checks = node_checks;
-            self.write(Command::Register(reg)).await?;
+            self.write(Command::Register(Box::new(reg))).await?;
             stats.registered += 1;
         }
         Ok(stats)

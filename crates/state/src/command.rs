@@ -10,7 +10,7 @@ use trellis_api::{
 #[serde(tag = "Type")]
 pub enum Command {
     /// Register or update a node, optionally with a service and checks.
-    Register(CatalogRegistration),
+    Register(Box<CatalogRegistration>),
     /// Remove a node, a service or a check.
     Deregister(CatalogDeregistration),
     /// Create or replace a config entry; with `cas`, only if its ModifyIndex equals it

@@ -468,7 +468,7 @@ impl Store {
                     let probe = preflight_register(&tables, &reg);
                     match probe {
                         Err(e) => Applied::Rejected(e),
-                        Ok(()) => match tables.register(index, reg, &mut keys) {
+                        Ok(()) => match tables.register(index, *reg, &mut keys) {
                             Ok(()) => Applied::Done,
                             Err(e) => Applied::Rejected(e),
                         },

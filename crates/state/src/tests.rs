@@ -10,7 +10,7 @@ use trellis_api::{
 use crate::{Applied, Command, Query, QueryOutput, Store};
 
 fn reg(node: &str, svc: Option<(&str, &str)>) -> Command {
-    Command::Register(CatalogRegistration {
+    Command::Register(Box::new(CatalogRegistration {
         node: node.into(),
         address: "10.0.0.1".into(),
         service: svc.map(|(id, name)| AgentService {
@@ -20,11 +20,11 @@ fn reg(node: &str, svc: Option<(&str, &str)>) -> Command {
             ..Default::default()
         }),
         ..Default::default()
-    })
+    }))
 }
 
 fn proxy(node: &str, id: &str, dest: &str) -> Command {
-    Command::Register(CatalogRegistration {
+    Command::Register(Box::new(CatalogRegistration {
         node: node.into(),
         address: "10.0.0.1".into(),
         service: Some(AgentService {
@@ -39,7 +39,7 @@ fn proxy(node: &str, id: &str, dest: &str) -> Command {
             ..Default::default()
         }),
         ..Default::default()
-    })
+    }))
 }
 
 fn body(out: QueryOutput) -> serde_json::Value {
@@ -112,7 +112,7 @@ fn passing_filter_and_node_checks() {
         status: status.into(),
         ..Default::default()
     };
-    let cmd = Command::Register(CatalogRegistration {
+    let cmd = Command::Register(Box::new(CatalogRegistration {
         node: "n1".into(),
         skip_node_update: true,
         checks: vec![
@@ -120,7 +120,7 @@ fn passing_filter_and_node_checks() {
             check("node-check", "", "critical"),
         ],
         ..Default::default()
-    });
+    }));
     assert_eq!(s.apply(3, cmd), Applied::Done);
     let q = Query::HealthService {
         name: "web".into(),
@@ -146,7 +146,7 @@ fn rejected_registration_changes_nothing() {
     let s = Store::new("dc1");
     s.apply(2, reg("n1", None));
     let before = s.snapshot();
-    let bad = Command::Register(CatalogRegistration {
+    let bad = Command::Register(Box::new(CatalogRegistration {
         node: "n1".into(),
         address: "10.9.9.9".into(),
         service: Some(AgentService {
@@ -160,7 +160,7 @@ fn rejected_registration_changes_nothing() {
             ..Default::default()
         }],
         ..Default::default()
-    });
+    }));
     assert!(matches!(s.apply(3, bad), Applied::Rejected(m) if m.contains("Unknown service ID")));
     let mut after = s.snapshot();
     assert_eq!(after.index, 3);

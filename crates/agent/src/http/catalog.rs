@@ -28,7 +28,7 @@ pub(crate) async fn register(State(a): State<Arc<Agent>>, p: Params, body: Bytes
     a.check_dc_name(&reg.datacenter)?;
     reg.datacenter.clear();
     validate_registration(&reg).map_err(bad)?;
-    write(&a, Command::Register(reg)).await
+    write(&a, Command::Register(Box::new(reg))).await
 }
 
 pub(crate) async fn deregister(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {

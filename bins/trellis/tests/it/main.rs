@@ -1,0 +1,6 @@
+//! Integration tests: real `trellis` processes on free loopback ports, driven over HTTP.
+
+mod api;
+mod blocking;
+mod cluster;
+mod support;
