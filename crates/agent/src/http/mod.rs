@@ -154,6 +154,13 @@ pub(crate) fn query_options(p: &Params) -> Result<QueryOptions, AgentError> {
 /// Runs a catalog read through the backend and answers with its body and Consul's headers.
 pub(crate) async fn run_query(agent: &Agent, p: &Params, q: Query) -> Result<Response, AgentError> {
     agent.check_dc(p)?;
+    for unsupported in ["filter", "node-meta"] {
+        if p.get(unsupported).is_some_and(|v| !v.is_empty()) {
+            return Err(bad(format!(
+                "?{unsupported} is not supported by this version of Trellis"
+            )));
+        }
+    }
     let opts = query_options(p)?;
     let consistency = if opts.stale {
         "stale"
