@@ -82,6 +82,9 @@ pub struct AgentArgs {
     /// Period of the full anti-entropy sync with the servers (Go duration).
     #[arg(long = "sync-interval", hide = true)]
     pub sync_interval: Option<String>,
+    /// Raft log entries between snapshots (Consul's `raft_snapshot_threshold`).
+    #[arg(long = "raft-snapshot-threshold")]
+    pub raft_snapshot_threshold: Option<u64>,
 }
 
 /// Flags of commands that talk to an agent's HTTP API.
@@ -221,6 +224,10 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
         rpc_addr,
         bootstrap_expect,
         retry_join: retry_join.clone(),
+        snapshot_threshold: args
+            .raft_snapshot_threshold
+            .or(file.raft_snapshot_threshold)
+            .unwrap_or(trellis_raft::SNAPSHOT_THRESHOLD),
     });
     let sync_interval = match &args.sync_interval {
         Some(s) => trellis_api::parse_go_duration(s)

@@ -37,6 +37,7 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub log_json: Option<bool>,
     pub node_meta: BTreeMap<String, String>,
+    pub raft_snapshot_threshold: Option<u64>,
     #[serde(skip)]
     pub services: Vec<ServiceDefinition>,
     service: Option<Value>,
@@ -118,7 +119,8 @@ impl FileConfig {
             client_addr,
             advertise_addr,
             log_level,
-            log_json
+            log_json,
+            raft_snapshot_threshold
         );
         if other.ports.http.is_some() {
             self.ports.http = other.ports.http;

@@ -53,15 +53,21 @@ openraft::declare_raft_types!(
 /// The Raft handle of a server.
 pub type Raft = openraft::Raft<TypeConfig>;
 
-/// Raft timing and compaction settings for a LAN datacenter.
-pub fn raft_config(cluster_name: &str) -> openraft::Config {
+/// Log entries between snapshots by default.
+pub const SNAPSHOT_THRESHOLD: u64 = 8192;
+
+/// Raft timing and compaction settings for a LAN datacenter; a snapshot is taken every
+/// `snapshot_threshold` entries and the log before it purged (keeping an eighth of it).
+pub fn raft_config(cluster_name: &str, snapshot_threshold: u64) -> openraft::Config {
+    let threshold = snapshot_threshold.max(2);
     openraft::Config {
         cluster_name: cluster_name.to_string(),
         heartbeat_interval: 150,
         election_timeout_min: 600,
         election_timeout_max: 1200,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(8192),
-        max_in_snapshot_log_to_keep: 1024,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(threshold),
+        max_in_snapshot_log_to_keep: threshold / 8,
+        purge_batch_size: 256,
         ..Default::default()
     }
 }

@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub bootstrap_expect: u32,
     /// Other servers' server-port addresses to join.
     pub retry_join: Vec<String>,
+    /// Raft log entries between snapshots.
+    pub snapshot_threshold: u64,
 }
 
 /// Why a server operation failed.
@@ -116,7 +118,7 @@ impl Server {
         let sm = StateMachine::open(db.clone(), store.clone())
             .map_err(|e| ServerError::Raft(e.to_string()))?;
         let raft_config = Arc::new(
-            trellis_raft::raft_config(&config.datacenter)
+            trellis_raft::raft_config(&config.datacenter, config.snapshot_threshold)
                 .validate()
                 .map_err(|e| ServerError::Raft(e.to_string()))?,
         );

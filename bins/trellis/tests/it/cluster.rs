@@ -204,3 +204,34 @@ async fn anti_entropy_restores_what_a_server_lost() {
         )
         .await;
 }
+
+#[tokio::test]
+async fn restart_recovers_from_snapshot_plus_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Agent::server(
+        "snap",
+        &dir.path().join("data"),
+        &["--raft-snapshot-threshold", "16"],
+    );
+    server.ready().await;
+    // Enough writes for several snapshots and purges, then a tail past the last snapshot.
+    for i in 0..70 {
+        let reg = json!({"Node": format!("n{i}"), "Address": "127.0.0.1", "Service": {"Service": "kv", "ID": format!("kv-{i}"), "Port": 1}});
+        assert_eq!(
+            server.put("/v1/catalog/register", reg.to_string()).await.0,
+            200
+        );
+    }
+    let (_, index, before) = server.get("/v1/catalog/service/kv").await;
+    assert_eq!(before.as_array().unwrap().len(), 70);
+    server.restart();
+    server.ready().await;
+    let (_, index_after, after) = server.get("/v1/catalog/service/kv").await;
+    assert_eq!(after, before);
+    assert_eq!(index_after, index);
+    assert!(
+        server.log().contains("snapshot written"),
+        "no snapshot was taken:\n{}",
+        server.log()
+    );
+}
