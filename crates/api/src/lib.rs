@@ -10,6 +10,8 @@ mod catalog;
 mod config;
 mod health;
 mod keys;
+#[cfg(test)]
+mod proptests;
 mod service;
 
 pub use catalog::*;

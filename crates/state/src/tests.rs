@@ -336,3 +336,50 @@ async fn restore_wakes_every_waiter() {
         .unwrap();
     assert_eq!(idx, 3);
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use crate::{Applied, Command, Store};
+
+    fn node() -> impl Strategy<Value = String> {
+        prop_oneof![Just("n1".to_string()), Just("n2".to_string()), Just(String::new())]
+    }
+
+    fn command() -> impl Strategy<Value = serde_json::Value> {
+        let svc = prop_oneof![Just("web"), Just("db"), Just("")];
+        let check_svc = prop_oneof![Just(""), Just("web"), Just("ghost")];
+        let status = prop_oneof![Just(""), Just("passing"), Just("critical"), Just("bogus")];
+        prop_oneof![
+            (node(), svc.clone(), check_svc, status, any::<bool>()).prop_map(|(n, s, cs, st, skip)| serde_json::json!({
+                "Type": "Register", "Node": n, "Address": if skip { "" } else { "10.0.0.1" },
+                "SkipNodeUpdate": skip,
+                "Service": if s.is_empty() { serde_json::Value::Null } else { serde_json::json!({"Service": s, "Port": 1}) },
+                "Checks": [{"CheckID": "c", "ServiceID": cs, "Status": st}],
+            })),
+            (node(), svc).prop_map(|(n, s)| serde_json::json!({"Type": "Deregister", "Node": n, "ServiceID": s})),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of registrations either applies or is rejected; a rejection changes
+        /// nothing, and every query still answers.
+        #[test]
+        fn rejected_commands_leave_no_trace(cmds in prop::collection::vec(command(), 1..20)) {
+            let store = Store::new("dc1");
+            for (i, raw) in cmds.into_iter().enumerate() {
+                let cmd: Command = serde_json::from_value(raw).unwrap();
+                let before = store.snapshot();
+                let outcome = store.apply(i as u64 + 1, cmd);
+                if let Applied::Rejected(_) = outcome {
+                    let mut after = store.snapshot();
+                    after.index = before.index;
+                    prop_assert_eq!(after, before);
+                }
+                for q in [crate::Query::CatalogServices, crate::Query::CatalogNodes] {
+                    let _ = store.query(&q);
+                }
+            }
+        }
+    }
+}
