@@ -3,11 +3,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trellis_api::{canonicalize_keys, CatalogRegistration, CheckDefinition, ConfigEntry, ServiceDefinition};
-use trellis_state::{normalize_config_entry, validate_config_entry, validate_registration, Applied, Command, Store};
+use trellis_api::{
+    canonicalize_keys, CatalogRegistration, CheckDefinition, ConfigEntry, ServiceDefinition,
+};
+use trellis_state::{
+    normalize_config_entry, validate_config_entry, validate_registration, Applied, Command, Store,
+};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
     canonicalize_keys(&mut value);
     let _ = serde_json::from_value::<ServiceDefinition>(value.clone());
     let _ = serde_json::from_value::<CheckDefinition>(value.clone());
