@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trellis_server::{
-    remote_query, ApplyResponse, QueryOptions, QueryRequest, QueryResponse, Server, ServerError,
-    StatusResponse, RPC_APPLY, RPC_STATUS,
+    post_json, remote_query, ApplyResponse, QueryOptions, QueryRequest, QueryResponse, Server,
+    ServerError, StatusResponse, RPC_APPLY, RPC_STATUS,
 };
 use trellis_state::{Command, Query};
 
@@ -68,34 +68,6 @@ impl Remote {
         }
         Err(last)
     }
-
-    async fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
-        &self,
-        addr: &str,
-        path: &str,
-        body: &Req,
-    ) -> Result<Resp, ServerError> {
-        let err = |message: String| ServerError::Rpc {
-            addr: addr.to_string(),
-            message,
-        };
-        let resp = self
-            .http
-            .post(format!("http://{addr}{path}"))
-            .timeout(Duration::from_secs(30))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        match resp.status().as_u16() {
-            200 => resp.json().await.map_err(|e| err(e.to_string())),
-            503 => Err(ServerError::NoLeader),
-            code => Err(ServerError::Raft(format!(
-                "server {addr} answered {code}: {}",
-                resp.text().await.unwrap_or_default()
-            ))),
-        }
-    }
 }
 
 impl Backend {
@@ -106,7 +78,7 @@ impl Backend {
             Backend::Remote(r) => {
                 r.with_failover(|addr| {
                     let cmd = cmd.clone();
-                    async move { r.post(&addr, RPC_APPLY, &cmd).await }
+                    async move { post_json(&r.http, &addr, RPC_APPLY, &cmd).await }
                 })
                 .await
             }

@@ -11,6 +11,7 @@ mod rpc;
 mod server;
 
 pub use rpc::{
-    remote_query, ApplyResponse, QueryRequest, StatusResponse, RPC_APPLY, RPC_QUERY, RPC_STATUS,
+    post_json, remote_query, ApplyResponse, QueryRequest, StatusResponse, RPC_APPLY, RPC_QUERY,
+    RPC_STATUS,
 };
 pub use server::{QueryOptions, QueryResponse, Server, ServerConfig, ServerError};

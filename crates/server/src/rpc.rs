@@ -135,6 +135,41 @@ async fn status(State(s): State<Arc<Server>>) -> Json<StatusResponse> {
     })
 }
 
+/// Posts a JSON RPC to a server's port and decodes its JSON answer. Transport failures are
+/// [`ServerError::Rpc`] (worth trying another server); a 503 is [`ServerError::NoLeader`];
+/// other error statuses are [`ServerError::Remote`].
+pub async fn post_json<Req, Resp>(
+    http: &reqwest::Client,
+    addr: &str,
+    path: &str,
+    body: &Req,
+) -> Result<Resp, ServerError>
+where
+    Req: Serialize,
+    Resp: serde::de::DeserializeOwned,
+{
+    let err = |message: String| ServerError::Rpc {
+        addr: addr.to_string(),
+        message,
+    };
+    let resp = http
+        .post(format!("http://{addr}{path}"))
+        .timeout(std::time::Duration::from_secs(30))
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    match resp.status() {
+        StatusCode::OK => resp.json().await.map_err(|e| err(e.to_string())),
+        StatusCode::SERVICE_UNAVAILABLE => Err(ServerError::NoLeader),
+        status => Err(ServerError::Remote {
+            addr: addr.to_string(),
+            status: status.as_u16(),
+            message: resp.text().await.unwrap_or_default(),
+        }),
+    }
+}
+
 /// Sends a read to a server's port and decodes the answer; used for forwarding to the leader
 /// and by client agents.
 pub async fn remote_query(
@@ -174,7 +209,13 @@ pub async fn remote_query(
         StatusCode::OK => QueryOutput::Found(body),
         StatusCode::NOT_FOUND => QueryOutput::NotFound(String::from_utf8_lossy(&body).into_owned()),
         StatusCode::SERVICE_UNAVAILABLE => return Err(ServerError::NoLeader),
-        other => return Err(err(format!("{other}: {}", String::from_utf8_lossy(&body)))),
+        other => {
+            return Err(ServerError::Remote {
+                addr: addr.to_string(),
+                status: other.as_u16(),
+                message: String::from_utf8_lossy(&body).into_owned(),
+            })
+        }
     };
     Ok(QueryResponse {
         output,

@@ -54,6 +54,16 @@ pub enum ServerError {
         /// What went wrong.
         message: String,
     },
+    /// A server answered with an error status.
+    #[error("server {addr} answered {status}: {message}")]
+    Remote {
+        /// The server.
+        addr: String,
+        /// Its HTTP status.
+        status: u16,
+        /// Its message.
+        message: String,
+    },
     /// The server port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -270,7 +280,7 @@ impl Server {
             }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
                 let node = fwd.leader_node.ok_or(ServerError::NoLeader)?;
-                self.forward(&node.addr, rpc::RPC_APPLY, &cmd).await
+                rpc::post_json(&self.http, &node.addr, rpc::RPC_APPLY, &cmd).await
             }
             Err(e) => Err(ServerError::Raft(e.to_string())),
         }
@@ -305,33 +315,6 @@ impl Server {
             known_leader,
             last_contact_ms: self.last_contact_ms(),
         })
-    }
-
-    async fn forward<Req: Serialize, Resp: serde::de::DeserializeOwned>(
-        &self,
-        addr: &str,
-        path: &str,
-        body: &Req,
-    ) -> Result<Resp, ServerError> {
-        let err = |message: String| ServerError::Rpc {
-            addr: addr.to_string(),
-            message,
-        };
-        let resp = self
-            .http
-            .post(format!("http://{addr}{path}"))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            return Err(err(format!(
-                "{status}: {}",
-                resp.text().await.unwrap_or_default()
-            )));
-        }
-        resp.json().await.map_err(|e| err(e.to_string()))
     }
 
     async fn forward_query(

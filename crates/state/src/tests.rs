@@ -343,7 +343,11 @@ mod properties {
     use crate::{Applied, Command, Store};
 
     fn node() -> impl Strategy<Value = String> {
-        prop_oneof![Just("n1".to_string()), Just("n2".to_string()), Just(String::new())]
+        prop_oneof![
+            Just("n1".to_string()),
+            Just("n2".to_string()),
+            Just(String::new())
+        ]
     }
 
     fn command() -> impl Strategy<Value = serde_json::Value> {
