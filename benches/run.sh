@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Trellis benchmarks. See benches/README.md for what each scenario measures.
+#
+#   a. hot read   wrk on GET /v1/health/connect/svc-500 (1000 services populated), alternating
+#                 with a minimal hyper server answering the same bytes (the baseline)
+#   b. fan-out    10000 blocking queries parked on one service, one write, time until all answer
+#   c. writes     PUT /v1/catalog/register on a persistent (fsynced) single server, C=32 and C=1
+#
+# Results go to stdout and benches/results/latest.txt. Knobs (environment): WRK_THREADS,
+# WRK_CONNS, WRK_DURATION, ROUNDS, POPULATE_N, FANOUT_N, WRITES_N, SCENARIOS (e.g. "a c").
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RESULTS_DIR="$ROOT/benches/results"
+OUT="$RESULTS_DIR/latest.txt"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+WRK_THREADS="${WRK_THREADS:-1}"
+WRK_CONNS="${WRK_CONNS:-16}"
+WRK_DURATION="${WRK_DURATION:-10s}"
+ROUNDS="${ROUNDS:-3}"
+POPULATE_N="${POPULATE_N:-1000}"
+FANOUT_N="${FANOUT_N:-10000}"
+WRITES_N="${WRITES_N:-5000}"
+SCENARIOS="${SCENARIOS:-a b c}"
+
+PIDS=()
+USED_PORTS=" "
+WORK=""
+
+note() { printf '%s\n' "$*" >&2; }
+say() { printf '%s\n' "$*" | tee -a "$OUT"; }
+die() { note "error: $*"; exit 1; }
+
+cleanup() {
+  local pid
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    wait "$pid" 2>/dev/null || true
+  done
+  PIDS=()
+  if [[ -n "$WORK" && -d "$WORK" ]]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Stops the processes started so far (between scenarios, so each starts on a quiet machine).
+stop_all() {
+  local pid
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  PIDS=()
+}
+
+# Sets PORT to a port nothing listens on and that this script has not handed out yet.
+free_port() {
+  local p i
+  for i in $(seq 1 500); do
+    p=$((20000 + RANDOM % 12000))
+    [[ "$USED_PORTS" == *" $p "* ]] && continue
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
+    if command -v ss >/dev/null && [[ -n "$(ss -Htan "sport = :$p" 2>/dev/null)" ]]; then continue; fi
+    USED_PORTS+="$p "
+    PORT=$p
+    return 0
+  done
+  die "no free port found"
+}
+
+# Waits until the agent at $1 (pid $2) reports a Raft leader.
+wait_leader() {
+  local addr=$1 pid=$2 i leader
+  for i in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || die "agent $pid exited; its log: $(tail -20 "$WORK"/*.log)"
+    leader=$(curl -sf "http://$addr/v1/status/leader" 2>/dev/null || true)
+    if [[ -n "$leader" && "$leader" != '""' ]]; then return 0; fi
+    sleep 0.2
+  done
+  die "no leader at $addr after 30 s"
+}
+
+# Starts a dev agent named $1; sets AGENT_PID and AGENT_ADDR.
+start_dev_agent() {
+  local http srv
+  free_port; http=$PORT
+  free_port; srv=$PORT
+  "$TRELLIS" agent --dev --http-port "$http" --server-port "$srv" --node "bench-$1" \
+    >"$WORK/$1.log" 2>&1 &
+  AGENT_PID=$!
+  PIDS+=("$AGENT_PID")
+  AGENT_ADDR="127.0.0.1:$http"
+  wait_leader "$AGENT_ADDR" "$AGENT_PID"
+}
+
+# Runs wrk against $1, saving its output as $2; sets P50 P99 RPS (ms, ms, req/s) and BAD
+# (non-2xx responses plus socket errors).
+run_wrk() {
+  local url=$1 file=$2
+  wrk "-t$WRK_THREADS" "-c$WRK_CONNS" "-d$WRK_DURATION" --latency "$url" >"$file"
+  read -r P50 P99 RPS BAD < <(awk '
+    function ms(v,  n) {
+      n = v + 0
+      if (v ~ /us$/) return n / 1000
+      if (v ~ /ms$/) return n
+      if (v ~ /[0-9]m$/) return n * 60000
+      if (v ~ /s$/) return n * 1000
+      return n
+    }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    $1 == "Requests/sec:" { rps = $2 }
+    /Non-2xx or 3xx responses:/ { bad += $NF }
+    /Socket errors:/ { for (i = 3; i <= NF; i++) { gsub(/,/, "", $i); if ($i ~ /^[0-9]+$/) bad += $i } }
+    END { printf "%.3f %.3f %.1f %d\n", p50, p99, rps, bad }
+  ' "$file")
+}
+
+fs_type() { df -T "$1" | awk 'NR == 2 { print $2 }'; }
+# The kernel's count of connections dropped because a listen queue was full (needs nstat).
+listen_overflows() {
+  if command -v nstat >/dev/null; then
+    nstat -asz TcpExtListenOverflows 2>/dev/null | awk '$1 == "TcpExtListenOverflows" { print $2 }'
+  else
+    echo "n/a"
+  fi
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
+
+# ---------------------------------------------------------------------------------------------
+
+cd "$ROOT"
+mkdir -p "$RESULTS_DIR"
+: >"$OUT"
+
+note "building (release)..."
+cargo build --release -p trellis -p trellis-bench >&2
+TRELLIS="$TARGET_DIR/release/trellis"
+BENCH="$TARGET_DIR/release/trellis-bench"
+
+if ! command -v wrk >/dev/null; then
+  note "installing wrk..."
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; fi
+  $SUDO apt-get update >&2
+  $SUDO apt-get install -y wrk >&2
+fi
+
+# Every connection of the fan-out is one descriptor in the agent and one in the client.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+if ((NOFILE < FANOUT_N + 256)); then
+  note "warning: open-files limit $NOFILE is too low for FANOUT_N=$FANOUT_N; using $((NOFILE - 256))"
+  FANOUT_N=$((NOFILE - 256))
+fi
+
+mkdir -p "$TARGET_DIR"
+WORK=$(mktemp -d "$TARGET_DIR/bench-tmp.XXXXXX")
+
+say "# Trellis benchmarks, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+say "commit:   $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
+say "machine:  nproc=$(nproc), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
+say "cpu:      $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+say "wrk:      $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }'); wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION --latency"
+say "ulimit:   -n $NOFILE (hard $(ulimit -Hn))"
+say "scratch:  $WORK ($(fs_type "$WORK"))"
+
+# --- a. hot read ------------------------------------------------------------------------------
+if [[ " $SCENARIOS " == *" a "* ]]; then
+  note "a. hot read: starting a dev agent and populating $POPULATE_N services..."
+  start_dev_agent hotread
+  TRELLIS_ADDR=$AGENT_ADDR
+  "$BENCH" populate --addr "$TRELLIS_ADDR" --services "$POPULATE_N" >"$WORK/populate.json"
+  READ_PATH="/v1/health/connect/svc-$((POPULATE_N / 2))"
+  curl -sf "http://$TRELLIS_ADDR$READ_PATH" -o "$WORK/body.json"
+  [[ "$(jq length "$WORK/body.json")" == 1 ]] || die "$READ_PATH did not return one sidecar entry"
+  free_port; BASE_ADDR="127.0.0.1:$PORT"
+  "$BENCH" baseline --listen "$BASE_ADDR" --body-file "$WORK/body.json" >"$WORK/baseline.log" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 50); do curl -sf "http://$BASE_ADDR/" -o /dev/null && break; sleep 0.1; done
+  cmp -s <(curl -sf "http://$BASE_ADDR$READ_PATH") "$WORK/body.json" || die "baseline body differs"
+
+  say ""
+  say "## a. hot read: GET $READ_PATH ($(wc -c <"$WORK/body.json") bytes), $POPULATE_N services populated"
+  say "populate: $(cat "$WORK/populate.json")"
+  note "warming up both servers..."
+  wrk -t1 -c"$WRK_CONNS" -d2s "http://$TRELLIS_ADDR$READ_PATH" >/dev/null
+  wrk -t1 -c"$WRK_CONNS" -d2s "http://$BASE_ADDR$READ_PATH" >/dev/null
+
+  T_P50=(); T_P99=(); T_RPS=(); B_P50=(); B_P99=(); B_RPS=()
+  say "$(printf '%-6s %-9s %10s %10s %12s %6s' round server p50_ms p99_ms req_per_s errors)"
+  for r in $(seq 1 "$ROUNDS"); do
+    for server in trellis baseline; do
+      if [[ $server == trellis ]]; then addr=$TRELLIS_ADDR; else addr=$BASE_ADDR; fi
+      note "a. round $r: $server..."
+      run_wrk "http://$addr$READ_PATH" "$WORK/wrk-$server-$r.txt"
+      say "$(printf '%-6s %-9s %10s %10s %12s %6s' "$r" "$server" "$P50" "$P99" "$RPS" "$BAD")"
+      if [[ $server == trellis ]]; then
+        T_P50+=("$P50"); T_P99+=("$P99"); T_RPS+=("$RPS")
+      else
+        B_P50+=("$P50"); B_P99+=("$P99"); B_RPS+=("$RPS")
+      fi
+    done
+  done
+  tp50=$(median "${T_P50[@]}"); tp99=$(median "${T_P99[@]}"); trps=$(median "${T_RPS[@]}")
+  bp50=$(median "${B_P50[@]}"); bp99=$(median "${B_P99[@]}"); brps=$(median "${B_RPS[@]}")
+  say "$(printf '%-6s %-9s %10s %10s %12s' median trellis "$tp50" "$tp99" "$trps")"
+  say "$(printf '%-6s %-9s %10s %10s %12s' median baseline "$bp50" "$bp99" "$brps")"
+  say "ratio trellis/baseline (medians): p50 $(ratio "$tp50" "$bp50")x  p99 $(ratio "$tp99" "$bp99")x  req/s $(ratio "$trps" "$brps")x"
+  say "trellis RSS after: $(awk '/VmRSS/ { print $2, $3 }' "/proc/$AGENT_PID/status")"
+  stop_all
+fi
+
+# --- b. fan-out -------------------------------------------------------------------------------
+if [[ " $SCENARIOS " == *" b "* ]]; then
+  note "b. fan-out: starting a dev agent, $FANOUT_N blocking queries..."
+  start_dev_agent fanout
+  curl -sf -X PUT "http://$AGENT_ADDR/v1/catalog/register" \
+    -d '{"Node":"fan-node","Address":"127.0.0.3","Service":{"ID":"fan-1","Service":"fan","Port":8080}}' \
+    >/dev/null
+  say ""
+  say "## b. fan-out: $FANOUT_N blocking queries on /v1/health/service/fan, then one write"
+  FANOUT_RC=0
+  OVERFLOWS_BEFORE=$(listen_overflows)
+  "$BENCH" fanout --addr "$AGENT_ADDR" --service fan --n "$FANOUT_N" --pid "$AGENT_PID" \
+    >"$WORK/fanout.json" 2>"$WORK/fanout.err" || FANOUT_RC=$?
+  if [[ $FANOUT_RC -ne 0 ]]; then
+    say "fanout FAILED (exit $FANOUT_RC): $(cat "$WORK/fanout.err")"
+  else
+    say "$(cat "$WORK/fanout.json")"
+    say "$(jq -r '"all answered in \(.all_answered_ms) ms (p50 \(.p50_answer_ms), max \(.max_answer_ms)); write took \(.write_ms) ms; RSS \(.rss_before_kb) -> \(.rss_waiting_kb) KiB = \(.bytes_per_waiting_query) B per parked query; errors \(.errors)"' "$WORK/fanout.json")"
+  fi
+  OVERFLOWS_AFTER=$(listen_overflows)
+  if [[ $OVERFLOWS_BEFORE =~ ^[0-9]+$ && $OVERFLOWS_AFTER =~ ^[0-9]+$ ]]; then
+    say "listen-queue overflows while opening (kernel TcpExtListenOverflows): $((OVERFLOWS_AFTER - OVERFLOWS_BEFORE))"
+  fi
+  if kill -0 "$AGENT_PID" 2>/dev/null && curl -sf -m 5 "http://$AGENT_ADDR/v1/status/leader" >/dev/null; then
+    say "agent after fan-out: alive and answering"
+  else
+    say "agent after fan-out: NOT answering; log tail:"
+    say "$(tail -20 "$WORK/fanout.log")"
+  fi
+  stop_all
+fi
+
+# --- c. writes --------------------------------------------------------------------------------
+if [[ " $SCENARIOS " == *" c "* ]]; then
+  note "c. writes: starting a persistent server..."
+  free_port; http=$PORT
+  free_port; srv=$PORT
+  mkdir -p "$WORK/data"
+  "$TRELLIS" agent --server --bootstrap-expect 1 --data-dir "$WORK/data" \
+    --http-port "$http" --server-port "$srv" --node bench-writes >"$WORK/writes.log" 2>&1 &
+  AGENT_PID=$!
+  PIDS+=("$AGENT_PID")
+  AGENT_ADDR="127.0.0.1:$http"
+  wait_leader "$AGENT_ADDR" "$AGENT_PID"
+  say ""
+  say "## c. writes: PUT /v1/catalog/register, $WRITES_N distinct nodes per run, persistent server (redb, fsync) on $(fs_type "$WORK/data")"
+  say "$(printf '%-11s %12s %10s %10s %10s %6s' concurrency regs_per_s p50_ms p99_ms max_ms errors)"
+  for c in 32 1; do
+    note "c. writes at concurrency $c..."
+    "$BENCH" writes --addr "$AGENT_ADDR" --n "$WRITES_N" --concurrency "$c" --prefix "w$c" \
+      >"$WORK/writes-$c.json"
+    say "$(jq -r '[.concurrency, .registrations_per_sec, .p50_ms, .p99_ms, .max_ms, .errors] | @tsv' "$WORK/writes-$c.json" \
+      | awk -F'\t' '{ printf "%-11s %12s %10s %10s %10s %6s", $1, $2, $3, $4, $5, $6 }')"
+  done
+  for c in 32 1; do say "writes c=$c: $(cat "$WORK/writes-$c.json")"; done
+  stop_all
+fi
+
+note "results written to $OUT"
