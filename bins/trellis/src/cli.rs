@@ -285,7 +285,7 @@ pub async fn run_agent(args: Box<AgentArgs>) -> anyhow::Result<()> {
     }
     tracing::info!("agent running");
     tokio::select! {
-        r = agent.serve(listener) => r.context("HTTP server stopped"),
+        () = agent.serve(listener) => anyhow::bail!("HTTP server stopped"),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())

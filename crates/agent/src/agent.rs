@@ -89,8 +89,7 @@ impl Agent {
     /// future serves HTTP until the process ends.
     pub async fn start(config: AgentConfig) -> Result<(Arc<Agent>, TcpListener), AgentError> {
         let node_id = node_id(config.data_dir.as_ref())?;
-        let http = TcpListener::bind(config.http_addr)
-            .await
+        let http = trellis_server::listen::bind(config.http_addr)
             .map_err(|e| startup(format!("cannot listen on {}: {e}", config.http_addr)))?;
         let mut extra = Vec::new();
         let backend = match &config.server {
@@ -147,9 +146,9 @@ impl Agent {
         Ok((agent, http))
     }
 
-    /// Serves the HTTP API on `listener` until it fails.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        axum::serve(listener, crate::http::router(self)).await
+    /// Serves the HTTP API on `listener`.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        trellis_server::listen::serve_http1(listener, crate::http::router(self)).await
     }
 
     /// The agent's configuration.

@@ -95,10 +95,11 @@ impl Backend {
             Backend::Local(s) => s.query(query, options).await,
             Backend::Remote(r) => {
                 let req = QueryRequest { query, options };
-                r.with_failover(|addr| {
+                // Boxed so the local path's parked futures stay small.
+                Box::pin(r.with_failover(|addr| {
                     let req = req.clone();
                     async move { remote_query(&r.http, &addr, &req).await }
-                })
+                }))
                 .await
             }
         }

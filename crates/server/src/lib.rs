@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod listen;
 mod rpc;
 mod server;
 

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use trellis_raft::{open_db, open_memory_db, LogStore, Network, Raft, ServerNode, StateMachine};
 use trellis_state::{Command, Query, QueryOutput, Store};
 
@@ -107,6 +106,8 @@ pub struct Server {
     raft: Raft,
     store: Store,
     http: reqwest::Client,
+    /// Raft's metrics (leader, membership), read without cloning a receiver per request.
+    metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, ServerNode>>,
     /// When the leader last reached this server (Raft append received).
     pub(crate) last_contact: Mutex<Instant>,
 }
@@ -115,6 +116,11 @@ impl Server {
     /// Opens the state (from disk, or in memory), starts Raft, binds the server port, and
     /// bootstraps a new cluster when this server alone is expected.
     pub async fn start(config: ServerConfig) -> Result<Arc<Server>, ServerError> {
+        let listener =
+            crate::listen::bind(config.rpc_addr).map_err(|source| ServerError::Bind {
+                addr: config.rpc_addr,
+                source,
+            })?;
         let db = match &config.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
@@ -135,13 +141,6 @@ impl Server {
         let raft = Raft::new(node_id, raft_config, Network::new(), LogStore::new(db), sm)
             .await
             .map_err(|e| ServerError::Raft(e.to_string()))?;
-        let listener =
-            TcpListener::bind(config.rpc_addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.rpc_addr,
-                    source,
-                })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .build()
@@ -149,17 +148,14 @@ impl Server {
         let server = Arc::new(Server {
             config,
             node_id,
+            metrics: raft.metrics(),
             raft,
             store,
             http,
             last_contact: Mutex::new(Instant::now()),
         });
         let router = rpc::router(server.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!(error = %e, "server port stopped");
-            }
-        });
+        tokio::spawn(crate::listen::serve_http1(listener, router));
         server.bootstrap().await?;
         Ok(server)
     }
@@ -219,7 +215,7 @@ impl Server {
 
     /// The current leader's server address, if one is known.
     pub fn leader(&self) -> Option<ServerNode> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.metrics.borrow().clone();
         let leader = m.current_leader?;
         let node = m
             .membership_config
@@ -231,12 +227,12 @@ impl Server {
 
     /// True while this server is the leader.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+        self.metrics.borrow().current_leader == Some(self.node_id)
     }
 
     /// Server addresses of the voters.
     pub fn peers(&self) -> Vec<ServerNode> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.metrics.borrow().clone();
         let membership = m.membership_config.membership();
         membership
             .nodes()
@@ -291,24 +287,21 @@ impl Server {
     pub async fn query(&self, q: Query, opts: QueryOptions) -> Result<QueryResponse, ServerError> {
         if !opts.stale && !self.is_leader() {
             let leader = self.leader().ok_or(ServerError::NoLeader)?;
-            return self
-                .forward_query(
-                    &leader.addr,
-                    QueryRequest {
-                        query: q,
-                        options: opts,
-                    },
-                )
-                .await;
+            // Boxed: a forwarded read's future is large, and a parked local read should not
+            // carry its space.
+            let req = QueryRequest {
+                query: q,
+                options: opts,
+            };
+            return Box::pin(self.forward_query(&leader.addr, req)).await;
         }
         if opts.consistent {
-            self.raft
-                .ensure_linearizable()
+            Box::pin(self.raft.ensure_linearizable())
                 .await
                 .map_err(|e| ServerError::Raft(e.to_string()))?;
         }
         let (output, index) = self.store.blocking_query(&q, opts.index, opts.wait).await;
-        let known_leader = self.raft.metrics().borrow().current_leader.is_some();
+        let known_leader = self.metrics.borrow().current_leader.is_some();
         Ok(QueryResponse {
             output,
             index,

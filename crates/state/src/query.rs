@@ -14,7 +14,7 @@ use crate::{Store, WatchKey};
 
 /// A read the store can answer, as the HTTP layer parsed it. Serialisable so a client agent
 /// can send it to a server.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Query {
     /// `/v1/catalog/nodes`
     CatalogNodes,
@@ -95,15 +95,37 @@ fn json<T: Serialize>(v: &T) -> QueryOutput {
 }
 
 impl Query {
-    /// Answers the query from the tables, recording the keys it depends on.
-    pub(crate) fn run(&self, t: &Tables, dc: &str, keys: &mut Vec<WatchKey>) -> QueryOutput {
+    /// The one watch key whose change index covers everything this query reads. The store
+    /// bumps a key for every change that can alter an answer depending on it.
+    pub fn key(&self) -> WatchKey {
+        match self {
+            Query::CatalogNodes => WatchKey::Nodes,
+            Query::CatalogServices => WatchKey::Services,
+            Query::HealthState { .. } => WatchKey::Checks,
+            Query::CatalogNode { node }
+            | Query::HealthNode { node }
+            | Query::NodeState { node } => WatchKey::Node(node.clone()),
+            Query::HealthChecks { service } => WatchKey::Service(service.clone()),
+            Query::CatalogService { name, connect, .. }
+            | Query::HealthService { name, connect, .. } => {
+                if *connect {
+                    WatchKey::Connect(name.clone())
+                } else {
+                    WatchKey::Service(name.clone())
+                }
+            }
+            Query::ConfigList { kind } => WatchKey::ConfigKind(kind.clone()),
+            Query::ConfigGet { kind, name } => WatchKey::Config(kind.clone(), name.clone()),
+        }
+    }
+
+    /// Answers the query from the tables.
+    pub(crate) fn run(&self, t: &Tables, dc: &str) -> QueryOutput {
         match self {
             Query::CatalogNodes => {
-                keys.push(WatchKey::Nodes);
                 json(&t.nodes.values().map(|n| with_dc(n, dc)).collect::<Vec<_>>())
             }
             Query::CatalogServices => {
-                keys.push(WatchKey::Services);
                 let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
                 for svc in t.services.values() {
                     let tags = out.entry(svc.service.as_str()).or_default();
@@ -115,24 +137,21 @@ impl Query {
                 }
                 json(&out)
             }
-            Query::CatalogNode { node } => {
-                keys.push(WatchKey::Node(node.clone()));
-                match t.nodes.get(node) {
-                    None => QueryOutput::Found(Bytes::from_static(b"null")),
-                    Some(n) => json(&NodeServices {
-                        node: with_dc(n, dc),
-                        services: node_rows(&t.services, node)
-                            .map(|(k, s)| (k.1.clone(), s.clone()))
-                            .collect(),
-                    }),
-                }
-            }
+            Query::CatalogNode { node } => match t.nodes.get(node) {
+                None => QueryOutput::Found(Bytes::from_static(b"null")),
+                Some(n) => json(&NodeServices {
+                    node: with_dc(n, dc),
+                    services: node_rows(&t.services, node)
+                        .map(|(k, s)| (k.1.clone(), s.clone()))
+                        .collect(),
+                }),
+            },
             Query::CatalogService {
                 name,
                 tags,
                 connect,
             } => {
-                let rows: Vec<ServiceNode> = instances(t, name, *connect, keys)
+                let rows: Vec<ServiceNode> = instances(t, name, *connect)
                     .filter(|(_, s)| has_tags(s, tags))
                     .filter_map(|(k, s)| {
                         t.nodes
@@ -142,16 +161,12 @@ impl Query {
                     .collect();
                 json(&rows)
             }
-            Query::HealthNode { node } => {
-                keys.push(WatchKey::Node(node.clone()));
-                json(
-                    &node_rows(&t.checks, node)
-                        .map(|(_, c)| c)
-                        .collect::<Vec<_>>(),
-                )
-            }
+            Query::HealthNode { node } => json(
+                &node_rows(&t.checks, node)
+                    .map(|(_, c)| c)
+                    .collect::<Vec<_>>(),
+            ),
             Query::HealthChecks { service } => {
-                keys.push(WatchKey::Service(service.clone()));
                 let checks: Vec<&HealthCheck> = t
                     .by_name
                     .get(service)
@@ -167,7 +182,7 @@ impl Query {
                 passing,
                 connect,
             } => {
-                let entries: Vec<ServiceEntry> = instances(t, name, *connect, keys)
+                let entries: Vec<ServiceEntry> = instances(t, name, *connect)
                     .filter(|(_, s)| has_tags(s, tags))
                     .filter_map(|(k, s)| {
                         let node = t.nodes.get(&k.0)?;
@@ -189,7 +204,6 @@ impl Query {
                 json(&entries)
             }
             Query::HealthState { state } => {
-                keys.push(WatchKey::Checks);
                 let checks: Vec<&HealthCheck> = t
                     .checks
                     .values()
@@ -198,7 +212,6 @@ impl Query {
                 json(&checks)
             }
             Query::ConfigList { kind } => {
-                keys.push(WatchKey::ConfigKind(kind.clone()));
                 let entries: Vec<_> = t
                     .config
                     .range((kind.clone(), String::new())..)
@@ -207,17 +220,13 @@ impl Query {
                     .collect();
                 json(&entries)
             }
-            Query::ConfigGet { kind, name } => {
-                keys.push(WatchKey::Config(kind.clone(), name.clone()));
-                match t.config.get(&(kind.clone(), name.clone())) {
-                    Some(e) => json(e),
-                    None => QueryOutput::NotFound(format!(
-                        "Config entry not found for {kind:?} / {name:?}"
-                    )),
+            Query::ConfigGet { kind, name } => match t.config.get(&(kind.clone(), name.clone())) {
+                Some(e) => json(e),
+                None => {
+                    QueryOutput::NotFound(format!("Config entry not found for {kind:?} / {name:?}"))
                 }
-            }
+            },
             Query::NodeState { node } => {
-                keys.push(WatchKey::Node(node.clone()));
                 let services: Vec<&AgentService> =
                     node_rows(&t.services, node).map(|(_, s)| s).collect();
                 let checks: Vec<&HealthCheck> =
@@ -237,13 +246,10 @@ fn instances<'a>(
     t: &'a Tables,
     name: &str,
     connect: bool,
-    keys: &mut Vec<WatchKey>,
 ) -> impl Iterator<Item = (&'a NodeKey, &'a AgentService)> + 'a {
     let index = if connect {
-        keys.push(WatchKey::Connect(name.to_string()));
         t.by_connect.get(name)
     } else {
-        keys.push(WatchKey::Service(name.to_string()));
         t.by_name.get(name)
     };
     index
@@ -271,13 +277,34 @@ fn with_dc(node: &Node, dc: &str) -> Node {
     n
 }
 
+/// Most answers kept; the cache is emptied when it fills (a working set larger than this
+/// simply means more serialisation).
+const MAX_CACHED_ANSWERS: usize = 16 * 1024;
+
 impl Store {
+    /// The answer for `q` at key index `idx`: from the answer cache when it holds one for that
+    /// index, else computed and cached. Called under the tables' read lock, so `idx` and the
+    /// tables agree; an answer is only reused for the exact index it was computed at.
+    fn answer(&self, t: &Tables, q: &Query, idx: u64) -> QueryOutput {
+        let cache = self.answers();
+        if let Some((at, out)) = cache.lock().get(q) {
+            if *at == idx {
+                return out.clone();
+            }
+        }
+        let out = q.run(t, self.datacenter());
+        let mut cache = cache.lock();
+        if cache.len() >= MAX_CACHED_ANSWERS {
+            cache.clear();
+        }
+        cache.insert(q.clone(), (idx, out.clone()));
+        out
+    }
+
     /// Answers a query now, with the index of its answer.
     pub fn query(&self, q: &Query) -> (QueryOutput, u64) {
-        let dc = self.datacenter().to_string();
-        let (out, idx, _) =
-            self.read_once(&|t: &Tables, keys: &mut Vec<WatchKey>| q.run(t, &dc, keys));
-        (out, idx)
+        let key = [q.key()];
+        self.read_at(&key, |t, idx| self.answer(t, q, idx))
     }
 
     /// Answers a query as a Consul blocking query: at once when `min_index` is 0, otherwise
@@ -288,8 +315,8 @@ impl Store {
         min_index: u64,
         wait: Duration,
     ) -> (QueryOutput, u64) {
-        let dc = self.datacenter().to_string();
-        self.blocking(min_index, wait, |t, keys| q.run(t, &dc, keys))
+        let key = [q.key()];
+        self.blocking(min_index, wait, &key, |t, idx| self.answer(t, q, idx))
             .await
     }
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use trellis_api::{
@@ -188,6 +188,10 @@ impl Tables {
             if *old == check {
                 return Ok(());
             }
+            // The answers that showed the old row must change too (a check can move from the
+            // node to a service or between services).
+            let old = old.clone();
+            self.check_keys(&old, keys);
         } else {
             check.create_index = index;
         }
@@ -431,6 +435,7 @@ struct Inner {
     datacenter: String,
     tables: RwLock<Tables>,
     watches: Watches,
+    answers: Mutex<HashMap<crate::Query, (u64, crate::QueryOutput)>>,
 }
 
 impl Store {
@@ -441,6 +446,7 @@ impl Store {
                 datacenter: datacenter.to_string(),
                 tables: RwLock::new(Tables::default()),
                 watches: Watches::default(),
+                answers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -516,7 +522,13 @@ impl Store {
     /// Replaces the whole state with a snapshot and wakes every blocking query.
     pub fn restore(&self, snap: Snapshot) {
         let fresh = Tables::from_snapshot(snap);
-        *self.inner.tables.write() = fresh;
+        {
+            let mut tables = self.inner.tables.write();
+            *tables = fresh;
+            // Cached answers belong to the old tables; drop them before any reader sees the
+            // new ones.
+            self.inner.answers.lock().clear();
+        }
         self.inner.watches.notify_all();
     }
 
@@ -527,49 +539,54 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `read` once under the read lock. It returns its answer and pushes the keys it
-    /// read; the result's index is the highest change index among those keys.
-    pub(crate) fn read_once<T>(
+    /// Runs `read` once under the read lock with the change index of `keys` (at least 1).
+    pub(crate) fn read_at<T>(
         &self,
-        read: &impl Fn(&Tables, &mut Vec<WatchKey>) -> T,
-    ) -> (T, u64, Vec<WatchKey>) {
+        keys: &[WatchKey],
+        read: impl FnOnce(&Tables, u64) -> T,
+    ) -> (T, u64) {
         let tables = self.inner.tables.read();
-        let mut keys = Vec::with_capacity(4);
-        let out = read(&tables, &mut keys);
-        let idx = tables.index_of(&keys);
-        (out, idx, keys)
+        let idx = tables.index_of(keys);
+        (read(&tables, idx), idx)
     }
 
-    /// Consul's blocking read: with `min_index` 0 answer at once; otherwise wait until the
-    /// answer's index exceeds `min_index` or `wait` passes, then answer with what is current.
+    /// Consul's blocking read over `keys`: with `min_index` 0 answer at once; otherwise wait
+    /// until the keys' change index exceeds `min_index` or `wait` passes, then answer with
+    /// what is current.
     pub(crate) async fn blocking<T>(
         &self,
         min_index: u64,
         wait: Duration,
-        read: impl Fn(&Tables, &mut Vec<WatchKey>) -> T,
+        keys: &[WatchKey],
+        read: impl Fn(&Tables, u64) -> T,
     ) -> (T, u64) {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let (out, idx, mut receivers) = {
+            let mut receivers = {
                 let tables = self.inner.tables.read();
-                let mut keys = Vec::with_capacity(4);
-                let out = read(&tables, &mut keys);
-                let idx = tables.index_of(&keys);
+                let idx = tables.index_of(keys);
                 if min_index == 0 || idx > min_index {
-                    return (out, idx);
+                    return (read(&tables, idx), idx);
                 }
-                let rx: Vec<watch::Receiver<()>> = keys
-                    .iter()
+                // Subscribe before the read lock goes, so no write slips in between.
+                keys.iter()
                     .map(|k| self.inner.watches.subscribe(k))
-                    .collect();
-                (out, idx, rx)
+                    .collect::<Vec<_>>()
             };
-            let changed = futures_any(&mut receivers);
             tokio::select! {
-                _ = changed => continue,
-                _ = tokio::time::sleep_until(deadline) => return (out, idx),
+                _ = futures_any(&mut receivers) => continue,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let tables = self.inner.tables.read();
+                    let idx = tables.index_of(keys);
+                    return (read(&tables, idx), idx);
+                }
             }
         }
+    }
+
+    /// The cache of serialised answers by query (see `Store::answer`).
+    pub(crate) fn answers(&self) -> &Mutex<HashMap<crate::Query, (u64, crate::QueryOutput)>> {
+        &self.inner.answers
     }
 
     /// Number of watch keys with live waiters (for tests and metrics).

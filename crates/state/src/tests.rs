@@ -352,24 +352,94 @@ mod properties {
 
     fn command() -> impl Strategy<Value = serde_json::Value> {
         let svc = prop_oneof![Just("web"), Just("db"), Just("")];
-        let check_svc = prop_oneof![Just(""), Just("web"), Just("ghost")];
-        let status = prop_oneof![Just(""), Just("passing"), Just("critical"), Just("bogus")];
+        let check_svc = prop_oneof![Just(""), Just("web"), Just("db"), Just("ghost")];
+        let status = prop_oneof![
+            Just(""),
+            Just("passing"),
+            Just("critical"),
+            Just("warning"),
+            Just("bogus")
+        ];
+        let tags = prop::collection::vec(prop_oneof![Just("a"), Just("b")], 0..2);
+        let check_id = prop_oneof![Just("c1"), Just("c2")];
         prop_oneof![
-            (node(), svc.clone(), check_svc, status, any::<bool>()).prop_map(|(n, s, cs, st, skip)| serde_json::json!({
-                "Type": "Register", "Node": n, "Address": if skip { "" } else { "10.0.0.1" },
-                "SkipNodeUpdate": skip,
-                "Service": if s.is_empty() { serde_json::Value::Null } else { serde_json::json!({"Service": s, "Port": 1}) },
-                "Checks": [{"CheckID": "c", "ServiceID": cs, "Status": st}],
+            (node(), svc.clone(), check_svc, status, any::<bool>(), tags, check_id.clone(), any::<bool>()).prop_map(
+                |(n, s, cs, st, skip, tags, cid, proxy)| {
+                    let service = if s.is_empty() {
+                        serde_json::Value::Null
+                    } else if proxy {
+                        serde_json::json!({"ID": format!("{s}-proxy"), "Service": format!("{s}-proxy"), "Kind": "connect-proxy",
+                            "Port": 2, "Proxy": {"DestinationServiceName": s}, "Tags": tags})
+                    } else {
+                        serde_json::json!({"ID": s, "Service": s, "Port": 1, "Tags": tags})
+                    };
+                    serde_json::json!({
+                        "Type": "Register", "Node": n, "Address": if skip { "" } else { "10.0.0.1" },
+                        "SkipNodeUpdate": skip, "Service": service,
+                        "Checks": [{"CheckID": cid, "ServiceID": cs, "Status": st}],
+                    })
+                }
+            ),
+            (node(), svc.clone()).prop_map(|(n, s)| serde_json::json!({"Type": "Deregister", "Node": n, "ServiceID": s})),
+            (node(), check_id).prop_map(|(n, c)| serde_json::json!({"Type": "Deregister", "Node": n, "CheckID": c})),
+            (svc, prop_oneof![Just("http"), Just("tcp")]).prop_map(|(s, p)| serde_json::json!({
+                "Type": "ConfigSet", "entry": {"Kind": "service-defaults", "Name": if s.is_empty() { "x" } else { s }, "Protocol": p}, "cas": null
             })),
-            (node(), svc).prop_map(|(n, s)| serde_json::json!({"Type": "Deregister", "Node": n, "ServiceID": s})),
         ]
+    }
+
+    fn queries() -> Vec<crate::Query> {
+        use crate::Query::*;
+        let mut qs = vec![
+            CatalogNodes,
+            CatalogServices,
+            HealthState {
+                state: "any".into(),
+            },
+            HealthState {
+                state: "passing".into(),
+            },
+        ];
+        for n in ["n1", "n2"] {
+            qs.extend([
+                CatalogNode { node: n.into() },
+                HealthNode { node: n.into() },
+                NodeState { node: n.into() },
+            ]);
+        }
+        for s in ["web", "db", "web-proxy"] {
+            qs.push(HealthChecks { service: s.into() });
+            qs.push(ConfigGet {
+                kind: "service-defaults".into(),
+                name: s.into(),
+            });
+            for connect in [false, true] {
+                qs.push(CatalogService {
+                    name: s.into(),
+                    tags: vec!["a".into()],
+                    connect,
+                });
+                for passing in [false, true] {
+                    qs.push(HealthService {
+                        name: s.into(),
+                        tags: vec![],
+                        passing,
+                        connect,
+                    });
+                }
+            }
+        }
+        qs.push(ConfigList {
+            kind: "service-defaults".into(),
+        });
+        qs
     }
 
     proptest! {
         /// Any sequence of registrations either applies or is rejected; a rejection changes
         /// nothing, and every query still answers.
         #[test]
-        fn rejected_commands_leave_no_trace(cmds in prop::collection::vec(command(), 1..20)) {
+        fn random_commands_reject_cleanly_and_cached_answers_stay_fresh(cmds in prop::collection::vec(command(), 1..20)) {
             let store = Store::new("dc1");
             for (i, raw) in cmds.into_iter().enumerate() {
                 let cmd: Command = serde_json::from_value(raw).unwrap();
@@ -380,8 +450,12 @@ mod properties {
                     after.index = before.index;
                     prop_assert_eq!(after, before);
                 }
-                for q in [crate::Query::CatalogServices, crate::Query::CatalogNodes] {
-                    let _ = store.query(&q);
+                // Cached answers equal a fresh evaluation: every change that can alter an answer
+                // bumps the answer's key.
+                for q in queries() {
+                    let cached = store.query(&q);
+                    let fresh = store.read_at(&[q.key()], |t, _| q.run(t, "dc1"));
+                    prop_assert_eq!(&cached, &fresh, "{:?} after command {}", q, i);
                 }
             }
         }
