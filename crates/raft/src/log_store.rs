@@ -1,11 +1,15 @@
 //! The Raft log in redb.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+use parking_lot::Mutex;
 use redb::{ReadableDatabase, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{get_meta, put_meta, RaftDb, LOGS, META};
 use crate::TypeConfig;
@@ -14,19 +18,59 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 
+/// A write run on the writer thread.
+type Work = Box<dyn FnOnce(&redb::Database) -> Result<(), redb::Error> + Send>;
+
+/// Encoded entries of one append, by log id.
+type Rows = Vec<(LogId<u64>, Vec<u8>)>;
+
+/// Work for the writer thread, executed in order.
+enum Op {
+    /// Entries to make durable; the callback fires after the fsync.
+    Append {
+        rows: Rows,
+        done: LogFlushed<TypeConfig>,
+    },
+    /// Any other write (vote, truncate, purge, committed), answered when done.
+    Exec {
+        work: Work,
+        done: oneshot::Sender<Result<(), redb::Error>>,
+    },
+}
+
+/// Entries appended but not yet durable, readable at once as openraft requires.
+type Pending = Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>;
+
 /// The log store; clones share the database and serve as log readers.
+///
+/// Appends return as soon as the entries are readable and are made durable by one writer
+/// thread that commits every append waiting at that moment in a single fsynced transaction
+/// (group commit), then tells openraft they are flushed. All writes go through that thread, in
+/// order, so votes, truncations and purges stay serialised with appends.
 #[derive(Clone)]
 pub struct LogStore {
     db: RaftDb,
+    pending: Pending,
+    ops: mpsc::UnboundedSender<Op>,
 }
 
 impl LogStore {
-    /// A log store over an open Raft database.
+    /// A log store over an open Raft database; starts its writer thread.
     pub fn new(db: RaftDb) -> LogStore {
-        LogStore { db }
+        let (ops, rx) = mpsc::unbounded_channel();
+        let pending: Pending = Arc::default();
+        let writer = Writer {
+            db: db.clone(),
+            pending: pending.clone(),
+        };
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .expect("log writer thread starts");
+        LogStore { db, pending, ops }
     }
 
-    /// Runs blocking database work off the async threads.
+    /// Runs blocking reads off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&redb::Database) -> Result<T, redb::Error> + Send + 'static,
@@ -35,6 +79,100 @@ impl LogStore {
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .unwrap_or_else(|e| Err(redb::Error::Corrupted(format!("storage task failed: {e}"))))
+    }
+
+    /// Runs a write on the writer thread, after every write queued before it.
+    async fn exec(
+        &self,
+        work: impl FnOnce(&redb::Database) -> Result<(), redb::Error> + Send + 'static,
+    ) -> Result<(), redb::Error> {
+        let (done, rx) = oneshot::channel();
+        let stopped = || redb::Error::Corrupted("the Raft log writer has stopped".into());
+        self.ops
+            .send(Op::Exec {
+                work: Box::new(work),
+                done,
+            })
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    db: RaftDb,
+    pending: Pending,
+}
+
+impl Writer {
+    fn run(self, mut rx: mpsc::UnboundedReceiver<Op>) {
+        let mut next = rx.blocking_recv();
+        while let Some(op) = next.take() {
+            match op {
+                Op::Exec { work, done } => {
+                    let _ = done.send(work(&self.db));
+                    next = rx.blocking_recv();
+                }
+                Op::Append { rows, done } => {
+                    let mut batch = vec![(rows, done)];
+                    // Take every append already waiting; stop at the first other op, which
+                    // runs after this batch.
+                    loop {
+                        match rx.try_recv() {
+                            Ok(Op::Append { rows, done }) => batch.push((rows, done)),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush(batch);
+                    if next.is_none() {
+                        next = rx.blocking_recv();
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&self, batch: Vec<(Rows, LogFlushed<TypeConfig>)>) {
+        let write = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            {
+                let mut table = tx.open_table(LOGS)?;
+                for (rows, _) in &batch {
+                    for (id, bytes) in rows {
+                        table.insert(id.index, bytes.as_slice())?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        match write() {
+            Ok(()) => {
+                let mut pending = self.pending.lock();
+                for (rows, _) in &batch {
+                    for (id, _) in rows {
+                        // A later append may have replaced this index; keep that one.
+                        if pending.get(&id.index).is_some_and(|e| e.log_id == *id) {
+                            pending.remove(&id.index);
+                        }
+                    }
+                }
+                drop(pending);
+                for (_, done) in batch {
+                    done.log_io_completed(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Raft log write failed");
+                for (_, done) in batch {
+                    done.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                }
+            }
+        }
     }
 }
 
@@ -68,25 +206,39 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
         let (start, end) = bounds(&range);
-        self.blocking(move |db| {
-            let rx = db.begin_read()?;
-            let table = rx.open_table(LOGS)?;
-            let mut out = Vec::new();
-            if end.is_some_and(|e| e < start) {
-                return Ok(out);
+        let pending = self.pending.clone();
+        let mut entries = self
+            .blocking(move |db| {
+                let rx = db.begin_read()?;
+                let table = rx.open_table(LOGS)?;
+                let mut out: Vec<Entry<TypeConfig>> = Vec::new();
+                if end.is_some_and(|e| e < start) {
+                    return Ok(out);
+                }
+                let iter = match end {
+                    Some(e) => table.range(start..=e)?,
+                    None => table.range(start..)?,
+                };
+                for item in iter {
+                    let (_, v) = item?;
+                    out.push(decode(v.value())?);
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        // Entries not yet durable are newer than whatever redb holds at their index.
+        let pending = pending.lock();
+        if !pending.is_empty() && end.is_none_or(|e| e >= start) {
+            let upper = end.map(Bound::Included).unwrap_or(Bound::Unbounded);
+            let mut merged: BTreeMap<u64, Entry<TypeConfig>> =
+                entries.drain(..).map(|e| (e.log_id.index, e)).collect();
+            for (idx, e) in pending.range((Bound::Included(start), upper)) {
+                merged.insert(*idx, e.clone());
             }
-            let iter = match end {
-                Some(e) => table.range(start..=e)?,
-                None => table.range(start..)?,
-            };
-            for item in iter {
-                let (_, v) = item?;
-                out.push(decode(v.value())?);
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StorageIOError::read_logs(&e).into())
+            entries = merged.into_values().collect();
+        }
+        Ok(entries)
     }
 }
 
@@ -118,7 +270,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
         let bytes = encode(vote);
-        self.blocking(move |db| put_meta(db, &[(VOTE, &bytes)]))
+        self.exec(move |db| put_meta(db, &[(VOTE, &bytes)]))
             .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
@@ -134,9 +286,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
         let bytes = encode(&committed);
-        self.blocking(move |db| put_meta(db, &[(COMMITTED, &bytes)]))
-            .await
-            .map_err(|e| StorageIOError::write(&e).into())
+        // Not fsynced on its own: it becomes durable with the next log write, and a stale
+        // committed pointer after a crash only means re-learning it from the leader.
+        self.exec(move |db| {
+            let mut tx = db.begin_write()?;
+            tx.set_durability(redb::Durability::None)
+                .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            {
+                let mut table = tx.open_table(META)?;
+                table.insert(COMMITTED, bytes.as_slice())?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
@@ -159,37 +323,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let rows: Vec<(u64, Vec<u8>)> = entries
-            .into_iter()
-            .map(|e| (e.log_id.index, encode(&e)))
-            .collect();
-        let result = self
-            .blocking(move |db| {
-                let tx = db.begin_write()?;
-                {
-                    let mut table = tx.open_table(LOGS)?;
-                    for (idx, bytes) in &rows {
-                        table.insert(*idx, bytes.as_slice())?;
-                    }
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await;
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(&e).into())
+        let mut rows = Vec::new();
+        {
+            let mut pending = self.pending.lock();
+            for e in entries {
+                rows.push((e.log_id, encode(&e)));
+                pending.insert(e.log_id.index, e);
             }
         }
+        self.ops
+            .send(Op::Append {
+                rows,
+                done: callback,
+            })
+            .map_err(|_| {
+                StorageIOError::write_logs(&std::io::Error::other(
+                    "the Raft log writer has stopped",
+                ))
+                .into()
+            })
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.blocking(move |db| {
+        self.pending.lock().retain(|idx, _| *idx < log_id.index);
+        self.exec(move |db| {
             let tx = db.begin_write()?;
             {
                 let mut table = tx.open_table(LOGS)?;
@@ -204,7 +361,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let bytes = encode(&log_id);
-        self.blocking(move |db| {
+        self.pending.lock().retain(|idx, _| *idx > log_id.index);
+        self.exec(move |db| {
             let tx = db.begin_write()?;
             {
                 let mut meta = tx.open_table(META)?;
