@@ -51,23 +51,34 @@ type Pending = Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>;
 pub struct LogStore {
     db: RaftDb,
     pending: Pending,
+    committed: Committed,
     ops: mpsc::UnboundedSender<Op>,
 }
+
+/// The latest committed log id openraft reported, not yet written.
+type Committed = Arc<Mutex<Option<LogId<u64>>>>;
 
 impl LogStore {
     /// A log store over an open Raft database; starts its writer thread.
     pub fn new(db: RaftDb) -> LogStore {
         let (ops, rx) = mpsc::unbounded_channel();
         let pending: Pending = Arc::default();
+        let committed: Committed = Arc::default();
         let writer = Writer {
             db: db.clone(),
             pending: pending.clone(),
+            committed: committed.clone(),
         };
         std::thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn(move || writer.run(rx))
             .expect("log writer thread starts");
-        LogStore { db, pending, ops }
+        LogStore {
+            db,
+            pending,
+            committed,
+            ops,
+        }
     }
 
     /// Runs blocking reads off the async threads.
@@ -102,6 +113,7 @@ impl LogStore {
 struct Writer {
     db: RaftDb,
     pending: Pending,
+    committed: Committed,
 }
 
 impl Writer {
@@ -146,12 +158,17 @@ impl Writer {
                         table.insert(id.index, bytes.as_slice())?;
                     }
                 }
+                if let Some(committed) = *self.committed.lock() {
+                    tx.open_table(META)?
+                        .insert(COMMITTED, encode(&Some(committed)).as_slice())?;
+                }
             }
             tx.commit()?;
             Ok(())
         };
         match write() {
             Ok(()) => {
+                tracing::trace!(appends = batch.len(), "log batch flushed");
                 let mut pending = self.pending.lock();
                 for (rows, _) in &batch {
                     for (id, _) in rows {
@@ -285,25 +302,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
-        let bytes = encode(&committed);
-        // Not fsynced on its own: it becomes durable with the next log write, and a stale
-        // committed pointer after a crash only means re-learning it from the leader.
-        self.exec(move |db| {
-            let mut tx = db.begin_write()?;
-            tx.set_durability(redb::Durability::None)
-                .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
-            {
-                let mut table = tx.open_table(META)?;
-                table.insert(COMMITTED, bytes.as_slice())?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| StorageIOError::write(&e).into())
+        // Kept in memory and written by the writer thread with the next batch of log entries:
+        // a committed pointer that lags after a crash only means re-learning it from the
+        // leader, and a separate transaction per commit would serialise every write behind it.
+        *self.committed.lock() = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        if let Some(c) = *self.committed.lock() {
+            return Ok(Some(c));
+        }
         self.blocking(|db| {
             Ok(get_meta(db, COMMITTED)?
                 .map(|b| decode(&b))

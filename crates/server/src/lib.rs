@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod listen;
 mod rpc;
 mod server;

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use trellis_raft::{open_db, open_memory_db, LogStore, Network, Raft, ServerNode, StateMachine};
 use trellis_state::{Command, Query, QueryOutput, Store};
 
+use crate::batch::{Batcher, Outcome};
 use crate::rpc::{self, ApplyResponse, QueryRequest};
 
 /// How a server is set up.
@@ -106,6 +106,8 @@ pub struct Server {
     raft: Raft,
     store: Store,
     http: reqwest::Client,
+    /// Groups concurrent writes into one Raft entry.
+    batcher: Batcher,
     /// Raft's metrics (leader, membership), read without cloning a receiver per request.
     metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, ServerNode>>,
     /// When the leader last reached this server (Raft append received).
@@ -149,6 +151,7 @@ impl Server {
             config,
             node_id,
             metrics: raft.metrics(),
+            batcher: Batcher::start(raft.clone()),
             raft,
             store,
             http,
@@ -269,16 +272,13 @@ impl Server {
     /// Commits a command through Raft (forwarding to the leader when this server is not it)
     /// and returns its outcome and log index once it is applied here or on the leader.
     pub async fn apply(&self, cmd: Command) -> Result<ApplyResponse, ServerError> {
-        match self.raft.client_write(cmd.clone()).await {
-            Ok(resp) => Ok(ApplyResponse {
-                applied: resp.data,
-                index: resp.log_id.index,
-            }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
-                let node = fwd.leader_node.ok_or(ServerError::NoLeader)?;
+        match self.batcher.submit(cmd.clone()).await {
+            Outcome::Done(resp) => Ok(resp),
+            Outcome::Forward(leader) => {
+                let node = leader.ok_or(ServerError::NoLeader)?;
                 rpc::post_json(&self.http, &node.addr, rpc::RPC_APPLY, &cmd).await
             }
-            Err(e) => Err(ServerError::Raft(e.to_string())),
+            Outcome::Failed(e) => Err(ServerError::Raft(e)),
         }
     }
 

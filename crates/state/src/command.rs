@@ -30,6 +30,9 @@ pub enum Command {
         /// Check-and-set index.
         cas: Option<u64>,
     },
+    /// Writes that arrived together, committed as one Raft entry: each is applied on its own,
+    /// in order, at the entry's index. Batches do not nest.
+    Batch(Vec<Command>),
 }
 
 /// The outcome of applying a command, returned to the writer.
@@ -41,6 +44,8 @@ pub enum Applied {
     Cas(bool),
     /// The command was refused and changed nothing.
     Rejected(String),
+    /// The outcomes of a [`Command::Batch`], in order.
+    Batch(Vec<Applied>),
 }
 
 /// Checks a catalog registration the way Consul does, before it is proposed and again when it

@@ -364,6 +364,29 @@ impl Tables {
         cas.map(|_| Applied::Cas(true)).unwrap_or(Applied::Done)
     }
 
+    /// Applies one (non-batch) command. Validation runs before the first mutation, so a
+    /// rejection leaves no trace.
+    fn apply_one(&mut self, index: u64, cmd: Command, keys: &mut Vec<WatchKey>) -> Applied {
+        match cmd {
+            Command::Register(reg) => match preflight_register(self, &reg) {
+                Err(e) => Applied::Rejected(e),
+                Ok(()) => match self.register(index, *reg, keys) {
+                    Ok(()) => Applied::Done,
+                    Err(e) => Applied::Rejected(e),
+                },
+            },
+            Command::Deregister(d) => match self.deregister(d, keys) {
+                Ok(()) => Applied::Done,
+                Err(e) => Applied::Rejected(e),
+            },
+            Command::ConfigSet { entry, cas } => self
+                .config_set(index, entry, cas, keys)
+                .unwrap_or_else(Applied::Rejected),
+            Command::ConfigDelete { kind, name, cas } => self.config_delete(kind, name, cas, keys),
+            Command::Batch(_) => Applied::Rejected("batches do not nest".into()),
+        }
+    }
+
     fn to_snapshot(&self) -> Snapshot {
         let mut snap = Snapshot {
             index: self.index,
@@ -467,29 +490,16 @@ impl Store {
         let mut keys = Vec::new();
         let outcome = {
             let mut tables = self.inner.tables.write();
-            // Work on the live tables only after validation passed; the helpers below
-            // validate before the first mutation, so a rejection leaves no trace.
             let outcome = match cmd {
-                Command::Register(reg) => {
-                    let probe = preflight_register(&tables, &reg);
-                    match probe {
-                        Err(e) => Applied::Rejected(e),
-                        Ok(()) => match tables.register(index, *reg, &mut keys) {
-                            Ok(()) => Applied::Done,
-                            Err(e) => Applied::Rejected(e),
-                        },
-                    }
-                }
-                Command::Deregister(d) => match tables.deregister(d, &mut keys) {
-                    Ok(()) => Applied::Done,
-                    Err(e) => Applied::Rejected(e),
-                },
-                Command::ConfigSet { entry, cas } => tables
-                    .config_set(index, entry, cas, &mut keys)
-                    .unwrap_or_else(Applied::Rejected),
-                Command::ConfigDelete { kind, name, cas } => {
-                    tables.config_delete(kind, name, cas, &mut keys)
-                }
+                Command::Batch(cmds) => Applied::Batch(
+                    cmds.into_iter()
+                        .map(|c| match c {
+                            Command::Batch(_) => Applied::Rejected("batches do not nest".into()),
+                            c => tables.apply_one(index, c, &mut keys),
+                        })
+                        .collect(),
+                ),
+                c => tables.apply_one(index, c, &mut keys),
             };
             tables.index = tables.index.max(index);
             for key in &keys {

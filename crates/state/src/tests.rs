@@ -461,3 +461,27 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn batch_applies_each_command_on_its_own_at_one_index() {
+    let s = Store::new("dc1");
+    let bad = Command::Deregister(CatalogDeregistration::default());
+    let out = s.apply(
+        7,
+        Command::Batch(vec![
+            reg("n1", Some(("web1", "web"))),
+            bad,
+            reg("n2", Some(("db1", "db"))),
+        ]),
+    );
+    let Applied::Batch(results) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(results[0], Applied::Done);
+    assert!(matches!(results[1], Applied::Rejected(_)));
+    assert_eq!(results[2], Applied::Done);
+    assert_eq!(s.query(&health("web", false)).1, 7);
+    assert_eq!(s.query(&health("db", false)).1, 7);
+    let nested = s.apply(8, Command::Batch(vec![Command::Batch(vec![])]));
+    assert!(matches!(nested, Applied::Batch(r) if matches!(r[0], Applied::Rejected(_))));
+}

@@ -6,21 +6,15 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
 use trellis_api::{status, CatalogDeregistration, CatalogRegistration};
-use trellis_state::{validate_registration, Applied, Command, Query};
+use trellis_state::{validate_registration, Command, Query};
 
-use super::{decode, json, run_query, Params};
+use serde_json::json;
+
+use super::{decode, json as json_response, run_query, write, Params};
 use crate::error::bad;
 use crate::{Agent, AgentError};
 
 type Res = Result<Response, AgentError>;
-
-async fn write(a: &Agent, cmd: Command) -> Res {
-    match a.backend().apply(cmd).await?.applied {
-        Applied::Rejected(msg) => Err(bad(msg)),
-        Applied::Cas(ok) => Ok(json(&ok)),
-        Applied::Done => Ok(json(&true)),
-    }
-}
 
 pub(crate) async fn register(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
     a.check_dc(&p)?;
@@ -28,7 +22,7 @@ pub(crate) async fn register(State(a): State<Arc<Agent>>, p: Params, body: Bytes
     a.check_dc_name(&reg.datacenter)?;
     reg.datacenter.clear();
     validate_registration(&reg).map_err(bad)?;
-    write(&a, Command::Register(Box::new(reg))).await
+    write(&a, Command::Register(Box::new(reg)), json!(true)).await
 }
 
 pub(crate) async fn deregister(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
@@ -39,11 +33,11 @@ pub(crate) async fn deregister(State(a): State<Arc<Agent>>, p: Params, body: Byt
     if d.node.is_empty() {
         return Err(bad("Must provide node"));
     }
-    write(&a, Command::Deregister(d)).await
+    write(&a, Command::Deregister(d), json!(true)).await
 }
 
 pub(crate) async fn datacenters(State(a): State<Arc<Agent>>) -> Res {
-    Ok(json(&[a.config().datacenter.as_str()]))
+    Ok(json_response(&[a.config().datacenter.as_str()]))
 }
 
 pub(crate) async fn nodes(State(a): State<Arc<Agent>>, p: Params) -> Res {

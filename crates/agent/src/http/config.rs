@@ -6,9 +6,9 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
 use trellis_api::{config_kind, ConfigEntry};
-use trellis_state::{normalize_config_entry, validate_config_entry, Applied, Command, Query};
+use trellis_state::{normalize_config_entry, validate_config_entry, Command, Query};
 
-use super::{decode, json, run_query, Params};
+use super::{decode, run_query, write, Params};
 use crate::error::bad;
 use crate::{Agent, AgentError};
 
@@ -39,16 +39,12 @@ pub(crate) async fn set(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> 
     entry.modify_index = 0;
     validate_config_entry(&entry).map_err(bad)?;
     normalize_config_entry(&mut entry);
-    match a
-        .backend()
-        .apply(Command::ConfigSet { entry, cas })
-        .await?
-        .applied
-    {
-        Applied::Rejected(msg) => Err(bad(msg)),
-        Applied::Cas(ok) => Ok(json(&ok)),
-        Applied::Done => Ok(json(&true)),
-    }
+    write(
+        &a,
+        Command::ConfigSet { entry, cas },
+        serde_json::json!(true),
+    )
+    .await
 }
 
 pub(crate) async fn list(State(a): State<Arc<Agent>>, Path(kind): Path<String>, p: Params) -> Res {
@@ -73,14 +69,10 @@ pub(crate) async fn delete(
     a.check_dc(&p)?;
     known_kind(&kind)?;
     let cas = cas(&p)?;
-    match a
-        .backend()
-        .apply(Command::ConfigDelete { kind, name, cas })
-        .await?
-        .applied
-    {
-        Applied::Rejected(msg) => Err(bad(msg)),
-        Applied::Cas(ok) => Ok(json(&ok)),
-        Applied::Done => Ok(json(&serde_json::json!({}))),
-    }
+    write(
+        &a,
+        Command::ConfigDelete { kind, name, cas },
+        serde_json::json!({}),
+    )
+    .await
 }

@@ -104,6 +104,24 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, AgentError>
     serde_json::from_value(value).map_err(|e| bad(format!("Request decode failed: {e}")))
 }
 
+/// Commits a write and answers as Consul does: a refusal is a 400 with its reason, a
+/// check-and-set write answers `true`/`false`, any other write answers `done`.
+pub(crate) async fn write(
+    agent: &Agent,
+    cmd: trellis_state::Command,
+    done: serde_json::Value,
+) -> Result<Response, AgentError> {
+    use trellis_state::Applied;
+    match agent.backend().apply(cmd).await?.applied {
+        Applied::Rejected(msg) => Err(bad(msg)),
+        Applied::Cas(ok) => Ok(json(&ok)),
+        Applied::Done => Ok(json(&done)),
+        Applied::Batch(_) => Err(AgentError::Server(trellis_server::ServerError::Raft(
+            "a single write answered as a batch".into(),
+        ))),
+    }
+}
+
 /// A JSON response with status 200.
 pub(crate) fn json<T: Serialize>(v: &T) -> Response {
     let body = serde_json::to_vec(v).expect("responses serialise");
