@@ -158,9 +158,9 @@ impl Writer {
                         table.insert(id.index, bytes.as_slice())?;
                     }
                 }
-                if let Some(committed) = *self.committed.lock() {
-                    tx.open_table(META)?
-                        .insert(COMMITTED, encode(&Some(committed)).as_slice())?;
+                let committed = *self.committed.lock();
+                if let Some(bytes) = committed.and_then(|c| encode(&Some(c)).ok()) {
+                    tx.open_table(META)?.insert(COMMITTED, bytes.as_slice())?;
                 }
             }
             tx.commit()?;
@@ -198,8 +198,10 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, redb::Error
         .map_err(|e| redb::Error::Corrupted(format!("undecodable Raft record: {e}")))
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("Raft records serialise")
+/// Encodes a Raft record. Failure (a type that JSON cannot hold) is a storage error, never a
+/// panic in the Raft core.
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, std::io::Error> {
+    serde_json::to_vec(v).map_err(std::io::Error::other)
 }
 
 fn bounds(range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
@@ -286,7 +288,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        let bytes = encode(vote);
+        let bytes = encode(vote).map_err(|e| StorageIOError::write_vote(&e))?;
         self.exec(move |db| put_meta(db, &[(VOTE, &bytes)]))
             .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
@@ -332,11 +334,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut rows = Vec::new();
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let mut rows = Vec::with_capacity(entries.len());
+        for e in &entries {
+            rows.push((
+                e.log_id,
+                encode(e).map_err(|err| StorageIOError::write_logs(&err))?,
+            ));
+        }
         {
             let mut pending = self.pending.lock();
             for e in entries {
-                rows.push((e.log_id, encode(&e)));
                 pending.insert(e.log_id.index, e);
             }
         }
@@ -369,7 +377,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        let bytes = encode(&log_id);
+        let bytes = encode(&log_id).map_err(|e| StorageIOError::write_logs(&e))?;
         self.pending.lock().retain(|idx, _| *idx > log_id.index);
         self.exec(move |db| {
             let tx = db.begin_write()?;

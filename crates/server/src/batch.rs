@@ -65,7 +65,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Submission>) {
         let proposal = if single {
             cmds.pop().expect("one command")
         } else {
-            Command::Batch(cmds)
+            Command::Batch { commands: cmds }
         };
         match raft.client_write(proposal).await {
             Ok(resp) => {

@@ -32,7 +32,10 @@ pub enum Command {
     },
     /// Writes that arrived together, committed as one Raft entry: each is applied on its own,
     /// in order, at the entry's index. Batches do not nest.
-    Batch(Vec<Command>),
+    Batch {
+        /// The commands, in arrival order.
+        commands: Vec<Command>,
+    },
 }
 
 /// The outcome of applying a command, returned to the writer.

@@ -383,7 +383,7 @@ impl Tables {
                 .config_set(index, entry, cas, keys)
                 .unwrap_or_else(Applied::Rejected),
             Command::ConfigDelete { kind, name, cas } => self.config_delete(kind, name, cas, keys),
-            Command::Batch(_) => Applied::Rejected("batches do not nest".into()),
+            Command::Batch { .. } => Applied::Rejected("batches do not nest".into()),
         }
     }
 
@@ -491,10 +491,12 @@ impl Store {
         let outcome = {
             let mut tables = self.inner.tables.write();
             let outcome = match cmd {
-                Command::Batch(cmds) => Applied::Batch(
+                Command::Batch { commands: cmds } => Applied::Batch(
                     cmds.into_iter()
                         .map(|c| match c {
-                            Command::Batch(_) => Applied::Rejected("batches do not nest".into()),
+                            Command::Batch { .. } => {
+                                Applied::Rejected("batches do not nest".into())
+                            }
                             c => tables.apply_one(index, c, &mut keys),
                         })
                         .collect(),

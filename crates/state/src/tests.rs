@@ -468,11 +468,13 @@ fn batch_applies_each_command_on_its_own_at_one_index() {
     let bad = Command::Deregister(CatalogDeregistration::default());
     let out = s.apply(
         7,
-        Command::Batch(vec![
-            reg("n1", Some(("web1", "web"))),
-            bad,
-            reg("n2", Some(("db1", "db"))),
-        ]),
+        Command::Batch {
+            commands: vec![
+                reg("n1", Some(("web1", "web"))),
+                bad,
+                reg("n2", Some(("db1", "db"))),
+            ],
+        },
     );
     let Applied::Batch(results) = out else {
         panic!("{out:?}")
@@ -482,6 +484,49 @@ fn batch_applies_each_command_on_its_own_at_one_index() {
     assert_eq!(results[2], Applied::Done);
     assert_eq!(s.query(&health("web", false)).1, 7);
     assert_eq!(s.query(&health("db", false)).1, 7);
-    let nested = s.apply(8, Command::Batch(vec![Command::Batch(vec![])]));
+    let nested = s.apply(
+        8,
+        Command::Batch {
+            commands: vec![Command::Batch { commands: vec![] }],
+        },
+    );
     assert!(matches!(nested, Applied::Batch(r) if matches!(r[0], Applied::Rejected(_))));
+}
+
+#[test]
+fn every_command_round_trips_through_json() {
+    let entry: ConfigEntry =
+        serde_json::from_str(r#"{"Kind":"service-defaults","Name":"web"}"#).unwrap();
+    let all = vec![
+        reg("n1", Some(("web1", "web"))),
+        Command::Deregister(CatalogDeregistration {
+            node: "n1".into(),
+            ..Default::default()
+        }),
+        Command::ConfigSet {
+            entry,
+            cas: Some(3),
+        },
+        Command::ConfigDelete {
+            kind: "service-defaults".into(),
+            name: "web".into(),
+            cas: None,
+        },
+    ];
+    let batch = Command::Batch {
+        commands: all.clone(),
+    };
+    for cmd in all.into_iter().chain([batch]) {
+        let bytes = serde_json::to_vec(&cmd).unwrap();
+        assert_eq!(serde_json::from_slice::<Command>(&bytes).unwrap(), cmd);
+    }
+    for applied in [
+        Applied::Done,
+        Applied::Cas(true),
+        Applied::Rejected("no".into()),
+        Applied::Batch(vec![Applied::Done]),
+    ] {
+        let bytes = serde_json::to_vec(&applied).unwrap();
+        assert_eq!(serde_json::from_slice::<Applied>(&bytes).unwrap(), applied);
+    }
 }

@@ -235,3 +235,35 @@ async fn restart_recovers_from_snapshot_plus_log() {
         server.log()
     );
 }
+
+#[tokio::test]
+async fn concurrent_writes_all_land_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Agent::server("concurrent", &dir.path().join("data"), &[]);
+    server.ready().await;
+    // 200 writes, 50 in flight at a time: the server batches them into shared Raft entries.
+    let http = crate::support::client();
+    let url = server.url("/v1/catalog/register");
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let reg = json!({"Node": format!("c{i}"), "Address": "127.0.0.1", "Service": {"Service": "conc", "ID": format!("conc-{i}"), "Port": 1}});
+            http.put(url).body(reg.to_string()).send().await.unwrap().status().as_u16()
+        }));
+        if tasks.len() == 50 {
+            for t in tasks.drain(..) {
+                assert_eq!(t.await.unwrap(), 200);
+            }
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let (_, _, all) = server.get("/v1/catalog/service/conc").await;
+    assert_eq!(all.as_array().unwrap().len(), 200);
+    server.restart();
+    server.ready().await;
+    let (_, _, after) = server.get("/v1/catalog/service/conc").await;
+    assert_eq!(after, all);
+}
