@@ -143,6 +143,7 @@ impl Agent {
             checks,
             register_lock: parking_lot::Mutex::new(()),
         });
+        tokio::spawn(reap_critical_services(Arc::downgrade(&agent)));
         Ok((agent, http))
     }
 
@@ -373,4 +374,62 @@ fn member(name: &str, addr: &str, port: u16, server: bool, dc: &str) -> Value {
         "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
         "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
     })
+}
+
+/// Shortest `DeregisterCriticalServiceAfter` honoured, as Consul's.
+const MIN_DEREGISTER_AFTER: Duration = Duration::from_secs(60);
+
+/// Whether a check critical for `critical_for` has passed its `DeregisterCriticalServiceAfter`.
+pub(crate) fn deregister_due(after: &str, critical_for: Option<Duration>) -> bool {
+    let Ok(after) = trellis_api::parse_go_duration(after) else {
+        return false;
+    };
+    critical_for.is_some_and(|c| c >= after.max(MIN_DEREGISTER_AFTER))
+}
+
+/// Removes services whose check has been critical longer than its
+/// `DeregisterCriticalServiceAfter`. Stops when the agent is gone.
+async fn reap_critical_services(agent: std::sync::Weak<Agent>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Some(agent) = agent.upgrade() else { return };
+        let due: Vec<(String, String)> = agent
+            .local
+            .checks()
+            .into_iter()
+            .filter(|(_, c)| {
+                !c.check.service_id.is_empty()
+                    && !c.definition.deregister_critical_service_after.is_empty()
+            })
+            .filter(|(id, c)| {
+                deregister_due(
+                    &c.definition.deregister_critical_service_after,
+                    agent.local.critical_for(id),
+                )
+            })
+            .map(|(id, c)| (id, c.check.service_id))
+            .collect();
+        for (check, service) in due {
+            tracing::info!(%service, %check, "deregistering a service whose check stayed critical");
+            if let Err(e) = agent.deregister_service(&service) {
+                tracing::debug!(%service, error = %e, "service already gone");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deregister_after_has_consuls_one_minute_floor() {
+        assert!(!deregister_due("90s", None));
+        assert!(!deregister_due("90s", Some(Duration::from_secs(89))));
+        assert!(deregister_due("90s", Some(Duration::from_secs(90))));
+        assert!(!deregister_due("10s", Some(Duration::from_secs(59))));
+        assert!(deregister_due("10s", Some(Duration::from_secs(60))));
+        assert!(!deregister_due("bogus", Some(Duration::from_secs(600))));
+    }
 }

@@ -276,3 +276,33 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod critical_tests {
+    use super::*;
+    use crate::definition::local_check;
+
+    #[tokio::test(start_paused = true)]
+    async fn critical_time_counts_from_turning_critical_and_resets_on_recovery() {
+        let local = LocalState::open("n1", None).unwrap();
+        let def = CheckDefinition {
+            id: "t".into(),
+            name: "t".into(),
+            ttl: "10s".into(),
+            ..Default::default()
+        };
+        local.add_check(local_check(def, None).unwrap()).unwrap();
+        assert_eq!(
+            local.critical_for("t"),
+            Some(Duration::ZERO),
+            "registered critical"
+        );
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(local.critical_for("t"), Some(Duration::from_secs(30)));
+        local.update_check("t", status::PASSING, "");
+        assert_eq!(local.critical_for("t"), None);
+        local.update_check("t", status::CRITICAL, "");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(local.critical_for("t"), Some(Duration::from_secs(5)));
+    }
+}

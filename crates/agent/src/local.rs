@@ -4,12 +4,14 @@
 //! state. Every change bumps a version (for hash-based blocking on agent endpoints) and, when
 //! the catalog must learn of it promptly, wakes the sync loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 use trellis_api::{status, AgentService, CheckDefinition, HealthCheck};
 
 /// A check the agent owns: its stored row and the definition it runs.
@@ -31,6 +33,8 @@ struct Persisted {
 pub struct LocalState {
     node: String,
     inner: Mutex<Persisted>,
+    /// When each check last turned critical (for `DeregisterCriticalServiceAfter`).
+    critical_since: Mutex<HashMap<String, Instant>>,
     version: watch::Sender<u64>,
     sync_now: Notify,
     persist_path: Option<PathBuf>,
@@ -57,6 +61,7 @@ impl LocalState {
         Ok(LocalState {
             node: node.to_string(),
             inner: Mutex::new(persisted),
+            critical_since: Mutex::new(HashMap::new()),
             version: watch::channel(0).0,
             sync_now: Notify::new(),
             persist_path,
@@ -182,6 +187,14 @@ impl LocalState {
                 return Some(false);
             }
             let status_changed = c.check.status != new_status;
+            if status_changed {
+                let mut since = self.critical_since.lock();
+                if new_status == status::CRITICAL {
+                    since.insert(id.to_string(), Instant::now());
+                } else {
+                    since.remove(id);
+                }
+            }
             c.check.status = new_status.to_string();
             c.check.output = output.to_string();
             status_changed
@@ -190,6 +203,22 @@ impl LocalState {
             tracing::warn!(error = %e, "could not persist a check update");
         }
         Some(true)
+    }
+
+    /// How long a check has been critical, counted from when this agent saw it turn critical
+    /// (or was registered critical); `None` when it is not critical.
+    pub fn critical_for(&self, id: &str) -> Option<Duration> {
+        let critical = self.inner.lock().checks.get(id)?.check.status == status::CRITICAL;
+        if !critical {
+            return None;
+        }
+        let mut since = self.critical_since.lock();
+        Some(
+            since
+                .entry(id.to_string())
+                .or_insert_with(Instant::now)
+                .elapsed(),
+        )
     }
 
     /// One service by ID.

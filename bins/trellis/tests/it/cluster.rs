@@ -267,3 +267,37 @@ async fn concurrent_writes_all_land_and_survive_a_restart() {
     let (_, _, after) = server.get("/v1/catalog/service/conc").await;
     assert_eq!(after, all);
 }
+
+#[tokio::test]
+async fn client_agent_keeps_its_services_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Agent::server("srv-keep", &dir.path().join("srv"), &[]);
+    server.ready().await;
+    let mut client = Agent::client("cli-keep", &dir.path().join("cli"), server.server, &[]);
+    client.ready().await;
+    let body = json!({"Name": "api", "Port": 9000, "Check": {"TTL": "60s", "Status": "passing"}});
+    assert_eq!(
+        client
+            .put("/v1/agent/service/register", body.to_string())
+            .await
+            .0,
+        200
+    );
+    let (_, _, node_id_before) = client.get("/v1/agent/self").await;
+    client.restart();
+    client.ready().await;
+    let (_, _, services) = client.get("/v1/agent/services").await;
+    assert_eq!(services["api"]["Port"], 9000, "{services}");
+    let (_, _, me) = client.get("/v1/agent/self").await;
+    assert_eq!(
+        me["Config"]["NodeID"], node_id_before["Config"]["NodeID"],
+        "node ID is kept in the data dir"
+    );
+    server
+        .wait_for(
+            "/v1/health/service/api?passing",
+            "api still in the catalog",
+            |v| v.as_array().is_some_and(|a| a.len() == 1),
+        )
+        .await;
+}
