@@ -8,6 +8,7 @@
 
 mod catalog;
 mod config;
+mod connect;
 mod health;
 mod keys;
 #[cfg(test)]
@@ -16,6 +17,7 @@ mod service;
 
 pub use catalog::*;
 pub use config::*;
+pub use connect::*;
 pub use health::*;
 pub use keys::canonicalize_keys;
 pub use service::*;

@@ -8,12 +8,13 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod ca;
 pub mod listen;
 mod rpc;
 mod server;
 
 pub use rpc::{
-    post_json, remote_query, ApplyResponse, QueryRequest, StatusResponse, RPC_APPLY, RPC_QUERY,
-    RPC_STATUS,
+    error_status, post_json, remote_query, ApplyResponse, QueryRequest, SignRequest,
+    StatusResponse, RPC_APPLY, RPC_CA_CONFIG, RPC_CA_SIGN, RPC_QUERY, RPC_STATUS,
 };
 pub use server::{QueryOptions, QueryResponse, Server, ServerConfig, ServerError};

@@ -23,6 +23,18 @@ pub const RPC_QUERY: &str = "/v1/internal/query";
 /// Path of the status RPC: a [`StatusResponse`] out.
 pub const RPC_STATUS: &str = "/v1/internal/status";
 
+/// Path of the leaf-signing RPC: a [`SignRequest`] in, an `IssuedCert` out.
+pub const RPC_CA_SIGN: &str = "/v1/internal/ca/sign";
+/// Path of the CA configuration RPC: a `CAConfiguration` in, `true` out.
+pub const RPC_CA_CONFIG: &str = "/v1/internal/ca/config";
+
+/// A leaf CSR sent to a server for signing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SignRequest {
+    /// The CSR, PEM.
+    pub csr: String,
+}
+
 /// The outcome of a write and the log index it was committed at.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ApplyResponse {
@@ -67,6 +79,8 @@ pub(crate) fn router(server: Arc<Server>) -> Router {
         .route(RPC_APPLY, post(apply))
         .route(RPC_QUERY, post(query))
         .route(RPC_STATUS, get(status))
+        .route(RPC_CA_SIGN, post(ca_sign))
+        .route(RPC_CA_CONFIG, post(ca_config))
         .layer(DefaultBodyLimit::max(64 << 20))
         .with_state(server)
 }
@@ -91,12 +105,47 @@ async fn snapshot(
     Json(s.raft().install_snapshot(req).await).into_response()
 }
 
-fn error_response(e: &ServerError) -> Response {
-    let code = match e {
+/// The HTTP status a server error answers with, on the server port and the HTTP API alike.
+pub fn error_status(e: &ServerError) -> StatusCode {
+    use trellis_ca::CaError;
+    match e {
         ServerError::NoLeader => StatusCode::SERVICE_UNAVAILABLE,
+        ServerError::Ca(CaError::InvalidCsr(_) | CaError::InvalidConfig(_)) => {
+            StatusCode::BAD_REQUEST
+        }
+        ServerError::Ca(CaError::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
+        ServerError::Ca(CaError::Uninitialized) => StatusCode::SERVICE_UNAVAILABLE,
+        ServerError::Remote { status, .. } if (400..500).contains(status) => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_response(e: &ServerError) -> Response {
+    let message = match e {
+        // A remote server's own message, without the wrapping.
+        ServerError::Remote { message, .. } => message.clone(),
+        other => other.to_string(),
     };
-    (code, e.to_string()).into_response()
+    (error_status(e), message).into_response()
+}
+
+async fn ca_sign(State(s): State<Arc<Server>>, Json(req): Json<SignRequest>) -> Response {
+    match s.sign(&req.csr).await {
+        Ok(cert) => Json(cert).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn ca_config(
+    State(s): State<Arc<Server>>,
+    Json(cfg): Json<trellis_api::CaConfiguration>,
+) -> Response {
+    match s.set_ca_config(cfg).await {
+        Ok(()) => Json(true).into_response(),
+        Err(e) => error_response(&e),
+    }
 }
 
 async fn apply(State(s): State<Arc<Server>>, Json(cmd): Json<Command>) -> Response {

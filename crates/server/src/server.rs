@@ -12,6 +12,7 @@ use trellis_raft::{open_db, open_memory_db, LogStore, Network, Raft, ServerNode,
 use trellis_state::{Command, Query, QueryOutput, Store};
 
 use crate::batch::{Batcher, Outcome};
+use crate::ca::CaManager;
 use crate::rpc::{self, ApplyResponse, QueryRequest};
 
 /// How a server is set up.
@@ -53,6 +54,9 @@ pub enum ServerError {
         /// What went wrong.
         message: String,
     },
+    /// The CA refused (bad CSR or configuration, rate limit, not initialised).
+    #[error(transparent)]
+    Ca(#[from] trellis_ca::CaError),
     /// A server answered with an error status.
     #[error("server {addr} answered {status}: {message}")]
     Remote {
@@ -108,6 +112,8 @@ pub struct Server {
     http: reqwest::Client,
     /// Groups concurrent writes into one Raft entry.
     batcher: Batcher,
+    /// Leader-side CA work.
+    ca: CaManager,
     /// Raft's metrics (leader, membership), read without cloning a receiver per request.
     metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, ServerNode>>,
     /// When the leader last reached this server (Raft append received).
@@ -152,6 +158,7 @@ impl Server {
             node_id,
             metrics: raft.metrics(),
             batcher: Batcher::start(raft.clone()),
+            ca: CaManager::new(),
             raft,
             store,
             http,
@@ -160,6 +167,10 @@ impl Server {
         let router = rpc::router(server.clone());
         tokio::spawn(crate::listen::serve_http1(listener, router));
         server.bootstrap().await?;
+        tokio::spawn(crate::ca::run(
+            Arc::downgrade(&server),
+            Duration::from_secs(60),
+        ));
         Ok(server)
     }
 
@@ -280,6 +291,48 @@ impl Server {
             }
             Outcome::Failed(e) => Err(ServerError::Raft(e)),
         }
+    }
+
+    /// The CA manager (leader-side CA work).
+    pub(crate) fn ca(&self) -> &CaManager {
+        &self.ca
+    }
+
+    /// Signs a leaf CSR; forwarded to the leader, which alone signs.
+    pub async fn sign(&self, csr_pem: &str) -> Result<trellis_api::IssuedCert, ServerError> {
+        if !self.is_leader() {
+            let leader = self.leader().ok_or(ServerError::NoLeader)?;
+            let req = rpc::SignRequest {
+                csr: csr_pem.to_string(),
+            };
+            return Box::pin(rpc::post_json(
+                &self.http,
+                &leader.addr,
+                rpc::RPC_CA_SIGN,
+                &req,
+            ))
+            .await;
+        }
+        self.ca.sign(self, csr_pem).await
+    }
+
+    /// Changes the CA configuration (on the leader; forwarded there otherwise).
+    pub async fn set_ca_config(
+        &self,
+        update: trellis_api::CaConfiguration,
+    ) -> Result<(), ServerError> {
+        if !self.is_leader() {
+            let leader = self.leader().ok_or(ServerError::NoLeader)?;
+            return Box::pin(rpc::post_json::<_, bool>(
+                &self.http,
+                &leader.addr,
+                rpc::RPC_CA_CONFIG,
+                &update,
+            ))
+            .await
+            .map(|_| ());
+        }
+        self.ca.set_config(self, update).await
     }
 
     /// Answers a read. Default and `consistent` reads are answered by the leader (forwarded);

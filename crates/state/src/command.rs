@@ -30,6 +30,14 @@ pub enum Command {
         /// Check-and-set index.
         cas: Option<u64>,
     },
+    /// Replaces the CA state (initialisation, configuration change, rotation, pruning) if its
+    /// current `modify_index` equals `cas` (0: only if the CA is not initialised).
+    CaSet {
+        /// The new state.
+        state: Box<crate::CaState>,
+        /// Check-and-set index.
+        cas: u64,
+    },
     /// Writes that arrived together, committed as one Raft entry: each is applied on its own,
     /// in order, at the entry's index. Batches do not nest.
     Batch {

@@ -9,12 +9,14 @@
 
 #![forbid(unsafe_code)]
 
+mod ca;
 mod command;
 mod error;
 mod query;
 mod tables;
 mod watch;
 
+pub use ca::{CaState, StoredRoot};
 pub use command::{
     normalize_config_entry, validate_config_entry, validate_registration, Applied, Command,
 };

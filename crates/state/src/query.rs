@@ -6,7 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use trellis_api::{
-    status, AgentService, HealthCheck, Node, NodeServices, ServiceEntry, ServiceNode,
+    status, AgentService, HealthCheck, IndexedCaRoots, Node, NodeServices, ServiceEntry,
+    ServiceNode,
 };
 
 use crate::tables::{node_rows, NodeKey, Tables};
@@ -77,6 +78,10 @@ pub enum Query {
         /// Node name.
         node: String,
     },
+    /// `/v1/connect/ca/roots`
+    CaRoots,
+    /// `/v1/connect/ca/configuration`
+    CaConfig,
 }
 
 /// The answer to a query: a JSON body, or "not found" with Consul's message.
@@ -116,6 +121,8 @@ impl Query {
             }
             Query::ConfigList { kind } => WatchKey::ConfigKind(kind.clone()),
             Query::ConfigGet { kind, name } => WatchKey::Config(kind.clone(), name.clone()),
+            Query::CaRoots => WatchKey::CaRoots,
+            Query::CaConfig => WatchKey::CaConfig,
         }
     }
 
@@ -237,6 +244,27 @@ impl Query {
                     "Checks": checks,
                 }))
             }
+            Query::CaRoots => {
+                let roots = match &t.ca {
+                    None => IndexedCaRoots::default(),
+                    Some(ca) => IndexedCaRoots {
+                        active_root_id: ca.active_root().map(|r| r.id.clone()).unwrap_or_default(),
+                        trust_domain: ca.trust_domain.clone(),
+                        roots: ca.roots.iter().map(|r| r.root.clone()).collect(),
+                    },
+                };
+                json(&roots)
+            }
+            Query::CaConfig => match &t.ca {
+                None => QueryOutput::NotFound("CA has not finished initializing".into()),
+                Some(ca) => {
+                    let mut cfg = ca.config.clone();
+                    // Never shown: an operator-supplied key, and the provider's own state.
+                    cfg.config.remove("PrivateKey");
+                    cfg.state = None;
+                    json(&cfg)
+                }
+            },
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct Snapshot {
     pub config: BTreeMap<String, BTreeMap<String, ConfigEntry>>,
     /// The index at which each watch key last changed.
     pub key_index: Vec<(WatchKey, u64)>,
+    /// The CA, once initialised.
+    #[serde(default)]
+    pub ca: Option<crate::CaState>,
 }
 
 /// Tables plus derived indexes. Only [`Store`] mutates it.
@@ -52,6 +55,8 @@ pub(crate) struct Tables {
     pub(crate) by_connect: HashMap<String, BTreeSet<NodeKey>>,
     /// The index at which each key last changed.
     pub(crate) key_index: HashMap<WatchKey, u64>,
+    /// The CA, once initialised.
+    pub(crate) ca: Option<crate::CaState>,
 }
 
 /// Iterates the rows of one node in a (node, id)-keyed table.
@@ -383,8 +388,28 @@ impl Tables {
                 .config_set(index, entry, cas, keys)
                 .unwrap_or_else(Applied::Rejected),
             Command::ConfigDelete { kind, name, cas } => self.config_delete(kind, name, cas, keys),
+            Command::CaSet { state, cas } => self.ca_set(index, *state, cas, keys),
             Command::Batch { .. } => Applied::Rejected("batches do not nest".into()),
         }
+    }
+
+    fn ca_set(
+        &mut self,
+        index: u64,
+        mut state: crate::CaState,
+        cas: u64,
+        keys: &mut Vec<WatchKey>,
+    ) -> Applied {
+        if let Err(e) = crate::ca::validate_ca_state(&state) {
+            return Applied::Rejected(e);
+        }
+        if self.ca.as_ref().map(|c| c.modify_index).unwrap_or(0) != cas {
+            return Applied::Cas(false);
+        }
+        state.stamp(self.ca.as_ref(), index);
+        self.ca = Some(state);
+        keys.extend([WatchKey::CaRoots, WatchKey::CaConfig]);
+        Applied::Cas(true)
     }
 
     fn to_snapshot(&self) -> Snapshot {
@@ -396,6 +421,7 @@ impl Tables {
                 .iter()
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
+            ca: self.ca.clone(),
             ..Default::default()
         };
         snap.key_index.sort();
@@ -425,6 +451,7 @@ impl Tables {
             index: snap.index,
             nodes: snap.nodes,
             key_index: snap.key_index.into_iter().collect(),
+            ca: snap.ca,
             ..Default::default()
         };
         for (node, svcs) in snap.services {
@@ -599,6 +626,11 @@ impl Store {
     /// The cache of serialised answers by query (see `Store::answer`).
     pub(crate) fn answers(&self) -> &Mutex<HashMap<crate::Query, (u64, crate::QueryOutput)>> {
         &self.inner.answers
+    }
+
+    /// The CA state, secrets included (for the server's CA manager only).
+    pub fn ca_state(&self) -> Option<crate::CaState> {
+        self.inner.tables.read().ca.clone()
     }
 
     /// Number of watch keys with live waiters (for tests and metrics).

@@ -27,6 +27,10 @@ pub enum WatchKey {
     ConfigKind(String),
     /// One config entry (kind, name).
     Config(String, String),
+    /// The CA roots.
+    CaRoots,
+    /// The CA configuration.
+    CaConfig,
 }
 
 /// Senders for keys that currently have waiters.

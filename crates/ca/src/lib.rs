@@ -1,0 +1,31 @@
+//! The Trellis certificate authority.
+//!
+//! Everything a datacenter's CA does, with no I/O of its own: the CA configuration Consul
+//! users know ([`CaConfig`], defaults and validation), the provider seam ([`CaProvider`], split
+//! into primary and secondary roles), the built-in provider whose key lives in the replicated
+//! state ([`BuiltinProvider`]), validation of a leaf CSR in Consul's order ([`validate_csr`]),
+//! the CSR rate limit ([`CsrLimiter`]), and the agent side: a fresh EC P-256 key and its CSR
+//! ([`leaf_key_and_csr`]). rcgen and x509-parser stay behind this crate.
+
+#![forbid(unsafe_code)]
+
+mod builtin;
+mod cert;
+mod config;
+mod csr;
+mod error;
+mod leaf;
+mod limit;
+mod provider;
+
+pub use builtin::BuiltinProvider;
+pub use cert::{colon_hex, key_id, CertInfo};
+pub use config::{CaConfig, KeyType};
+pub use csr::{validate_csr, ValidatedCsr};
+pub use error::CaError;
+pub use leaf::{leaf_key_and_csr, LeafKey};
+pub use limit::{CsrLimiter, CsrPermit};
+pub use provider::{CaProvider, IssuedLeaf, RootMaterial};
+
+#[cfg(test)]
+mod tests;

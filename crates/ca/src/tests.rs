@@ -1,0 +1,278 @@
+//! CA tests: roots and leafs checked by openssl, every CSR refusal, cross-signing, state.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, IsCa, KeyPair, SanType};
+use serde_json::json;
+use trellis_identity::TrustDomain;
+
+use crate::{
+    leaf_key_and_csr, validate_csr, BuiltinProvider, CaConfig, CaError, CaProvider, CertInfo,
+};
+
+const CLUSTER: &str = "11111111-2222-3333-4444-555555555555";
+
+fn td() -> TrustDomain {
+    TrustDomain::for_cluster(CLUSTER).unwrap()
+}
+
+fn web_uri() -> String {
+    format!("spiffe://{CLUSTER}.consul/ns/default/dc/dc1/svc/web")
+}
+
+fn config(extra: serde_json::Value) -> CaConfig {
+    CaConfig::parse("consul", extra.as_object().unwrap(), false).unwrap()
+}
+
+/// `openssl verify` with `root` trusted and `untrusted` as the offered chain.
+fn openssl_verify(dir: &Path, root: &str, untrusted: &[&str], leaf: &str) -> Result<(), String> {
+    std::fs::write(dir.join("root.pem"), root).unwrap();
+    std::fs::write(dir.join("chain.pem"), untrusted.concat()).unwrap();
+    std::fs::write(dir.join("leaf.pem"), leaf).unwrap();
+    let mut cmd = Command::new("openssl");
+    cmd.arg("verify").arg("-CAfile").arg(dir.join("root.pem"));
+    if !untrusted.is_empty() {
+        cmd.arg("-untrusted").arg(dir.join("chain.pem"));
+    }
+    cmd.arg("-purpose")
+        .arg("sslclient")
+        .arg(dir.join("leaf.pem"));
+    let out = cmd.output().expect("openssl runs");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn sign_web(ca: &BuiltinProvider) -> (String, String) {
+    let leaf = leaf_key_and_csr(&web_uri()).unwrap();
+    let csr = validate_csr(&leaf.csr_pem, &td(), "dc1").unwrap();
+    let issued = ca.sign_leaf(&csr, Duration::from_secs(72 * 3600)).unwrap();
+    (issued.cert_pem, leaf.private_key_pem)
+}
+
+#[test]
+fn leafs_from_every_key_type_pass_openssl_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ty, bits) in [("ec", 256), ("ec", 384), ("rsa", 2048)] {
+        let ca = BuiltinProvider::generate(
+            &td(),
+            &config(json!({"PrivateKeyType": ty, "PrivateKeyBits": bits})),
+        )
+        .unwrap();
+        let root = ca.root().root_pem.clone();
+        let root_info = CertInfo::from_pem(&root).unwrap();
+        assert_eq!(
+            (root_info.key_type.as_str(), root_info.key_bits),
+            (ty, bits),
+            "root key"
+        );
+        assert_eq!(root_info.uris, [format!("spiffe://{CLUSTER}.consul")]);
+        assert_eq!(
+            root_info.subject_key_id.split(':').count(),
+            32,
+            "Consul key IDs are SHA-256"
+        );
+        let (leaf, key) = sign_web(&ca);
+        openssl_verify(dir.path(), &root, &[], &leaf)
+            .unwrap_or_else(|e| panic!("{ty}/{bits}: {e}"));
+        assert!(
+            key.starts_with("-----BEGIN EC PRIVATE KEY-----"),
+            "SEC1 leaf key"
+        );
+        let info = CertInfo::from_pem(&leaf).unwrap();
+        assert_eq!(info.uris, [web_uri()]);
+        assert_eq!(info.key_type, "ec", "leaf keys are always EC P-256");
+        // The server-auth purpose passes too (the same leaf serves both sides of mTLS).
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg({
+                std::fs::write(dir.path().join("l.pem"), &leaf).unwrap();
+                dir.path().join("l.pem")
+            })
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("TLS Web Server Authentication, TLS Web Client Authentication"),
+            "{text}"
+        );
+        assert!(text.contains("CA:FALSE"), "{text}");
+        assert!(
+            text.contains("Digital Signature, Key Encipherment, Data Encipherment, Key Agreement"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn leaf_validity_is_backdated_one_minute_and_lasts_the_ttl() {
+    let ca = BuiltinProvider::generate(&td(), &CaConfig::default_consul()).unwrap();
+    let leaf = leaf_key_and_csr(&web_uri()).unwrap();
+    let csr = validate_csr(&leaf.csr_pem, &td(), "dc1").unwrap();
+    let issued = ca.sign_leaf(&csr, Duration::from_secs(3600)).unwrap();
+    let parse = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let (after, before) = (parse(&issued.valid_after), parse(&issued.valid_before));
+    assert_eq!((before - after).whole_seconds(), 3600);
+    let backdate = (time::OffsetDateTime::now_utc() - after).whole_seconds();
+    assert!((59..=65).contains(&backdate), "{backdate}");
+    // Serials are random: two leafs for the same key differ.
+    let again = ca.sign_leaf(&csr, Duration::from_secs(3600)).unwrap();
+    assert_ne!(issued.serial_hex, again.serial_hex);
+}
+
+fn csr_with(sans: Vec<SanType>, ca: bool) -> String {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.subject_alt_names = sans;
+    if ca {
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    }
+    p.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+fn uri(s: &str) -> SanType {
+    SanType::URI(s.to_string().try_into().unwrap())
+}
+
+#[test]
+fn every_bad_csr_is_refused_with_its_reason() {
+    let other_td = "spiffe://99999999-2222-3333-4444-555555555555.consul/ns/default/dc/dc1/svc/web";
+    let tampered = {
+        let good = leaf_key_and_csr(&web_uri()).unwrap().csr_pem;
+        let mut der = pem::parse(&good).unwrap().into_contents();
+        let last = der.len() - 3;
+        der[last] ^= 0xff;
+        crate::cert::der_to_pem("CERTIFICATE REQUEST", &der)
+    };
+    let cases: Vec<(String, &str)> = vec![
+        ("not a pem".into(), "invalid CSR"),
+        (
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".into(),
+            "invalid CSR",
+        ),
+        (csr_with(vec![], false), "invalid number of URIs"),
+        (
+            csr_with(vec![uri(&web_uri()), uri(&web_uri())], false),
+            "invalid number of URIs",
+        ),
+        (
+            csr_with(
+                vec![
+                    uri(&web_uri()),
+                    SanType::Rfc822Name("a@b.c".to_string().try_into().unwrap()),
+                ],
+                false,
+            ),
+            "does not allow specifying email addresses",
+        ),
+        (
+            csr_with(vec![uri("https://example.com/x")], false),
+            "spiffe",
+        ),
+        (
+            csr_with(vec![uri(&format!("spiffe://{CLUSTER}.consul"))], false),
+            "must be a service, mesh-gateway, or agent ID",
+        ),
+        (
+            csr_with(
+                vec![uri(&format!(
+                    "spiffe://{CLUSTER}.consul/ns/default/dc/dc2/svc/web"
+                ))],
+                false,
+            ),
+            "different datacenter: dc2, we are dc1",
+        ),
+        (
+            csr_with(vec![uri(other_td)], false),
+            "different trust domain",
+        ),
+        (
+            csr_with(vec![uri(&web_uri())], true),
+            "must not request a CA",
+        ),
+        (tampered, "CSR signature or contents invalid"),
+    ];
+    for (pem, needle) in cases {
+        match validate_csr(&pem, &td(), "dc1") {
+            Err(CaError::InvalidCsr(msg)) => {
+                assert!(msg.contains(needle), "{needle:?} not in {msg:?}")
+            }
+            other => panic!("{needle}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(validate_csr(&leaf_key_and_csr(&web_uri()).unwrap().csr_pem, &td(), "dc1").is_ok());
+}
+
+#[test]
+fn cross_signed_root_lets_old_root_holders_accept_new_leafs() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = BuiltinProvider::generate(&td(), &CaConfig::default_consul()).unwrap();
+    let new = BuiltinProvider::generate(
+        &td(),
+        &config(json!({"PrivateKeyType": "rsa", "PrivateKeyBits": 2048})),
+    )
+    .unwrap();
+    let cross = old.cross_sign(&new.root().root_pem).unwrap();
+    let (new_leaf, _) = sign_web(&new);
+    let (old_leaf, _) = sign_web(&old);
+    // A peer that holds only the old root accepts a new leaf through the cross-signed cert.
+    openssl_verify(dir.path(), &old.root().root_pem, &[&cross], &new_leaf).unwrap();
+    // Without it, it does not.
+    assert!(openssl_verify(dir.path(), &old.root().root_pem, &[], &new_leaf).is_err());
+    // A peer that holds only the new root does not accept old leafs; the bundle carries both.
+    assert!(openssl_verify(dir.path(), &new.root().root_pem, &[], &old_leaf).is_err());
+    let bundle = format!("{}{}", old.root().root_pem, new.root().root_pem);
+    openssl_verify(dir.path(), &bundle, &[], &old_leaf).unwrap();
+    openssl_verify(dir.path(), &bundle, &[&cross], &new_leaf).unwrap();
+    let cross_info = CertInfo::from_pem(&cross).unwrap();
+    let new_info = CertInfo::from_pem(&new.root().root_pem).unwrap();
+    assert_eq!(cross_info.subject_key_id, new_info.subject_key_id);
+}
+
+#[test]
+fn provider_state_round_trips_and_supplied_roots_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = BuiltinProvider::generate(&td(), &CaConfig::default_consul()).unwrap();
+    let again = BuiltinProvider::from_state(&ca.root().state).unwrap();
+    assert_eq!(again.root(), ca.root());
+    let (leaf, _) = sign_web(&again);
+    openssl_verify(dir.path(), &ca.root().root_pem, &[], &leaf).unwrap();
+    assert!(
+        !format!("{:?}", ca.root()).contains("PRIVATE KEY"),
+        "Debug must not print the key"
+    );
+
+    // An operator-supplied key and root are used as they are.
+    let supplied = config(json!({
+        "PrivateKey": ca.root().state["PrivateKey"],
+        "RootCert": ca.root().root_pem,
+    }));
+    let same = BuiltinProvider::generate(&td(), &supplied).unwrap();
+    assert_eq!(same.root().root_pem, ca.root().root_pem);
+    // A root for another trust domain, or a key that does not match, is refused.
+    let other = TrustDomain::for_cluster("99999999-2222-3333-4444-555555555555").unwrap();
+    assert!(matches!(
+        BuiltinProvider::generate(&other, &supplied),
+        Err(CaError::InvalidConfig(_))
+    ));
+    let stranger = BuiltinProvider::generate(&td(), &CaConfig::default_consul()).unwrap();
+    let mismatched = config(
+        json!({"PrivateKey": stranger.root().state["PrivateKey"], "RootCert": ca.root().root_pem}),
+    );
+    let err = BuiltinProvider::generate(&td(), &mismatched)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("does not match"), "{err}");
+}

@@ -1,0 +1,78 @@
+//! Which identities a CA may sign: Consul's `SpiffeIDSigning.CanSign`.
+
+use crate::{SpiffeId, TrustDomain};
+
+/// Whether the CA of trust domain `signing` may issue a certificate carrying `id`.
+///
+/// A whitelist, as Consul's `CanSign`:
+/// * a signing ID only if it is the CA's own (same trust domain);
+/// * service, mesh gateway and server IDs only if their trust domain is the CA's (compared
+///   case-insensitively; both are stored lower-case);
+/// * agent IDs never — Consul rewrites agent CSRs itself, and Trellis does not sign agent
+///   certificates yet.
+pub fn can_sign(signing: &TrustDomain, id: &SpiffeId) -> bool {
+    match id {
+        SpiffeId::Signing { trust_domain }
+        | SpiffeId::Server { trust_domain, .. }
+        | SpiffeId::MeshGateway { trust_domain, .. } => trust_domain == signing,
+        SpiffeId::Service(service) => &service.trust_domain == signing,
+        SpiffeId::Agent { .. } => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn td(s: &str) -> TrustDomain {
+        TrustDomain::parse(s).unwrap()
+    }
+
+    #[test]
+    fn signs_own_trust_domain_only() {
+        let ours = td("11111111-2222-3333-4444-555555555555.consul");
+        let theirs = td("99999999-2222-3333-4444-555555555555.consul");
+        for make in [
+            SpiffeId::signing as fn(TrustDomain) -> SpiffeId,
+            |t| SpiffeId::service(t, "dc1", "web"),
+            |t| SpiffeId::server(t, "dc1"),
+            |t| SpiffeId::mesh_gateway(t, "dc1"),
+        ] {
+            assert!(can_sign(&ours, &make(ours.clone())));
+            assert!(!can_sign(&ours, &make(theirs.clone())));
+        }
+    }
+
+    #[test]
+    fn trust_domain_comparison_ignores_case() {
+        let ours = td("11111111-2222-3333-4444-555555555555.consul");
+        let id: SpiffeId =
+            "spiffe://11111111-2222-3333-4444-555555555555.CONSUL/ns/default/dc/dc1/svc/web"
+                .parse()
+                .unwrap();
+        assert!(can_sign(&ours, &id));
+        let signing: SpiffeId = "spiffe://11111111-2222-3333-4444-555555555555.Consul"
+            .parse()
+            .unwrap();
+        assert!(can_sign(&ours, &signing));
+    }
+
+    #[test]
+    fn signing_id_needs_the_whole_host_to_match() {
+        let ours = td("abc.consul");
+        assert!(!can_sign(
+            &ours,
+            &SpiffeId::signing(td("abc.consul.example"))
+        ));
+        assert!(!can_sign(&ours, &SpiffeId::signing(td("abc.other"))));
+    }
+
+    #[test]
+    fn never_signs_agents() {
+        let ours = td("abc.consul");
+        assert!(!can_sign(
+            &ours,
+            &SpiffeId::agent(ours.clone(), "dc1", "node-1")
+        ));
+    }
+}
