@@ -53,6 +53,8 @@ pub struct Agent {
     checks: Arc<CheckRunner>,
     /// Serialises registrations so sidecar port choice and check runners stay consistent.
     register_lock: parking_lot::Mutex<()>,
+    /// Leaf certificates of this agent's services.
+    leafs: crate::leaf::LeafStore,
 }
 
 fn startup(msg: impl std::fmt::Display) -> AgentError {
@@ -142,6 +144,7 @@ impl Agent {
             local,
             checks,
             register_lock: parking_lot::Mutex::new(()),
+            leafs: crate::leaf::LeafStore::default(),
         });
         tokio::spawn(reap_critical_services(Arc::downgrade(&agent)));
         Ok((agent, http))
@@ -170,6 +173,11 @@ impl Agent {
     /// Local services and checks.
     pub fn local(&self) -> &LocalState {
         &self.local
+    }
+
+    /// Leaf certificates.
+    pub fn leafs(&self) -> &crate::leaf::LeafStore {
+        &self.leafs
     }
 
     /// The check runner.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use trellis_server::{
     post_json, remote_query, ApplyResponse, QueryOptions, QueryRequest, QueryResponse, Server,
-    ServerError, StatusResponse, RPC_APPLY, RPC_STATUS,
+    ServerError, SignRequest, StatusResponse, RPC_APPLY, RPC_CA_CONFIG, RPC_CA_SIGN, RPC_STATUS,
 };
 use trellis_state::{Command, Query};
 
@@ -133,6 +133,44 @@ impl Backend {
                         .await
                         .map_err(|e| err(e.to_string()))
                 })
+                .await
+            }
+        }
+    }
+
+    /// Has a leaf CSR signed by the leader.
+    pub async fn sign(&self, csr: &str) -> Result<trellis_api::IssuedCert, ServerError> {
+        match self {
+            Backend::Local(s) => s.sign(csr).await,
+            Backend::Remote(r) => {
+                let req = SignRequest {
+                    csr: csr.to_string(),
+                };
+                Box::pin(r.with_failover(|addr| {
+                    let req = req.clone();
+                    async move { post_json(&r.http, &addr, RPC_CA_SIGN, &req).await }
+                }))
+                .await
+            }
+        }
+    }
+
+    /// Changes the CA configuration.
+    pub async fn set_ca_config(
+        &self,
+        cfg: trellis_api::CaConfiguration,
+    ) -> Result<(), ServerError> {
+        match self {
+            Backend::Local(s) => s.set_ca_config(cfg).await,
+            Backend::Remote(r) => {
+                Box::pin(r.with_failover(|addr| {
+                    let cfg = cfg.clone();
+                    async move {
+                        post_json::<_, bool>(&r.http, &addr, RPC_CA_CONFIG, &cfg)
+                            .await
+                            .map(|_| ())
+                    }
+                }))
                 .await
             }
         }

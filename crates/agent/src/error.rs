@@ -27,14 +27,21 @@ impl AgentError {
         match self {
             AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AgentError::NotFound(_) => StatusCode::NOT_FOUND,
-            AgentError::Server(_) | AgentError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AgentError::Server(e) => trellis_server::error_status(e),
+            AgentError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
 impl IntoResponse for AgentError {
     fn into_response(self) -> Response {
-        let mut msg = self.to_string();
+        let mut msg = match &self {
+            // A server's own words, without the wrapping.
+            AgentError::Server(ServerError::Remote { message, .. }) => {
+                message.trim_end().to_string()
+            }
+            other => other.to_string(),
+        };
         msg.push('\n');
         (
             self.status(),

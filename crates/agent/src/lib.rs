@@ -14,6 +14,7 @@ pub mod checks;
 mod definition;
 mod error;
 pub mod http;
+pub mod leaf;
 pub mod local;
 pub mod sync;
 

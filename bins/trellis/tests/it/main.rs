@@ -3,4 +3,5 @@
 mod api;
 mod blocking;
 mod cluster;
+mod connect_ca;
 mod support;

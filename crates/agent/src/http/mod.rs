@@ -8,6 +8,7 @@
 mod agent;
 mod catalog;
 mod config;
+mod connect;
 mod params;
 
 use std::sync::Arc;
@@ -69,6 +70,13 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/health/service/{name}", get(catalog::health_service))
         .route("/v1/health/connect/{name}", get(catalog::health_connect))
         .route("/v1/health/state/{state}", get(catalog::health_state))
+        .route("/v1/connect/ca/roots", get(connect::roots))
+        .route("/v1/agent/connect/ca/roots", get(connect::roots))
+        .route(
+            "/v1/connect/ca/configuration",
+            get(connect::get_config).put(connect::put_config),
+        )
+        .route("/v1/agent/connect/ca/leaf/{service}", get(connect::leaf))
         .route("/v1/config", put(config::set))
         .route("/v1/config/{kind}", get(config::list))
         .route(

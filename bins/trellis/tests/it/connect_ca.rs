@@ -1,0 +1,269 @@
+//! The Connect CA through real processes: roots, leafs checked by openssl, configuration,
+//! rotation, client agents, persistence.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::Agent;
+
+fn openssl_verify(
+    dir: &Path,
+    trusted: &str,
+    untrusted: Option<&str>,
+    leaf: &str,
+) -> Result<(), String> {
+    std::fs::write(dir.join("trusted.pem"), trusted).unwrap();
+    std::fs::write(dir.join("leaf.pem"), leaf).unwrap();
+    let mut cmd = Command::new("openssl");
+    cmd.arg("verify")
+        .arg("-CAfile")
+        .arg(dir.join("trusted.pem"));
+    if let Some(u) = untrusted {
+        std::fs::write(dir.join("untrusted.pem"), u).unwrap();
+        cmd.arg("-untrusted").arg(dir.join("untrusted.pem"));
+    }
+    let out = cmd.arg(dir.join("leaf.pem")).output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+/// The public key of a certificate or a private key, as openssl prints it.
+fn public_key(dir: &Path, pem: &str, of_private_key: bool) -> String {
+    let f = dir.join("in.pem");
+    std::fs::write(&f, pem).unwrap();
+    let out = if of_private_key {
+        Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&f)
+            .output()
+            .unwrap()
+    } else {
+        Command::new("openssl")
+            .args(["x509", "-noout", "-pubkey", "-in"])
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn roots_pem(a: &Agent) -> String {
+    crate::support::client()
+        .get(a.url("/v1/connect/ca/roots?pem=true"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn wait_ca(a: &Agent) -> Value {
+    a.wait_for("/v1/connect/ca/roots", "CA initialised", |v| {
+        v["ActiveRootID"].as_str().is_some_and(|s| !s.is_empty())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn dev_agent_issues_leafs_that_openssl_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Agent::dev("ca-node", dir.path());
+    a.ready().await;
+    let roots = wait_ca(&a).await;
+    let td = roots["TrustDomain"].as_str().unwrap().to_string();
+    assert!(td.ends_with(".consul") && td.len() == 36 + 7, "{td}");
+    assert_eq!(roots["Roots"].as_array().unwrap().len(), 1);
+
+    let (status, index, leaf) = a.get("/v1/agent/connect/ca/leaf/web").await;
+    assert_eq!(status, 200, "{leaf}");
+    assert!(index >= 1);
+    assert_eq!(
+        leaf["ServiceURI"],
+        format!("spiffe://{td}/ns/default/dc/dc1/svc/web")
+    );
+    assert_eq!(leaf["Service"], "web");
+    let cert = leaf["CertPEM"].as_str().unwrap();
+    let key = leaf["PrivateKeyPEM"].as_str().unwrap();
+    assert!(key.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+    openssl_verify(dir.path(), &roots_pem(&a).await, None, cert).unwrap();
+    assert_eq!(
+        public_key(dir.path(), cert, false),
+        public_key(dir.path(), key, true),
+        "key matches certificate"
+    );
+
+    // The agent keeps the leaf: a second request gets the same certificate.
+    let (_, index2, again) = a.get("/v1/agent/connect/ca/leaf/web").await;
+    assert_eq!(again["SerialNumber"], leaf["SerialNumber"]);
+    assert_eq!(index2, index);
+    // A blocking request with its index waits out `wait` and returns the same certificate.
+    let started = Instant::now();
+    let (_, _, blocked) = a
+        .get(&format!(
+            "/v1/agent/connect/ca/leaf/web?index={index}&wait=1s"
+        ))
+        .await;
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(blocked["SerialNumber"], leaf["SerialNumber"]);
+    // Another service gets its own identity.
+    let (_, _, db) = a.get("/v1/agent/connect/ca/leaf/db").await;
+    assert_eq!(
+        db["ServiceURI"],
+        format!("spiffe://{td}/ns/default/dc/dc1/svc/db")
+    );
+    assert_eq!(a.get("/v1/agent/connect/ca/leaf/a%2Fb").await.0, 400);
+}
+
+#[tokio::test]
+async fn configuration_rules_and_rotation_keep_every_leaf_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Agent::dev("rotate-node", dir.path());
+    a.ready().await;
+    let before = wait_ca(&a).await;
+    let old_root = before["Roots"][0]["RootCert"].as_str().unwrap().to_string();
+    let (_, _, cfg) = a.get("/v1/connect/ca/configuration").await;
+    assert_eq!(cfg["Provider"], "consul");
+    assert_eq!(cfg["Config"]["LeafCertTTL"], "72h");
+    assert_eq!(cfg["Config"]["PrivateKeyType"], "ec");
+
+    // Invalid configurations are refused and change nothing.
+    for bad in [
+        json!({"Provider": "consul", "Config": {"LeafCertTTL": "30m"}}),
+        json!({"Provider": "consul", "Config": {"PrivateKeyType": "dsa"}}),
+        json!({"Provider": "consul", "Config": {"RootCert": "x"}}),
+        json!({"Provider": "vault", "Config": {}}),
+        json!({"Provider": "consul", "Config": {}, "State": {"x": "y"}}),
+    ] {
+        let (status, text) = a.put("/v1/connect/ca/configuration", bad.to_string()).await;
+        assert_eq!(status, 400, "{bad}: {text}");
+    }
+    let (_, _, unchanged) = a.get("/v1/connect/ca/configuration").await;
+    assert_eq!(unchanged, cfg);
+
+    let (_, old_index, old_leaf) = a.get("/v1/agent/connect/ca/leaf/web").await;
+    let old_cert = old_leaf["CertPEM"].as_str().unwrap().to_string();
+    // A blocking leaf request wakes when the root rotates.
+    let waiter = {
+        let url = a.url(&format!(
+            "/v1/agent/connect/ca/leaf/web?index={old_index}&wait=30s"
+        ));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let v: Value = crate::support::client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (started.elapsed(), v)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rotate = json!({"Provider": "consul", "Config": {"PrivateKeyType": "rsa", "PrivateKeyBits": 2048, "LeafCertTTL": "24h"}});
+    let (status, text) = a
+        .put("/v1/connect/ca/configuration", rotate.to_string())
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let (took, new_leaf) = waiter.await.unwrap();
+    assert!(
+        took < Duration::from_secs(10),
+        "the leaf request woke after {took:?}"
+    );
+    assert_ne!(new_leaf["SerialNumber"], old_leaf["SerialNumber"]);
+
+    let (_, _, after) = a.get("/v1/connect/ca/roots").await;
+    let roots = after["Roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 2);
+    let old = roots.iter().find(|r| r["Active"] == false).unwrap();
+    let new = roots.iter().find(|r| r["Active"] == true).unwrap();
+    assert_eq!(old["RootCert"], old_root.as_str());
+    assert_eq!(new["PrivateKeyType"], "rsa");
+    assert_eq!(after["ActiveRootID"], new["ID"]);
+    let cross = new["IntermediateCerts"][0].as_str().unwrap();
+    let new_cert = new_leaf["CertPEM"].as_str().unwrap();
+    assert!(
+        new_cert.contains(cross.trim_end()),
+        "CertPEM carries the cross-signed certificate"
+    );
+
+    // Old leafs stay trusted by the bundle; new leafs chain to the old root through the
+    // cross-signed certificate and to the new root directly.
+    let bundle = roots_pem(&a).await;
+    openssl_verify(dir.path(), &bundle, None, &old_cert).unwrap();
+    let leaf_only = &new_cert[..new_cert.find("-----END CERTIFICATE-----").unwrap() + 26];
+    openssl_verify(dir.path(), &old_root, Some(cross), leaf_only).unwrap();
+    openssl_verify(
+        dir.path(),
+        new["RootCert"].as_str().unwrap(),
+        None,
+        leaf_only,
+    )
+    .unwrap();
+    assert!(
+        openssl_verify(dir.path(), &old_root, None, leaf_only).is_err(),
+        "not without the cross-signed cert"
+    );
+    let (_, _, cfg) = a.get("/v1/connect/ca/configuration").await;
+    assert_eq!(cfg["Config"]["LeafCertTTL"], "24h");
+    // The same configuration again is a no-op.
+    assert_eq!(
+        a.put("/v1/connect/ca/configuration", rotate.to_string())
+            .await
+            .0,
+        200
+    );
+    let (_, _, same) = a.get("/v1/connect/ca/roots").await;
+    assert_eq!(same["Roots"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn client_agents_get_leafs_and_the_ca_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Agent::server("ca-srv", &dir.path().join("srv"), &[]);
+    server.ready().await;
+    let before = wait_ca(&server).await;
+    let mut client = Agent::client("ca-cli", &dir.path().join("cli"), server.server, &[]);
+    client.ready().await;
+    let (status, _, leaf) = client.get("/v1/agent/connect/ca/leaf/api").await;
+    assert_eq!(status, 200, "{leaf}");
+    openssl_verify(
+        dir.path(),
+        &roots_pem(&client).await,
+        None,
+        leaf["CertPEM"].as_str().unwrap(),
+    )
+    .unwrap();
+    let bad = json!({"Provider": "consul", "Config": {"LeafCertTTL": "30m"}});
+    let (status, text) = client
+        .put("/v1/connect/ca/configuration", bad.to_string())
+        .await;
+    assert_eq!(
+        status, 400,
+        "a refusal keeps its status through the client agent: {text}"
+    );
+    assert!(text.contains("1h"), "{text}");
+
+    server.restart();
+    server.ready().await;
+    let after = wait_ca(&server).await;
+    assert_eq!(
+        after["ActiveRootID"], before["ActiveRootID"],
+        "the root comes back from disk"
+    );
+    assert_eq!(after["TrustDomain"], before["TrustDomain"]);
+}

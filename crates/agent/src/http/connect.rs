@@ -1,0 +1,84 @@
+//! `/v1/connect/ca/*` and `/v1/agent/connect/ca/*`: roots, CA configuration, leaf certificates.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use trellis_api::{CaConfiguration, IndexedCaRoots};
+use trellis_state::{Query, QueryOutput};
+
+use super::{decode, json, query_options, run_query, Params};
+use crate::definition::validate_name;
+use crate::error::bad;
+use crate::{Agent, AgentError};
+
+type Res = Result<Response, AgentError>;
+
+/// `GET /v1/connect/ca/roots` (and `?pem=true`: every root and intermediate as one PEM chain).
+pub(crate) async fn roots(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    if p.get("pem").is_some_and(|v| v == "true" || v.is_empty()) {
+        let opts = query_options(&p)?;
+        let resp = a.backend().query(Query::CaRoots, opts).await?;
+        let QueryOutput::Found(body) = resp.output else {
+            return Err(AgentError::NotFound("no CA roots".into()));
+        };
+        let roots: IndexedCaRoots =
+            serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        let mut pem = String::new();
+        for r in &roots.roots {
+            for cert in std::iter::once(&r.root_cert).chain(r.intermediate_certs.iter().flatten()) {
+                pem.push_str(cert);
+                if !cert.ends_with('\n') {
+                    pem.push('\n');
+                }
+            }
+        }
+        let mut out =
+            ([("content-type", "application/pem-certificate-chain")], pem).into_response();
+        out.headers_mut()
+            .insert("x-consul-index", HeaderValue::from(resp.index.max(1)));
+        return Ok(out);
+    }
+    run_query(&a, &p, Query::CaRoots).await
+}
+
+/// `GET /v1/connect/ca/configuration`.
+pub(crate) async fn get_config(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    run_query(&a, &p, Query::CaConfig).await
+}
+
+/// `PUT /v1/connect/ca/configuration`.
+pub(crate) async fn put_config(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
+    a.check_dc(&p)?;
+    let cfg: CaConfiguration = decode(&body)?;
+    a.backend().set_ca_config(cfg).await?;
+    Ok(().into_response())
+}
+
+/// `GET /v1/agent/connect/ca/leaf/:service`: a leaf for the service, its key made here.
+pub(crate) async fn leaf(
+    State(a): State<Arc<Agent>>,
+    Path(service): Path<String>,
+    p: Params,
+) -> Res {
+    validate_name("service name", &service).map_err(bad)?;
+    let opts = query_options(&p)?;
+    let cert = a
+        .leafs()
+        .get(
+            a.backend(),
+            &a.config().datacenter,
+            &service,
+            opts.index,
+            opts.wait,
+        )
+        .await?;
+    let mut out = json(&cert);
+    out.headers_mut().insert(
+        "x-consul-index",
+        HeaderValue::from(cert.modify_index.max(1)),
+    );
+    Ok(out)
+}
