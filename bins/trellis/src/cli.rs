@@ -27,8 +27,34 @@ pub enum Command {
     Agent(Box<AgentArgs>),
     /// List the members of the datacenter.
     Members(HttpArgs),
+    /// Service mesh commands.
+    #[command(subcommand)]
+    Connect(ConnectCommand),
     /// Print the version.
     Version,
+}
+
+/// `trellis connect ...`.
+#[derive(Subcommand, Debug)]
+pub enum ConnectCommand {
+    /// The Connect certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// `trellis connect ca ...`.
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Print the CA configuration.
+    GetConfig(HttpArgs),
+    /// Replace the CA configuration with a JSON file's (may rotate the root).
+    SetConfig {
+        #[command(flatten)]
+        http: HttpArgs,
+        /// The configuration file (JSON, as `GET /v1/connect/ca/configuration` shows it).
+        #[arg(long = "config-file")]
+        config_file: std::path::PathBuf,
+    },
 }
 
 /// Flags of `trellis agent`, named as Consul's.
@@ -334,6 +360,53 @@ pub async fn run_members(args: HttpArgs) -> anyhow::Result<()> {
             kind,
             m["Tags"]["dc"].as_str().unwrap_or("")
         );
+    }
+    Ok(())
+}
+
+fn base_url(http: &HttpArgs) -> String {
+    format!("http://{}", http.http_addr.trim_start_matches("http://"))
+}
+
+/// Turns a non-2xx answer into an error carrying the agent's message.
+async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let text = resp.text().await.unwrap_or_default();
+    bail!("{status}: {}", text.trim());
+}
+
+/// `trellis connect ca get-config|set-config`.
+pub async fn run_ca(cmd: CaCommand) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    match cmd {
+        CaCommand::GetConfig(http) => {
+            let url = format!("{}/v1/connect/ca/configuration", base_url(&http));
+            let resp = client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url}"))?;
+            let cfg: serde_json::Value = check(resp).await?.json().await?;
+            println!("{}", serde_json::to_string_pretty(&cfg)?);
+        }
+        CaCommand::SetConfig { http, config_file } => {
+            let body = std::fs::read_to_string(&config_file)
+                .with_context(|| format!("reading {}", config_file.display()))?;
+            serde_json::from_str::<serde_json::Value>(&body)
+                .with_context(|| format!("{} is not valid JSON", config_file.display()))?;
+            let url = format!("{}/v1/connect/ca/configuration", base_url(&http));
+            let resp = client
+                .put(&url)
+                .body(body)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url}"))?;
+            check(resp).await?;
+            println!("Configuration updated!");
+        }
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Agent(args) => cli::run_agent(args).await,
             Command::Members(args) => cli::run_members(args).await,
+            Command::Connect(cli::ConnectCommand::Ca(cmd)) => cli::run_ca(cmd).await,
             Command::Version => {
                 println!("Trellis v{}", env!("CARGO_PKG_VERSION"));
                 Ok(())

@@ -267,3 +267,74 @@ async fn client_agents_get_leafs_and_the_ca_survives_a_restart() {
     );
     assert_eq!(after["TrustDomain"], before["TrustDomain"]);
 }
+
+#[tokio::test]
+async fn ca_cli_reads_and_sets_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Agent::dev("ca-cli-node", dir.path());
+    a.ready().await;
+    wait_ca(&a).await;
+    let addr = format!("127.0.0.1:{}", a.http);
+    let trellis = env!("CARGO_BIN_EXE_trellis");
+    let out = Command::new(trellis)
+        .args(["connect", "ca", "get-config", "-http-addr", &addr])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cfg["Config"]["LeafCertTTL"], "72h");
+
+    let file = dir.path().join("ca.json");
+    std::fs::write(
+        &file,
+        json!({"Provider": "consul", "Config": {"LeafCertTTL": "48h"}}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(trellis)
+        .args([
+            "connect",
+            "ca",
+            "set-config",
+            "-http-addr",
+            &addr,
+            "-config-file",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, _, cfg) = a.get("/v1/connect/ca/configuration").await;
+    assert_eq!(cfg["Config"]["LeafCertTTL"], "48h");
+
+    std::fs::write(
+        &file,
+        json!({"Provider": "consul", "Config": {"LeafCertTTL": "1m"}}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(trellis)
+        .args([
+            "connect",
+            "ca",
+            "set-config",
+            "-http-addr",
+            &addr,
+            "-config-file",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("400"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
