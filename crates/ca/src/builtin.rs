@@ -3,45 +3,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
-    SubjectPublicKeyInfo,
-};
-use time::OffsetDateTime;
+use rcgen::KeyPair;
 use trellis_identity::TrustDomain;
 
-use crate::cert::{der_to_pem, key_id, pem_to_der, CertInfo};
+use crate::cert::CertInfo;
+use crate::keyed::{self_signed_root, KeyedCa};
 use crate::provider::{CaProvider, IssuedLeaf, RootMaterial};
 use crate::{CaConfig, CaError, KeyType, ValidatedCsr};
 
 const STATE_KEY: &str = "PrivateKey";
 const STATE_ROOT: &str = "RootCert";
-/// Lifetime of a cross-signed certificate: longer than any leaf signed before a rotation.
-const CROSS_SIGN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Clock-drift allowance on `NotBefore`.
-const BACKDATE: Duration = Duration::from_secs(60);
 
 /// The built-in provider.
 pub struct BuiltinProvider {
-    material: RootMaterial,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn random_serial() -> SerialNumber {
-    let mut bytes: [u8; 16] = rand::random();
-    bytes[0] &= 0x7f; // positive
-    bytes[0] |= 0x01; // no leading zero byte, so the length is stable
-    SerialNumber::from_slice(&bytes)
-}
-
-fn offset(now: OffsetDateTime, d: Duration, forward: bool) -> OffsetDateTime {
-    let d = time::Duration::try_from(d).unwrap_or(time::Duration::MAX);
-    if forward {
-        now.saturating_add(d)
-    } else {
-        now.saturating_sub(d)
-    }
+    ca: KeyedCa<KeyPair>,
 }
 
 fn generate_key(config: &CaConfig) -> Result<KeyPair, CaError> {
@@ -56,13 +31,6 @@ fn generate_key(config: &CaConfig) -> Result<KeyPair, CaError> {
         }
     };
     Ok(key)
-}
-
-fn short_random() -> String {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    (0..8)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 impl BuiltinProvider {
@@ -83,32 +51,8 @@ impl BuiltinProvider {
             return BuiltinProvider::load(key, root);
         }
         let key = generate_key(config)?;
-        let spki = key.subject_public_key_info();
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        let cluster8: String = trust_domain.cluster_id().chars().take(8).collect();
-        p.distinguished_name.push(
-            DnType::CommonName,
-            format!("pri-{}.consul.ca.{cluster8}.consul", short_random()),
-        );
-        p.subject_alt_names = vec![SanType::URI(
-            format!("spiffe://{}", trust_domain.as_str()).try_into()?,
-        )];
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = OffsetDateTime::now_utc();
-        p.not_before = now;
-        p.not_after = offset(now, config.root_cert_ttl, true);
-        p.serial_number = Some(random_serial());
-        p.key_identifier_method = KeyIdMethod::PreSpecified(key_id(&spki));
-        let cert = p.self_signed(&key)?;
-        let root_pem = der_to_pem("CERTIFICATE", cert.der());
-        let key_pem = key.serialize_pem();
-        BuiltinProvider::load(&key_pem, &root_pem)
+        let root_pem = self_signed_root(trust_domain, &key, config.root_cert_ttl)?;
+        BuiltinProvider::load(&key.serialize_pem(), &root_pem)
     }
 
     /// Rebuilds the provider from the state it keeps in the replicated store.
@@ -125,57 +69,12 @@ impl BuiltinProvider {
     fn load(key_pem: &str, root_pem: &str) -> Result<BuiltinProvider, CaError> {
         let key = KeyPair::from_pem(key_pem)
             .map_err(|e| CaError::InvalidConfig(format!("invalid CA private key: {e}")))?;
-        let root_der = pem_to_der(root_pem, "CERTIFICATE")?;
-        let root_pem = der_to_pem("CERTIFICATE", &root_der);
-        let (_, parsed) = x509_parser::parse_x509_certificate(&root_der)
-            .map_err(|e| CaError::InvalidConfig(format!("invalid root certificate: {e}")))?;
-        if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
-            return Err(CaError::InvalidConfig(
-                "the private key does not match the root certificate".into(),
-            ));
-        }
-        let issuer = Issuer::from_ca_cert_der(&root_der.clone().into(), key)
-            .map_err(|e| CaError::InvalidConfig(format!("root certificate cannot sign: {e}")))?;
-        let state = BTreeMap::from([
+        let mut ca = KeyedCa::load(key, root_pem, BTreeMap::new())?;
+        ca.material.state = BTreeMap::from([
             (STATE_KEY.to_string(), key_pem.to_string()),
-            (STATE_ROOT.to_string(), root_pem.clone()),
+            (STATE_ROOT.to_string(), ca.material.root_pem.clone()),
         ]);
-        Ok(BuiltinProvider {
-            material: RootMaterial {
-                root_pem,
-                intermediates: Vec::new(),
-                state,
-            },
-            issuer,
-        })
-    }
-
-    fn leaf_params(csr: &ValidatedCsr, ttl: Duration) -> Result<CertificateParams, CaError> {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        let mut sans = vec![SanType::URI(csr.uri.clone().try_into()?)];
-        for dns in &csr.dns_sans {
-            sans.push(SanType::DnsName(dns.clone().try_into()?));
-        }
-        p.subject_alt_names = sans;
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-            KeyUsagePurpose::DataEncipherment,
-            KeyUsagePurpose::KeyAgreement,
-        ];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let now = OffsetDateTime::now_utc();
-        p.not_before = offset(now, BACKDATE, false);
-        p.not_after = offset(p.not_before, ttl, true);
-        p.serial_number = Some(random_serial());
-        p.use_authority_key_identifier_extension = true;
-        p.key_identifier_method = KeyIdMethod::PreSpecified(csr.key_id.clone());
-        Ok(p)
+        Ok(BuiltinProvider { ca })
     }
 }
 
@@ -185,105 +84,18 @@ impl CaProvider for BuiltinProvider {
     }
 
     fn root(&self) -> &RootMaterial {
-        &self.material
+        &self.ca.material
     }
 
     fn sign_leaf(&self, csr: &ValidatedCsr, ttl: Duration) -> Result<IssuedLeaf, CaError> {
-        let params = BuiltinProvider::leaf_params(csr, ttl)?;
-        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        let info = CertInfo::from_der(cert.der())?;
-        Ok(IssuedLeaf {
-            cert_pem: der_to_pem("CERTIFICATE", cert.der()),
-            serial_hex: info.serial_hex,
-            valid_after: info.not_before,
-            valid_before: info.not_after,
-        })
+        self.ca.sign_leaf(csr, ttl)
     }
 
     fn sign_intermediate(&self, csr_pem: &str, ttl: Duration) -> Result<String, CaError> {
-        let req = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| CaError::InvalidCsr(format!("invalid intermediate CSR: {e}")))?;
-        let root_uri = CertInfo::from_pem(&self.material.root_pem)?.uris;
-        let mut p = CertificateParams::default();
-        p.distinguished_name = req.params.distinguished_name.clone();
-        let uris: Vec<String> = req
-            .params
-            .subject_alt_names
-            .iter()
-            .filter_map(|s| match s {
-                SanType::URI(u) => Some(u.as_str().to_string()),
-                _ => None,
-            })
-            .collect();
-        if uris.len() != 1 || !root_uri.contains(&uris[0]) {
-            return Err(CaError::InvalidCsr(
-                "intermediate CSR must carry this trust domain's signing URI".into(),
-            ));
-        }
-        p.subject_alt_names = req.params.subject_alt_names.clone();
-        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = OffsetDateTime::now_utc();
-        p.not_before = offset(now, BACKDATE, false);
-        p.not_after = offset(p.not_before, ttl, true);
-        p.serial_number = Some(random_serial());
-        p.use_authority_key_identifier_extension = true;
-        let spki = req.public_key.subject_public_key_info();
-        p.key_identifier_method = KeyIdMethod::PreSpecified(key_id(&spki));
-        let cert = p.signed_by(&req.public_key, &self.issuer)?;
-        Ok(der_to_pem("CERTIFICATE", cert.der()))
+        self.ca.sign_intermediate(csr_pem, ttl)
     }
 
     fn cross_sign(&self, other_root_pem: &str) -> Result<String, CaError> {
-        let der = pem_to_der(other_root_pem, "CERTIFICATE")?;
-        let (_, other) = x509_parser::parse_x509_certificate(&der)
-            .map_err(|e| CaError::Crypto(format!("invalid root to cross-sign: {e}")))?;
-        let public = SubjectPublicKeyInfo::from_der(other.public_key().raw)?;
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        if let Some(cn) = other
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-        {
-            p.distinguished_name.push(DnType::CommonName, cn);
-        }
-        p.subject_alt_names = other
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map(|san| {
-                san.value
-                    .general_names
-                    .iter()
-                    .filter_map(|n| match n {
-                        x509_parser::extensions::GeneralName::URI(u) => {
-                            u.to_string().try_into().ok().map(SanType::URI)
-                        }
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = OffsetDateTime::now_utc();
-        p.not_before = offset(now, BACKDATE, false);
-        p.not_after = offset(now, CROSS_SIGN_TTL, true);
-        p.serial_number = Some(random_serial());
-        p.use_authority_key_identifier_extension = true;
-        // Keep the other root's key identifier so chains built through either copy agree.
-        p.key_identifier_method = KeyIdMethod::PreSpecified(key_id(other.public_key().raw));
-        let cert = p.signed_by(&public, &self.issuer)?;
-        Ok(der_to_pem("CERTIFICATE", cert.der()))
+        self.ca.cross_sign(other_root_pem)
     }
 }

@@ -52,9 +52,41 @@ pub struct CaConfig {
     pub root_cert: Option<String>,
     /// Rotate without cross-signing (`ForceWithoutCrossSigning`).
     pub force_without_cross_signing: bool,
+    /// HSM settings, for the `pkcs11` provider.
+    pub pkcs11: Option<Pkcs11Config>,
     /// The `Config` map as stored, with defaults filled in.
     pub raw: Map<String, Value>,
 }
+
+/// Where the `pkcs11` provider finds its HSM and key. The PIN is a secret: it is kept in the
+/// replicated configuration (as Consul keeps a Vault token) and never shown by the API.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pkcs11Config {
+    /// Path of the PKCS#11 module (`/usr/lib/softhsm/libsofthsm2.so`).
+    pub module_path: String,
+    /// Label of the token holding the CA key.
+    pub token_label: String,
+    /// The token's user PIN.
+    pub pin: String,
+    /// Label of the CA key pair inside the token.
+    pub key_label: String,
+}
+
+impl std::fmt::Debug for Pkcs11Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Config")
+            .field("module_path", &self.module_path)
+            .field("token_label", &self.token_label)
+            .field("key_label", &self.key_label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Providers this version knows.
+pub const PROVIDERS: &[&str] = &["consul", "pkcs11"];
+
+/// Config keys that are secrets: stored, never shown.
+const SECRET_KEYS: &[&str] = &["PrivateKey", "Pin"];
 
 /// Default leaf lifetime (72h).
 pub const DEFAULT_LEAF_TTL: Duration = Duration::from_secs(72 * 3600);
@@ -74,6 +106,10 @@ const KEYS: &[&str] = &[
     "RotationPeriod",
     "SkipValidate",
     "DisableCrossSigning",
+    "ModulePath",
+    "TokenLabel",
+    "Pin",
+    "KeyLabel",
 ];
 
 fn fold(k: &str) -> String {
@@ -108,9 +144,9 @@ impl CaConfig {
         force_without_cross_signing: bool,
     ) -> Result<CaConfig, CaError> {
         let bad = |m: String| CaError::InvalidConfig(m);
-        if provider != "consul" {
+        if !PROVIDERS.contains(&provider) {
             return Err(bad(format!(
-                "unknown CA provider {provider:?}; this version supports \"consul\""
+                "unknown CA provider {provider:?}; this version supports \"consul\" and \"pkcs11\""
             )));
         }
         let mut raw = Map::new();
@@ -235,6 +271,27 @@ impl CaConfig {
             ));
         }
 
+        let pkcs11 = if provider == "pkcs11" {
+            if private_key.is_some() {
+                return Err(bad("PrivateKey and RootCert are for the consul provider; the pkcs11 key stays in the HSM".into()));
+            }
+            let need = |key: &str| -> Result<String, CaError> {
+                text(key)?.ok_or_else(|| bad(format!("the pkcs11 provider needs {key}")))
+            };
+            Some(Pkcs11Config {
+                module_path: need("ModulePath")?,
+                token_label: need("TokenLabel")?,
+                pin: need("Pin")?,
+                key_label: need("KeyLabel")?,
+            })
+        } else {
+            for key in ["ModulePath", "TokenLabel", "Pin", "KeyLabel"] {
+                if raw.contains_key(key) {
+                    return Err(bad(format!("{key} is a pkcs11 provider setting")));
+                }
+            }
+            None
+        };
         raw.insert("LeafCertTTL".into(), fmt_duration(leaf).into());
         raw.insert(
             "IntermediateCertTTL".into(),
@@ -257,15 +314,24 @@ impl CaConfig {
             private_key,
             root_cert,
             force_without_cross_signing,
+            pkcs11,
             raw,
         })
     }
 
-    /// The `Config` map as the API shows it: the private key is never returned.
+    /// The `Config` map as the API shows it: secrets (a private key, an HSM PIN) are never
+    /// returned.
     pub fn public_config(&self) -> Map<String, Value> {
         let mut m = self.raw.clone();
-        m.remove("PrivateKey");
+        Self::strip_secrets(&mut m);
         m
+    }
+
+    /// Removes secrets from a stored `Config` map (for the API).
+    pub fn strip_secrets(config: &mut Map<String, Value>) {
+        for key in SECRET_KEYS {
+            config.remove(*key);
+        }
     }
 
     /// Whether moving from `self` to `next` needs a new root (the key or the provider changes).
@@ -275,6 +341,14 @@ impl CaConfig {
             || self.private_key_bits != next.private_key_bits
             || self.private_key != next.private_key
             || self.root_cert != next.root_cert
+            || self
+                .pkcs11
+                .as_ref()
+                .map(|p| (&p.module_path, &p.token_label, &p.key_label))
+                != next
+                    .pkcs11
+                    .as_ref()
+                    .map(|p| (&p.module_path, &p.token_label, &p.key_label))
     }
 }
 
@@ -340,6 +414,18 @@ mod tests {
             assert!(err.contains(needle), "{cfg}: {err}");
         }
         assert!(CaConfig::parse("vault", &Map::new(), false).is_err());
+        let pkcs = |v: Value| CaConfig::parse("pkcs11", v.as_object().unwrap(), false);
+        let missing = json!({"ModulePath": "/m.so", "TokenLabel": "t", "KeyLabel": "k"});
+        assert!(pkcs(missing).unwrap_err().to_string().contains("needs Pin"));
+        assert!(parse(json!({"Pin": "1234"}))
+            .unwrap_err()
+            .to_string()
+            .contains("pkcs11 provider setting"));
+        let ok =
+            pkcs(json!({"ModulePath": "/m.so", "TokenLabel": "t", "KeyLabel": "k", "Pin": "1234"}))
+                .unwrap();
+        assert!(!ok.public_config().contains_key("Pin"));
+        assert!(!format!("{:?}", ok.pkcs11).contains("1234"));
     }
 
     #[test]

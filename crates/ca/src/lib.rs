@@ -14,18 +14,19 @@ mod cert;
 mod config;
 mod csr;
 mod error;
+mod keyed;
 mod leaf;
 mod limit;
 mod provider;
 
 pub use builtin::BuiltinProvider;
 pub use cert::{colon_hex, key_id, CertInfo};
-pub use config::{CaConfig, KeyType};
+pub use config::{CaConfig, KeyType, Pkcs11Config, PROVIDERS};
 pub use csr::{validate_csr, ValidatedCsr};
 pub use error::CaError;
 pub use leaf::{leaf_key_and_csr, LeafKey};
 pub use limit::{CsrLimiter, CsrPermit};
-pub use provider::{CaProvider, IssuedLeaf, RootMaterial};
+pub use provider::{generate_provider, provider_from_state, CaProvider, IssuedLeaf, RootMaterial};
 
 #[cfg(test)]
 mod tests;

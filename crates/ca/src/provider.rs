@@ -80,3 +80,35 @@ pub trait CaProvider: Send + Sync {
         )))
     }
 }
+
+/// Makes a new root with the provider `config` names.
+pub fn generate_provider(
+    trust_domain: &trellis_identity::TrustDomain,
+    config: &crate::CaConfig,
+) -> Result<std::sync::Arc<dyn CaProvider>, CaError> {
+    match config.provider.as_str() {
+        "consul" => Ok(std::sync::Arc::new(crate::BuiltinProvider::generate(
+            trust_domain,
+            config,
+        )?)),
+        other => Err(CaError::InvalidConfig(format!(
+            "the {other:?} CA provider is not available in this build"
+        ))),
+    }
+}
+
+/// Rebuilds the provider that made the active root, from the state it keeps in the replicated
+/// store and the stored configuration.
+pub fn provider_from_state(
+    config: &crate::CaConfig,
+    state: &BTreeMap<String, String>,
+) -> Result<std::sync::Arc<dyn CaProvider>, CaError> {
+    match config.provider.as_str() {
+        "consul" => Ok(std::sync::Arc::new(crate::BuiltinProvider::from_state(
+            state,
+        )?)),
+        other => Err(CaError::InvalidConfig(format!(
+            "the {other:?} CA provider is not available in this build"
+        ))),
+    }
+}

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use trellis_api::{CaConfiguration, CaRoot, IssuedCert};
 use trellis_ca::{
-    validate_csr, BuiltinProvider, CaConfig, CaError, CaProvider, CertInfo, CsrLimiter,
+    generate_provider, provider_from_state, validate_csr, CaConfig, CaError, CaProvider, CertInfo,
+    CsrLimiter,
 };
 use trellis_identity::{SpiffeId, TrustDomain};
 use trellis_state::{Applied, CaState, Command, StoredRoot};
@@ -17,7 +18,7 @@ use crate::{Server, ServerError};
 /// Leader-side CA state that is not replicated: the provider built from the replicated state
 /// (cached by active root) and the CSR limiter.
 pub(crate) struct CaManager {
-    provider: Mutex<Option<(String, Arc<BuiltinProvider>)>>,
+    provider: Mutex<Option<(String, Arc<dyn CaProvider>)>>,
     limiter: CsrLimiter,
 }
 
@@ -85,7 +86,7 @@ impl CaManager {
 
     /// The provider for the active root of `state`, rebuilt from the replicated state when the
     /// active root changed.
-    fn provider(&self, state: &CaState) -> Result<Arc<BuiltinProvider>, CaError> {
+    fn provider(&self, state: &CaState) -> Result<Arc<dyn CaProvider>, CaError> {
         let active = state
             .active_root()
             .ok_or(CaError::Uninitialized)?
@@ -97,7 +98,7 @@ impl CaManager {
                 return Ok(p.clone());
             }
         }
-        let p = Arc::new(BuiltinProvider::from_state(&state.provider_state)?);
+        let p = provider_from_state(&parse_stored(state)?, &state.provider_state)?;
         *cached = Some((active, p.clone()));
         Ok(p)
     }
@@ -128,8 +129,8 @@ impl CaManager {
         let td =
             TrustDomain::for_cluster(&cluster_id).map_err(|e| ServerError::Raft(e.to_string()))?;
         let config = CaConfig::default_consul();
-        let provider = BuiltinProvider::generate(&td, &config)?;
-        let root = root_of(&provider, &cluster_id)?;
+        let provider = generate_provider(&td, &config)?;
+        let root = root_of(provider.as_ref(), &cluster_id)?;
         let state = CaState {
             cluster_id,
             trust_domain: td.as_str().to_string(),
@@ -222,8 +223,8 @@ impl CaManager {
             if cur_cfg.needs_new_root(&next) {
                 let td = TrustDomain::parse(&current.trust_domain)
                     .map_err(|e| ServerError::Raft(e.to_string()))?;
-                let new_provider = BuiltinProvider::generate(&td, &next)?;
-                let mut new_root = root_of(&new_provider, &current.cluster_id)?;
+                let new_provider = generate_provider(&td, &next)?;
+                let mut new_root = root_of(new_provider.as_ref(), &current.cluster_id)?;
                 let active_id = current
                     .active_root()
                     .map(|r| r.id.clone())

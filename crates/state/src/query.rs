@@ -260,7 +260,9 @@ impl Query {
                 Some(ca) => {
                     let mut cfg = ca.config.clone();
                     // Never shown: an operator-supplied key, and the provider's own state.
-                    cfg.config.remove("PrivateKey");
+                    for secret in ["PrivateKey", "Pin"] {
+                        cfg.config.remove(secret);
+                    }
                     cfg.state = None;
                     json(&cfg)
                 }
