@@ -91,6 +91,10 @@ pub fn generate_provider(
             trust_domain,
             config,
         )?)),
+        "pkcs11" => Ok(std::sync::Arc::new(crate::Pkcs11Provider::generate(
+            trust_domain,
+            config,
+        )?)),
         other => Err(CaError::InvalidConfig(format!(
             "the {other:?} CA provider is not available in this build"
         ))),
@@ -106,6 +110,9 @@ pub fn provider_from_state(
     match config.provider.as_str() {
         "consul" => Ok(std::sync::Arc::new(crate::BuiltinProvider::from_state(
             state,
+        )?)),
+        "pkcs11" => Ok(std::sync::Arc::new(crate::Pkcs11Provider::from_state(
+            state, config,
         )?)),
         other => Err(CaError::InvalidConfig(format!(
             "the {other:?} CA provider is not available in this build"

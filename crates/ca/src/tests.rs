@@ -12,6 +12,8 @@ use crate::{
     leaf_key_and_csr, validate_csr, BuiltinProvider, CaConfig, CaError, CaProvider, CertInfo,
 };
 
+mod hsm;
+
 const CLUSTER: &str = "11111111-2222-3333-4444-555555555555";
 
 fn td() -> TrustDomain {
@@ -28,6 +30,17 @@ fn config(extra: serde_json::Value) -> CaConfig {
 
 /// `openssl verify` with `root` trusted and `untrusted` as the offered chain.
 fn openssl_verify(dir: &Path, root: &str, untrusted: &[&str], leaf: &str) -> Result<(), String> {
+    openssl_verify_for(dir, root, untrusted, leaf, "sslclient")
+}
+
+/// `openssl verify` for one purpose (`sslclient`, `sslserver`).
+fn openssl_verify_for(
+    dir: &Path,
+    root: &str,
+    untrusted: &[&str],
+    leaf: &str,
+    purpose: &str,
+) -> Result<(), String> {
     std::fs::write(dir.join("root.pem"), root).unwrap();
     std::fs::write(dir.join("chain.pem"), untrusted.concat()).unwrap();
     std::fs::write(dir.join("leaf.pem"), leaf).unwrap();
@@ -36,9 +49,7 @@ fn openssl_verify(dir: &Path, root: &str, untrusted: &[&str], leaf: &str) -> Res
     if !untrusted.is_empty() {
         cmd.arg("-untrusted").arg(dir.join("chain.pem"));
     }
-    cmd.arg("-purpose")
-        .arg("sslclient")
-        .arg(dir.join("leaf.pem"));
+    cmd.arg("-purpose").arg(purpose).arg(dir.join("leaf.pem"));
     let out = cmd.output().expect("openssl runs");
     if out.status.success() {
         Ok(())
@@ -51,11 +62,154 @@ fn openssl_verify(dir: &Path, root: &str, untrusted: &[&str], leaf: &str) -> Res
     }
 }
 
-fn sign_web(ca: &BuiltinProvider) -> (String, String) {
-    let leaf = leaf_key_and_csr(&web_uri()).unwrap();
-    let csr = validate_csr(&leaf.csr_pem, &td(), "dc1").unwrap();
+fn sign_web(ca: &dyn CaProvider) -> (String, String) {
+    sign_web_in(ca, &td())
+}
+
+/// Signs a leaf for `web` in `td` from a fresh agent key and CSR: (cert, key) PEM.
+fn sign_web_in(ca: &dyn CaProvider, td: &TrustDomain) -> (String, String) {
+    let uri = format!("spiffe://{}/ns/default/dc/dc1/svc/web", td.as_str());
+    let leaf = leaf_key_and_csr(&uri).unwrap();
+    let csr = validate_csr(&leaf.csr_pem, td, "dc1").unwrap();
     let issued = ca.sign_leaf(&csr, Duration::from_secs(72 * 3600)).unwrap();
     (issued.cert_pem, leaf.private_key_pem)
+}
+
+/// `openssl x509 -text` of a certificate.
+fn openssl_text(dir: &Path, cert: &str) -> String {
+    let path = dir.join("text.pem");
+    std::fs::write(&path, cert).unwrap();
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&path)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What every provider must do, checked with openssl: its root; a leaf that verifies, for
+/// both sides of mTLS, with Consul's fields; an intermediate (path length 0) that openssl
+/// accepts as an issuer; and a cross-signed certificate that carries another root's leafs
+/// to holders of this root.
+fn conformance(provider: &dyn CaProvider, td: &TrustDomain) {
+    let name = provider.name();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let root = provider.root().root_pem.clone();
+    let signing_uri = format!("spiffe://{}", td.as_str());
+    let web = format!("{signing_uri}/ns/default/dc/dc1/svc/web");
+    let root_info = CertInfo::from_pem(&root).unwrap();
+    assert_eq!(
+        root_info.uris,
+        std::slice::from_ref(&signing_uri),
+        "{name}: root URI"
+    );
+    assert!(
+        openssl_text(dir, &root).contains("CA:TRUE"),
+        "{name}: root is a CA"
+    );
+
+    // Leaf: verifies as client and server, and carries Consul's fields.
+    let (leaf, _) = sign_web_in(provider, td);
+    for purpose in ["sslclient", "sslserver"] {
+        openssl_verify_for(dir, &root, &[], &leaf, purpose)
+            .unwrap_or_else(|e| panic!("{name}: leaf ({purpose}): {e}"));
+    }
+    let text = openssl_text(dir, &leaf);
+    for needle in [
+        format!("URI:{web}"),
+        "TLS Web Server Authentication, TLS Web Client Authentication".into(),
+        "CA:FALSE".into(),
+        "Digital Signature, Key Encipherment, Data Encipherment, Key Agreement".into(),
+    ] {
+        assert!(
+            text.contains(&needle),
+            "{name}: leaf lacks {needle:?}:\n{text}"
+        );
+    }
+
+    // Intermediate for a secondary: CA with path length 0 that openssl accepts as an issuer.
+    let inter_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "sec-dc2.consul.ca.11111111.consul",
+    );
+    p.subject_alt_names = vec![uri(&signing_uri)];
+    let csr = p.serialize_request(&inter_key).unwrap().pem().unwrap();
+    let inter = provider
+        .sign_intermediate(&csr, Duration::from_secs(24 * 3600))
+        .unwrap();
+    let text = openssl_text(dir, &inter);
+    assert!(text.contains("CA:TRUE, pathlen:0"), "{name}: {text}");
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&inter, inter_key).unwrap();
+    let issue = |is_ca: IsCa, issuer: &rcgen::Issuer<'_, KeyPair>| {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "sub");
+        p.subject_alt_names = vec![uri(&web)];
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.is_ca = is_ca;
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key, p)
+    };
+    let (leaf2, _, _) = issue(IsCa::ExplicitNoCa, &issuer);
+    openssl_verify(dir, &root, &[&inter], &leaf2)
+        .unwrap_or_else(|e| panic!("{name}: leaf under the intermediate: {e}"));
+    assert!(openssl_verify(dir, &root, &[], &leaf2).is_err());
+    // Path length 0: a CA below the intermediate is not accepted.
+    let (sub, sub_key, sub_params) = issue(IsCa::Ca(BasicConstraints::Unconstrained), &issuer);
+    let sub_issuer = rcgen::Issuer::new(sub_params, sub_key);
+    let (leaf3, _, _) = issue(IsCa::ExplicitNoCa, &sub_issuer);
+    let err = openssl_verify(dir, &root, &[&inter, &sub], &leaf3).unwrap_err();
+    assert!(err.contains("path length"), "{name}: {err}");
+    // An intermediate CSR for another trust domain is refused.
+    let mut p = CertificateParams::default();
+    p.subject_alt_names = vec![uri("spiffe://99999999-2222-3333-4444-555555555555.consul")];
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = p.serialize_request(&key).unwrap().pem().unwrap();
+    assert!(matches!(
+        provider.sign_intermediate(&csr, Duration::from_secs(24 * 3600)),
+        Err(CaError::InvalidCsr(_))
+    ));
+
+    // Cross-signing: holders of this root accept another root's leafs through the cross cert.
+    let other = BuiltinProvider::generate(td, &CaConfig::default_consul()).unwrap();
+    let cross = provider.cross_sign(&other.root().root_pem).unwrap();
+    let (other_leaf, _) = sign_web_in(&other, td);
+    openssl_verify(dir, &root, &[&cross], &other_leaf)
+        .unwrap_or_else(|e| panic!("{name}: cross-signed chain: {e}"));
+    assert!(openssl_verify(dir, &root, &[], &other_leaf).is_err());
+    assert_eq!(
+        CertInfo::from_pem(&cross).unwrap().subject_key_id,
+        CertInfo::from_pem(&other.root().root_pem)
+            .unwrap()
+            .subject_key_id,
+        "{name}: the cross-signed cert keeps the other root's key ID"
+    );
+}
+
+#[test]
+fn builtin_provider_conforms() {
+    for (ty, bits) in [("ec", 256), ("ec", 384), ("rsa", 2048)] {
+        let ca = BuiltinProvider::generate(
+            &td(),
+            &config(json!({"PrivateKeyType": ty, "PrivateKeyBits": bits})),
+        )
+        .unwrap();
+        conformance(&ca, &td());
+    }
 }
 
 #[test]

@@ -270,11 +270,9 @@ impl CaManager {
             return Ok(());
         };
         let ttl = parse_stored(&current)?.leaf_cert_ttl;
-        let cutoff = now_unix() - (2 * ttl.as_secs()) as i64;
+        let now = now_unix();
         let mut state = current.clone();
-        state
-            .roots
-            .retain(|r| r.root.active || r.rotated_out_at.is_none_or(|t| t > cutoff));
+        state.roots.retain(|r| keep_root(r, now, ttl));
         if state.roots.len() == current.roots.len() {
             return Ok(());
         }
@@ -283,6 +281,15 @@ impl CaManager {
         }
         Ok(())
     }
+}
+
+/// Whether a root must stay trusted at `now`: while active, and after it was rotated out until
+/// twice the leaf lifetime has passed (every leaf it signed has expired by then).
+fn keep_root(root: &StoredRoot, now: i64, leaf_ttl: Duration) -> bool {
+    root.root.active
+        || root
+            .rotated_out_at
+            .is_none_or(|t| now - t <= 2 * leaf_ttl.as_secs() as i64)
 }
 
 /// Leader-only CA work: initialise on becoming leader, then prune periodically. Runs for the
@@ -308,5 +315,29 @@ pub(crate) async fn run(server: std::sync::Weak<Server>, prune_every: Duration) 
                 tracing::warn!(error = %e, "CA root pruning failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_roots_stay_until_twice_the_leaf_ttl() {
+        let ttl = Duration::from_secs(3600);
+        let root = |active: bool, rotated: Option<i64>| StoredRoot {
+            root: CaRoot {
+                active,
+                ..Default::default()
+            },
+            rotated_out_at: rotated,
+        };
+        assert!(keep_root(&root(true, None), 1_000_000, ttl));
+        assert!(
+            keep_root(&root(false, None), 1_000_000, ttl),
+            "never rotated out: kept"
+        );
+        assert!(keep_root(&root(false, Some(1000)), 1000 + 7200, ttl));
+        assert!(!keep_root(&root(false, Some(1000)), 1000 + 7201, ttl));
     }
 }
