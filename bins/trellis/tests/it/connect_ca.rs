@@ -338,3 +338,114 @@ async fn ca_cli_reads_and_sets_the_configuration() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The CA moves into an HSM (SoftHSM2) through the HTTP API, like any other rotation.
+#[tokio::test]
+async fn rotation_into_a_softhsm_token() {
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    if !Path::new(MODULE).exists() {
+        assert!(
+            std::env::var("TRELLIS_SKIP_HSM").is_ok(),
+            "SoftHSM2 is missing: apt-get install softhsm2 (or set TRELLIS_SKIP_HSM=1)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let init = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "trellis-ca",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    let env = vec![("SOFTHSM2_CONF".to_string(), conf.display().to_string())];
+    let mut a = Agent::dev_env("hsm-node", dir.path(), env);
+    a.ready().await;
+    let before = wait_ca(&a).await;
+    let old_root = before["Roots"][0]["RootCert"].as_str().unwrap().to_string();
+    let (_, _, old_leaf) = a.get("/v1/agent/connect/ca/leaf/web").await;
+
+    let to_hsm = json!({"Provider": "pkcs11", "Config": {
+        "ModulePath": MODULE, "TokenLabel": "trellis-ca", "Pin": "1234", "KeyLabel": "trellis-root"
+    }});
+    let (status, text) = a
+        .put("/v1/connect/ca/configuration", to_hsm.to_string())
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let (_, _, cfg) = a.get("/v1/connect/ca/configuration").await;
+    assert_eq!(cfg["Provider"], "pkcs11");
+    assert!(
+        cfg["Config"].get("Pin").is_none(),
+        "the PIN is never shown: {cfg}"
+    );
+    let after = a
+        .wait_for("/v1/connect/ca/roots", "two roots", |v| {
+            v["Roots"].as_array().is_some_and(|r| r.len() == 2)
+        })
+        .await;
+    let new = after["Roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["Active"] == true)
+        .unwrap()
+        .clone();
+    let cross = new["IntermediateCerts"][0].as_str().unwrap().to_string();
+
+    // A leaf signed by the HSM key chains to the old root through the cross-signed cert.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let new_leaf = loop {
+        let (_, _, leaf) = a.get("/v1/agent/connect/ca/leaf/web").await;
+        if leaf["SerialNumber"] != old_leaf["SerialNumber"] {
+            break leaf;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never re-issued after the rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let cert = new_leaf["CertPEM"].as_str().unwrap();
+    let leaf_only = &cert[..cert.find("-----END CERTIFICATE-----").unwrap() + 26];
+    openssl_verify(dir.path(), &old_root, Some(&cross), leaf_only).unwrap();
+    openssl_verify(
+        dir.path(),
+        new["RootCert"].as_str().unwrap(),
+        None,
+        leaf_only,
+    )
+    .unwrap();
+    openssl_verify(
+        dir.path(),
+        &roots_pem(&a).await,
+        None,
+        old_leaf["CertPEM"].as_str().unwrap(),
+    )
+    .unwrap();
+    // The agent log never carries the PIN.
+    assert!(!a.log().contains("1234"), "PIN in the log:\n{}", a.log());
+}

@@ -25,6 +25,7 @@ pub struct Agent {
     pub server: u16,
     args: Vec<String>,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 fn bin() -> &'static str {
@@ -33,12 +34,23 @@ fn bin() -> &'static str {
 
 impl Agent {
     fn spawn(args: Vec<String>, http: u16, server: u16, log: PathBuf) -> Agent {
+        Agent::spawn_env(args, http, server, log, Vec::new())
+    }
+
+    fn spawn_env(
+        args: Vec<String>,
+        http: u16,
+        server: u16,
+        log: PathBuf,
+        env: Vec<(String, String)>,
+    ) -> Agent {
         let mut a = Agent {
             child: None,
             http,
             server,
             args,
             log,
+            env,
         };
         a.start();
         a
@@ -53,6 +65,7 @@ impl Agent {
         let child = Command::new(bin())
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -87,6 +100,20 @@ impl Agent {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         Agent::spawn(args, http, server, log_dir.join(format!("{node}.log")))
+    }
+
+    /// A dev agent with extra environment variables.
+    pub fn dev_env(node: &str, log_dir: &Path, env: Vec<(String, String)>) -> Agent {
+        let (http, server) = (free_port(), free_port());
+        let args = vec![
+            "agent".into(),
+            "--dev".into(),
+            "--node".into(),
+            node.into(),
+            format!("--http-port={http}"),
+            format!("--server-port={server}"),
+        ];
+        Agent::spawn_env(args, http, server, log_dir.join(format!("{node}.log")), env)
     }
 
     /// A dev agent on given ports (to stand in for a server that lost its state).
