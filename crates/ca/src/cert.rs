@@ -94,21 +94,7 @@ impl CertInfo {
             Ok(PublicKey::RSA(rsa)) => ("rsa", rsa.key_size() as u32),
             _ => ("unknown", 0),
         };
-        let uris = cert
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map(|san| {
-                san.value
-                    .general_names
-                    .iter()
-                    .filter_map(|n| match n {
-                        x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let uris = uri_sans(&cert);
         Ok(CertInfo {
             id: colon_hex(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref()),
             serial_hex: colon_hex(serial),
@@ -122,6 +108,21 @@ impl CertInfo {
             uris,
         })
     }
+}
+
+/// The URI SANs of a certificate.
+pub(crate) fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Decodes the first PEM block, which must carry `label`.

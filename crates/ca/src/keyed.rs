@@ -12,7 +12,7 @@ use rcgen::{
 use time::OffsetDateTime;
 use trellis_identity::TrustDomain;
 
-use crate::cert::{der_to_pem, key_id, pem_to_der, CertInfo};
+use crate::cert::{der_to_pem, key_id, pem_to_der, uri_sans, CertInfo};
 use crate::provider::{IssuedLeaf, RootMaterial};
 use crate::{CaError, ValidatedCsr};
 
@@ -42,6 +42,16 @@ fn short_random() -> String {
     (0..8)
         .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
         .collect()
+}
+
+/// Sets what every certificate a CA issues shares: validity from one minute ago for `ttl`, a
+/// random serial, the issuer's key ID as AKI, and `subject_key_id` as SKI.
+fn stamp_issued(p: &mut CertificateParams, ttl: Duration, subject_key_id: Vec<u8>) {
+    p.not_before = offset(OffsetDateTime::now_utc(), BACKDATE, false);
+    p.not_after = offset(p.not_before, ttl, true);
+    p.serial_number = Some(random_serial());
+    p.use_authority_key_identifier_extension = true;
+    p.key_identifier_method = KeyIdMethod::PreSpecified(subject_key_id);
 }
 
 /// Makes a self-signed root for `trust_domain` with `key`, valid for `ttl` (PEM).
@@ -129,12 +139,7 @@ impl<K: SigningKey> KeyedCa<K> {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let now = OffsetDateTime::now_utc();
-        p.not_before = offset(now, BACKDATE, false);
-        p.not_after = offset(p.not_before, ttl, true);
-        p.serial_number = Some(random_serial());
-        p.use_authority_key_identifier_extension = true;
-        p.key_identifier_method = KeyIdMethod::PreSpecified(csr.key_id.clone());
+        stamp_issued(&mut p, ttl, csr.key_id.clone());
         Ok(p)
     }
 
@@ -187,13 +192,11 @@ impl<K: SigningKey> KeyedCa<K> {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let now = OffsetDateTime::now_utc();
-        p.not_before = offset(now, BACKDATE, false);
-        p.not_after = offset(p.not_before, ttl, true);
-        p.serial_number = Some(random_serial());
-        p.use_authority_key_identifier_extension = true;
-        let spki = req.public_key.subject_public_key_info();
-        p.key_identifier_method = KeyIdMethod::PreSpecified(key_id(&spki));
+        stamp_issued(
+            &mut p,
+            ttl,
+            key_id(&req.public_key.subject_public_key_info()),
+        );
         let cert = p.signed_by(&req.public_key, &self.issuer)?;
         Ok(der_to_pem("CERTIFICATE", cert.der()))
     }
@@ -214,36 +217,22 @@ impl<K: SigningKey> KeyedCa<K> {
         {
             p.distinguished_name.push(DnType::CommonName, cn);
         }
-        p.subject_alt_names = other
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map(|san| {
-                san.value
-                    .general_names
-                    .iter()
-                    .filter_map(|n| match n {
-                        x509_parser::extensions::GeneralName::URI(u) => {
-                            u.to_string().try_into().ok().map(SanType::URI)
-                        }
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        p.subject_alt_names = uri_sans(&other)
+            .into_iter()
+            .filter_map(|u| u.try_into().ok().map(SanType::URI))
+            .collect();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let now = OffsetDateTime::now_utc();
-        p.not_before = offset(now, BACKDATE, false);
-        p.not_after = offset(now, CROSS_SIGN_TTL, true);
-        p.serial_number = Some(random_serial());
-        p.use_authority_key_identifier_extension = true;
         // Keep the other root's key identifier so chains built through either copy agree.
-        p.key_identifier_method = KeyIdMethod::PreSpecified(key_id(other.public_key().raw));
+        stamp_issued(
+            &mut p,
+            CROSS_SIGN_TTL + BACKDATE,
+            key_id(other.public_key().raw),
+        );
         let cert = p.signed_by(&public, &self.issuer)?;
         Ok(der_to_pem("CERTIFICATE", cert.der()))
     }
