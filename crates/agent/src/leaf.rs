@@ -7,8 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use trellis_api::{IndexedCaRoots, IssuedCert};
 use trellis_identity::{SpiffeId, TrustDomain};
@@ -17,19 +19,28 @@ use trellis_state::{Query, QueryOutput};
 
 use crate::{AgentError, Backend};
 
-/// A leaf the agent holds.
+/// A leaf the agent holds, with its response body serialised once.
 #[derive(Clone)]
 struct Held {
     cert: IssuedCert,
+    body: Bytes,
     root_id: String,
     /// Unix seconds at which to renew.
     renew_at: i64,
+}
+
+/// What the leaf path needs from the roots, parsed once per roots index.
+struct RootsView {
+    index: u64,
+    active_root_id: String,
+    trust_domain: String,
 }
 
 /// The agent's leaf certificates by service name.
 #[derive(Default)]
 pub struct LeafStore {
     held: Mutex<HashMap<String, Held>>,
+    roots: Mutex<Option<Arc<RootsView>>>,
     /// Serialises issuing so concurrent requests for one service share one certificate.
     issuing: tokio::sync::Mutex<()>,
     last_index: AtomicU64,
@@ -48,6 +59,10 @@ fn unix_of(rfc3339: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
+fn internal(msg: impl Into<String>) -> AgentError {
+    AgentError::Server(ServerError::Raft(msg.into()))
+}
+
 /// The window in which a leaf valid from `after` to `before` should be renewed: between 60% and
 /// 90% of its lifetime (Consul's `calculateSoftExpiry`). A pure function of its inputs.
 pub fn renew_window(after: i64, before: i64) -> (i64, i64) {
@@ -56,29 +71,34 @@ pub fn renew_window(after: i64, before: i64) -> (i64, i64) {
 }
 
 impl LeafStore {
+    /// The roots (blocking when `min_index` is set), parsed only when their index moved.
     async fn roots(
+        &self,
         backend: &Backend,
         min_index: u64,
         wait: Duration,
-    ) -> Result<(IndexedCaRoots, u64), AgentError> {
-        let resp = backend
-            .query(
-                Query::CaRoots,
-                QueryOptions {
-                    index: min_index,
-                    wait,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        let QueryOutput::Found(body) = resp.output else {
-            return Err(AgentError::Server(ServerError::Raft(
-                "CA roots not found".into(),
-            )));
+    ) -> Result<Arc<RootsView>, AgentError> {
+        let opts = QueryOptions {
+            index: min_index,
+            wait,
+            ..Default::default()
         };
-        let roots: IndexedCaRoots = serde_json::from_slice(&body)
-            .map_err(|e| AgentError::Server(ServerError::Raft(e.to_string())))?;
-        Ok((roots, resp.index))
+        let resp = backend.query(Query::CaRoots, opts).await?;
+        if let Some(view) = self.roots.lock().as_ref().filter(|v| v.index == resp.index) {
+            return Ok(view.clone());
+        }
+        let QueryOutput::Found(body) = resp.output else {
+            return Err(internal("CA roots not found"));
+        };
+        let roots: IndexedCaRoots =
+            serde_json::from_slice(&body).map_err(|e| internal(e.to_string()))?;
+        let view = Arc::new(RootsView {
+            index: resp.index,
+            active_root_id: roots.active_root_id,
+            trust_domain: roots.trust_domain,
+        });
+        *self.roots.lock() = Some(view.clone());
+        Ok(view)
     }
 
     fn current(&self, service: &str, active_root: &str) -> Option<Held> {
@@ -92,15 +112,14 @@ impl LeafStore {
         backend: &Backend,
         datacenter: &str,
         service: &str,
-        roots: &IndexedCaRoots,
+        roots: &RootsView,
     ) -> Result<Held, AgentError> {
         let _one_at_a_time = self.issuing.lock().await;
         if let Some(h) = self.current(service, &roots.active_root_id) {
             return Ok(h);
         }
-        let td = TrustDomain::parse(&roots.trust_domain).map_err(|e| {
-            AgentError::Server(ServerError::Raft(format!("bad trust domain in roots: {e}")))
-        })?;
+        let td = TrustDomain::parse(&roots.trust_domain)
+            .map_err(|e| internal(format!("bad trust domain in roots: {e}")))?;
         let uri = SpiffeId::service(td, datacenter, service).to_string();
         let key = trellis_ca::leaf_key_and_csr(&uri).map_err(ServerError::from)?;
         let mut cert = backend.sign(&key.csr_pem).await?;
@@ -120,8 +139,10 @@ impl LeafStore {
         } else {
             lo
         };
+        let body = Bytes::from(serde_json::to_vec(&cert).map_err(|e| internal(e.to_string()))?);
         let held = Held {
             cert,
+            body,
             root_id: roots.active_root_id.clone(),
             renew_at,
         };
@@ -129,8 +150,9 @@ impl LeafStore {
         Ok(held)
     }
 
-    /// The leaf for `service`. With `min_index`, blocks (up to `wait`) until a certificate with
-    /// a higher index is issued: at renewal time or when the active root changes.
+    /// The leaf for `service` as its JSON body and index. With `min_index`, blocks (up to
+    /// `wait`) until a certificate with a higher index is issued: at renewal time or when the
+    /// active root changes.
     pub async fn get(
         &self,
         backend: &Backend,
@@ -138,10 +160,10 @@ impl LeafStore {
         service: &str,
         min_index: u64,
         wait: Duration,
-    ) -> Result<IssuedCert, AgentError> {
+    ) -> Result<(Bytes, u64), AgentError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let (roots, roots_index) = Self::roots(backend, 0, Duration::ZERO).await?;
+            let roots = self.roots(backend, 0, Duration::ZERO).await?;
             if roots.trust_domain.is_empty() || roots.active_root_id.is_empty() {
                 return Err(AgentError::Server(ServerError::Ca(
                     trellis_ca::CaError::Uninitialized,
@@ -151,23 +173,16 @@ impl LeafStore {
                 Some(h) => h,
                 None => self.issue(backend, datacenter, service, &roots).await?,
             };
-            if min_index == 0 || held.cert.modify_index > min_index {
-                return Ok(held.cert);
-            }
-            // Wait for the renewal time, a roots change, or the deadline.
-            let until_renew = Duration::from_secs((held.renew_at - now_unix()).max(0) as u64);
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if remaining.is_zero() {
-                return Ok(held.cert);
+            if min_index == 0 || held.cert.modify_index > min_index || remaining.is_zero() {
+                return Ok((held.body, held.cert.modify_index));
             }
+            // Wait for the renewal time, a roots change, or the deadline; then look again.
+            let until_renew = Duration::from_secs((held.renew_at - now_unix()).max(0) as u64);
             let nap = until_renew.min(remaining);
             tokio::select! {
-                r = Self::roots(backend, roots_index, nap) => { r?; }
+                r = self.roots(backend, roots.index, nap) => { r?; }
                 _ = tokio::time::sleep(nap) => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let held = self.held.lock().get(service).cloned();
-                return Ok(held.map(|h| h.cert).unwrap_or_default());
             }
         }
     }

@@ -449,3 +449,49 @@ async fn rotation_into_a_softhsm_token() {
     // The agent log never carries the PIN.
     assert!(!a.log().contains("1234"), "PIN in the log:\n{}", a.log());
 }
+
+/// `CSRMaxPerSecond` is a policy the server enforces with Consul's error text.
+#[tokio::test]
+async fn csr_rate_limit_answers_rate_limit_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Agent::dev("limit-node", dir.path());
+    a.ready().await;
+    wait_ca(&a).await;
+    let slow = json!({"Provider": "consul", "Config": {"CSRMaxPerSecond": 1}});
+    assert_eq!(
+        a.put("/v1/connect/ca/configuration", slow.to_string())
+            .await
+            .0,
+        200
+    );
+    // Ten different services at once: one signature per second, a wait of at most 500 ms.
+    let http = crate::support::client();
+    let calls = (0..10).map(|i| {
+        let http = http.clone();
+        let url = a.url(&format!("/v1/agent/connect/ca/leaf/svc{i}"));
+        tokio::spawn(async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    });
+    let mut limited = 0;
+    let mut signed = 0;
+    for c in calls.collect::<Vec<_>>() {
+        let (status, text) = c.await.unwrap();
+        match status {
+            200 => signed += 1,
+            429 => {
+                assert!(
+                    text.contains("Rate limit reached, try again later"),
+                    "{text}"
+                );
+                limited += 1;
+            }
+            other => panic!("{other}: {text}"),
+        }
+    }
+    assert!(
+        signed >= 1 && limited >= 5,
+        "signed {signed}, limited {limited}"
+    );
+}

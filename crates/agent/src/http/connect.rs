@@ -9,7 +9,7 @@ use bytes::Bytes;
 use trellis_api::{CaConfiguration, IndexedCaRoots};
 use trellis_state::{Query, QueryOutput};
 
-use super::{decode, json, query_options, run_query, Params};
+use super::{decode, query_options, run_query, Params};
 use crate::definition::validate_name;
 use crate::error::bad;
 use crate::{Agent, AgentError};
@@ -65,7 +65,7 @@ pub(crate) async fn leaf(
 ) -> Res {
     validate_name("service name", &service).map_err(bad)?;
     let opts = query_options(&p)?;
-    let cert = a
+    let (body, index) = a
         .leafs()
         .get(
             a.backend(),
@@ -75,10 +75,8 @@ pub(crate) async fn leaf(
             opts.wait,
         )
         .await?;
-    let mut out = json(&cert);
-    out.headers_mut().insert(
-        "x-consul-index",
-        HeaderValue::from(cert.modify_index.max(1)),
-    );
+    let mut out = ([("content-type", "application/json")], body).into_response();
+    out.headers_mut()
+        .insert("x-consul-index", HeaderValue::from(index.max(1)));
     Ok(out)
 }
