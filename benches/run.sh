@@ -5,6 +5,7 @@
 #                 with a minimal hyper server answering the same bytes (the baseline)
 #   b. fan-out    10000 blocking queries parked on one service, one write, time until all answer
 #   c. writes     PUT /v1/catalog/register on a persistent (fsynced) single server, C=32 and C=1
+#   d. leaf       GET /v1/agent/connect/ca/leaf/web from the agent's store, against the baseline
 #
 # Results go to stdout and benches/results/latest.txt. Knobs (environment): WRK_THREADS,
 # WRK_CONNS, WRK_DURATION, ROUNDS, POPULATE_N, FANOUT_N, WRITES_N, SCENARIOS (e.g. "a c").
@@ -22,7 +23,7 @@ ROUNDS="${ROUNDS:-3}"
 POPULATE_N="${POPULATE_N:-1000}"
 FANOUT_N="${FANOUT_N:-10000}"
 WRITES_N="${WRITES_N:-5000}"
-SCENARIOS="${SCENARIOS:-a b c}"
+SCENARIOS="${SCENARIOS:-a b c d}"
 
 PIDS=()
 USED_PORTS=" "
@@ -132,6 +133,46 @@ listen_overflows() {
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
 
+# Runs wrk alternately against Trellis and the baseline, ROUNDS rounds each, on PATH, and
+# prints the table and the ratios of the medians. Args: label trellis_addr baseline_addr path.
+compare() {
+  local label=$1 t_addr=$2 b_addr=$3 path=$4 r server addr
+  note "warming up both servers..."
+  wrk -t1 -c"$WRK_CONNS" -d2s "http://$t_addr$path" >/dev/null
+  wrk -t1 -c"$WRK_CONNS" -d2s "http://$b_addr$path" >/dev/null
+  local T_P50=() T_P99=() T_RPS=() B_P50=() B_P99=() B_RPS=()
+  say "$(printf '%-6s %-9s %10s %10s %12s %6s' round server p50_ms p99_ms req_per_s errors)"
+  for r in $(seq 1 "$ROUNDS"); do
+    for server in trellis baseline; do
+      if [[ $server == trellis ]]; then addr=$t_addr; else addr=$b_addr; fi
+      note "$label round $r: $server..."
+      run_wrk "http://$addr$path" "$WORK/wrk-$label-$server-$r.txt"
+      say "$(printf '%-6s %-9s %10s %10s %12s %6s' "$r" "$server" "$P50" "$P99" "$RPS" "$BAD")"
+      if [[ $server == trellis ]]; then
+        T_P50+=("$P50"); T_P99+=("$P99"); T_RPS+=("$RPS")
+      else
+        B_P50+=("$P50"); B_P99+=("$P99"); B_RPS+=("$RPS")
+      fi
+    done
+  done
+  local tp50 tp99 trps bp50 bp99 brps
+  tp50=$(median "${T_P50[@]}"); tp99=$(median "${T_P99[@]}"); trps=$(median "${T_RPS[@]}")
+  bp50=$(median "${B_P50[@]}"); bp99=$(median "${B_P99[@]}"); brps=$(median "${B_RPS[@]}")
+  say "$(printf '%-6s %-9s %10s %10s %12s' median trellis "$tp50" "$tp99" "$trps")"
+  say "$(printf '%-6s %-9s %10s %10s %12s' median baseline "$bp50" "$bp99" "$brps")"
+  say "ratio trellis/baseline (medians): p50 $(ratio "$tp50" "$bp50")x  p99 $(ratio "$tp99" "$bp99")x  req/s $(ratio "$trps" "$brps")x"
+}
+
+# Starts the baseline server answering the bytes of FILE; sets BASE_ADDR. Args: file path.
+start_baseline() {
+  local file=$1 path=$2
+  free_port; BASE_ADDR="127.0.0.1:$PORT"
+  "$BENCH" baseline --listen "$BASE_ADDR" --body-file "$file" >"$WORK/baseline-$PORT.log" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 50); do curl -sf "http://$BASE_ADDR/" -o /dev/null && break; sleep 0.1; done
+  cmp -s <(curl -sf "http://$BASE_ADDR$path") "$file" || die "baseline body differs"
+}
+
 # ---------------------------------------------------------------------------------------------
 
 cd "$ROOT"
@@ -179,39 +220,12 @@ if [[ " $SCENARIOS " == *" a "* ]]; then
   READ_PATH="/v1/health/connect/svc-$((POPULATE_N / 2))"
   curl -sf "http://$TRELLIS_ADDR$READ_PATH" -o "$WORK/body.json"
   [[ "$(jq length "$WORK/body.json")" == 1 ]] || die "$READ_PATH did not return one sidecar entry"
-  free_port; BASE_ADDR="127.0.0.1:$PORT"
-  "$BENCH" baseline --listen "$BASE_ADDR" --body-file "$WORK/body.json" >"$WORK/baseline.log" 2>&1 &
-  PIDS+=($!)
-  for i in $(seq 1 50); do curl -sf "http://$BASE_ADDR/" -o /dev/null && break; sleep 0.1; done
-  cmp -s <(curl -sf "http://$BASE_ADDR$READ_PATH") "$WORK/body.json" || die "baseline body differs"
+  start_baseline "$WORK/body.json" "$READ_PATH"
 
   say ""
   say "## a. hot read: GET $READ_PATH ($(wc -c <"$WORK/body.json") bytes), $POPULATE_N services populated"
   say "populate: $(cat "$WORK/populate.json")"
-  note "warming up both servers..."
-  wrk -t1 -c"$WRK_CONNS" -d2s "http://$TRELLIS_ADDR$READ_PATH" >/dev/null
-  wrk -t1 -c"$WRK_CONNS" -d2s "http://$BASE_ADDR$READ_PATH" >/dev/null
-
-  T_P50=(); T_P99=(); T_RPS=(); B_P50=(); B_P99=(); B_RPS=()
-  say "$(printf '%-6s %-9s %10s %10s %12s %6s' round server p50_ms p99_ms req_per_s errors)"
-  for r in $(seq 1 "$ROUNDS"); do
-    for server in trellis baseline; do
-      if [[ $server == trellis ]]; then addr=$TRELLIS_ADDR; else addr=$BASE_ADDR; fi
-      note "a. round $r: $server..."
-      run_wrk "http://$addr$READ_PATH" "$WORK/wrk-$server-$r.txt"
-      say "$(printf '%-6s %-9s %10s %10s %12s %6s' "$r" "$server" "$P50" "$P99" "$RPS" "$BAD")"
-      if [[ $server == trellis ]]; then
-        T_P50+=("$P50"); T_P99+=("$P99"); T_RPS+=("$RPS")
-      else
-        B_P50+=("$P50"); B_P99+=("$P99"); B_RPS+=("$RPS")
-      fi
-    done
-  done
-  tp50=$(median "${T_P50[@]}"); tp99=$(median "${T_P99[@]}"); trps=$(median "${T_RPS[@]}")
-  bp50=$(median "${B_P50[@]}"); bp99=$(median "${B_P99[@]}"); brps=$(median "${B_RPS[@]}")
-  say "$(printf '%-6s %-9s %10s %10s %12s' median trellis "$tp50" "$tp99" "$trps")"
-  say "$(printf '%-6s %-9s %10s %10s %12s' median baseline "$bp50" "$bp99" "$brps")"
-  say "ratio trellis/baseline (medians): p50 $(ratio "$tp50" "$bp50")x  p99 $(ratio "$tp99" "$bp99")x  req/s $(ratio "$trps" "$brps")x"
+  compare a "$TRELLIS_ADDR" "$BASE_ADDR" "$READ_PATH"
   say "trellis RSS after: $(awk '/VmRSS/ { print $2, $3 }' "/proc/$AGENT_PID/status")"
   stop_all
 fi
@@ -271,6 +285,21 @@ if [[ " $SCENARIOS " == *" c "* ]]; then
       | awk -F'\t' '{ printf "%-11s %12s %10s %10s %10s %6s", $1, $2, $3, $4, $5, $6 }')"
   done
   for c in 32 1; do say "writes c=$c: $(cat "$WORK/writes-$c.json")"; done
+  stop_all
+fi
+
+# --- d. cached leaf ---------------------------------------------------------------------------
+if [[ " $SCENARIOS " == *" d "* ]]; then
+  note "d. cached leaf: starting a dev agent..."
+  start_dev_agent leaf
+  LEAF_PATH="/v1/agent/connect/ca/leaf/web"
+  for i in $(seq 1 100); do curl -sf "http://$AGENT_ADDR$LEAF_PATH" -o "$WORK/leaf.json" && break; sleep 0.1; done
+  jq -e .CertPEM "$WORK/leaf.json" >/dev/null || die "no leaf from $LEAF_PATH"
+  cmp -s <(curl -sf "http://$AGENT_ADDR$LEAF_PATH") "$WORK/leaf.json" || die "the leaf was not served from the agent's store"
+  start_baseline "$WORK/leaf.json" "$LEAF_PATH"
+  say ""
+  say "## d. cached leaf: GET $LEAF_PATH ($(wc -c <"$WORK/leaf.json") bytes) from the agent's store"
+  compare d "$AGENT_ADDR" "$BASE_ADDR" "$LEAF_PATH"
   stop_all
 fi
 
