@@ -159,6 +159,9 @@ def trellis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrellisAgent]:
         "--node", NODE_NAME,
         "--http-port", str(http_port),
         "--server-port", str(server_port),
+        # Leaf watchers re-issue within a random part of this window after a root rotation
+        # (Consul: up to 20 s); a short window keeps the rotation test quick.
+        "--leaf-root-change-jitter", "2s",
     ]  # fmt: skip
     env = dict(os.environ, RUST_BACKTRACE=os.environ.get("RUST_BACKTRACE", "1"))
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:

@@ -108,6 +108,9 @@ pub struct AgentArgs {
     /// Period of the full anti-entropy sync with the servers (Go duration).
     #[arg(long = "sync-interval", hide = true)]
     pub sync_interval: Option<String>,
+    /// Window over which leaf watchers re-issue after a CA root change (Go duration).
+    #[arg(long = "leaf-root-change-jitter", hide = true)]
+    pub leaf_root_change_jitter: Option<String>,
     /// Raft log entries between snapshots (Consul's `raft_snapshot_threshold`).
     #[arg(long = "raft-snapshot-threshold")]
     pub raft_snapshot_threshold: Option<u64>,
@@ -260,6 +263,11 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             .map_err(|e| anyhow::anyhow!("--sync-interval: {e}"))?,
         None => Duration::from_secs(60),
     };
+    let leaf_root_change_jitter = match &args.leaf_root_change_jitter {
+        Some(s) => trellis_api::parse_go_duration(s)
+            .map_err(|e| anyhow::anyhow!("--leaf-root-change-jitter: {e}"))?,
+        None => trellis_agent::leaf::ROOT_CHANGE_JITTER,
+    };
     let advertise = file
         .advertise_addr
         .map(|a| a.to_string())
@@ -275,6 +283,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             retry_join,
             sync_interval,
             node_meta: file.node_meta.clone(),
+            leaf_root_change_jitter,
         },
         file,
     ))

@@ -42,6 +42,8 @@ pub struct AgentConfig {
     pub sync_interval: Duration,
     /// Node metadata.
     pub node_meta: BTreeMap<String, String>,
+    /// Window over which leaf watchers re-issue after a CA root change.
+    pub leaf_root_change_jitter: Duration,
 }
 
 /// A running agent.
@@ -137,6 +139,7 @@ impl Agent {
             config.sync_interval,
         );
         tokio::spawn(syncer.run());
+        let leafs = crate::leaf::LeafStore::new(config.leaf_root_change_jitter);
         let agent = Arc::new(Agent {
             config,
             node_id,
@@ -144,7 +147,7 @@ impl Agent {
             local,
             checks,
             register_lock: parking_lot::Mutex::new(()),
-            leafs: crate::leaf::LeafStore::default(),
+            leafs,
         });
         tokio::spawn(reap_critical_services(Arc::downgrade(&agent)));
         Ok((agent, http))

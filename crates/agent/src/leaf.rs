@@ -37,8 +37,9 @@ struct RootsView {
 }
 
 /// The agent's leaf certificates by service name.
-#[derive(Default)]
 pub struct LeafStore {
+    /// Window over which watchers re-issue after a root change.
+    root_change_jitter: Duration,
     held: Mutex<HashMap<String, Held>>,
     roots: Mutex<Option<Arc<RootsView>>>,
     /// Serialises issuing so concurrent requests for one service share one certificate.
@@ -70,7 +71,27 @@ pub fn renew_window(after: i64, before: i64) -> (i64, i64) {
     (after + life * 6 / 10, after + life * 9 / 10)
 }
 
+/// How long a watcher waits before re-issuing after a root change: `fraction` (in [0, 1)) of
+/// the jitter window. A pure function, so the spread is tested exactly.
+pub fn root_change_delay(window: Duration, fraction: f64) -> Duration {
+    window.mul_f64(fraction.clamp(0.0, 1.0))
+}
+
+/// Consul's default window for re-issuing after a root change.
+pub const ROOT_CHANGE_JITTER: Duration = Duration::from_secs(30);
+
 impl LeafStore {
+    /// An empty store; watchers re-issue within `root_change_jitter` of a root change.
+    pub fn new(root_change_jitter: Duration) -> LeafStore {
+        LeafStore {
+            root_change_jitter,
+            held: Mutex::default(),
+            roots: Mutex::default(),
+            issuing: tokio::sync::Mutex::default(),
+            last_index: AtomicU64::default(),
+        }
+    }
+
     /// The roots (blocking when `min_index` is set), parsed only when their index moved.
     async fn roots(
         &self,
@@ -162,12 +183,33 @@ impl LeafStore {
         wait: Duration,
     ) -> Result<(Bytes, u64), AgentError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut jittered = false;
         loop {
             let roots = self.roots(backend, 0, Duration::ZERO).await?;
             if roots.trust_domain.is_empty() || roots.active_root_id.is_empty() {
                 return Err(AgentError::Server(ServerError::Ca(
                     trellis_ca::CaError::Uninitialized,
                 )));
+            }
+            // A watcher whose leaf was signed under a root that just stopped being active waits a
+            // random part of the jitter window first, so one rotation does not make every
+            // proxy of the datacenter ask for a certificate in the same second. Requests
+            // without an index never get such a leaf: they are re-issued at once.
+            if min_index > 0 && !jittered {
+                let stale_root = self
+                    .held
+                    .lock()
+                    .get(service)
+                    .is_some_and(|h| h.root_id != roots.active_root_id);
+                if stale_root {
+                    jittered = true;
+                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    tokio::time::sleep(
+                        root_change_delay(self.root_change_jitter, rand::random()).min(remaining),
+                    )
+                    .await;
+                    continue;
+                }
             }
             let held = match self.current(service, &roots.active_root_id) {
                 Some(h) => h,
@@ -191,6 +233,15 @@ impl LeafStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_change_delay_spreads_over_the_window() {
+        let w = Duration::from_secs(30);
+        assert_eq!(root_change_delay(w, 0.0), Duration::ZERO);
+        assert_eq!(root_change_delay(w, 0.5), Duration::from_secs(15));
+        assert_eq!(root_change_delay(w, 2.0), w, "clamped");
+        assert_eq!(root_change_delay(Duration::ZERO, 0.7), Duration::ZERO);
+    }
 
     #[test]
     fn renewal_window_is_sixty_to_ninety_percent_of_the_lifetime() {

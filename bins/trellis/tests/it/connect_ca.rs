@@ -130,7 +130,11 @@ async fn dev_agent_issues_leafs_that_openssl_verifies() {
 #[tokio::test]
 async fn configuration_rules_and_rotation_keep_every_leaf_verifiable() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = Agent::dev("rotate-node", dir.path());
+    let mut a = Agent::dev_with(
+        "rotate-node",
+        dir.path(),
+        &["--leaf-root-change-jitter", "3s"],
+    );
     a.ready().await;
     let before = wait_ca(&a).await;
     let old_root = before["Roots"][0]["RootCert"].as_str().unwrap().to_string();
