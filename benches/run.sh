@@ -6,6 +6,7 @@
 #   b. fan-out    10000 blocking queries parked on one service, one write, time until all answer
 #   c. writes     PUT /v1/catalog/register on a persistent (fsynced) single server, C=32 and C=1
 #   d. leaf       GET /v1/agent/connect/ca/leaf/web from the agent's store, against the baseline
+#   e. signing    POST /v1/internal/ca/sign, leafs per server CPU-second against raw sign+verify
 #
 # Results go to stdout and benches/results/latest.txt. Knobs (environment): WRK_THREADS,
 # WRK_CONNS, WRK_DURATION, ROUNDS, POPULATE_N, FANOUT_N, WRITES_N, SCENARIOS (e.g. "a c").
@@ -23,7 +24,7 @@ ROUNDS="${ROUNDS:-3}"
 POPULATE_N="${POPULATE_N:-1000}"
 FANOUT_N="${FANOUT_N:-10000}"
 WRITES_N="${WRITES_N:-5000}"
-SCENARIOS="${SCENARIOS:-a b c d}"
+SCENARIOS="${SCENARIOS:-a b c d e}"
 
 PIDS=()
 USED_PORTS=" "
@@ -300,6 +301,29 @@ if [[ " $SCENARIOS " == *" d "* ]]; then
   say ""
   say "## d. cached leaf: GET $LEAF_PATH ($(wc -c <"$WORK/leaf.json") bytes) from the agent's store"
   compare d "$AGENT_ADDR" "$BASE_ADDR" "$LEAF_PATH"
+  stop_all
+fi
+
+# --- e. leaf signing at the server ------------------------------------------------------------
+if [[ " $SCENARIOS " == *" e "* ]]; then
+  note "e. signing: starting a dev agent..."
+  free_port; e_http=$PORT
+  free_port; e_srv=$PORT
+  "$TRELLIS" agent --dev --http-port "$e_http" --server-port "$e_srv" --node bench-sign >"$WORK/sign.log" 2>&1 &
+  AGENT_PID=$!; PIDS+=("$AGENT_PID")
+  wait_leader "127.0.0.1:$e_http" "$AGENT_PID"
+  for i in $(seq 1 100); do
+    TD=$(curl -sf "http://127.0.0.1:$e_http/v1/connect/ca/roots" | jq -r .TrustDomain)
+    [[ -n "$TD" && "$TD" != null ]] && break; sleep 0.1
+  done
+  # CSRMaxPerSecond is a policy: switch it off to measure what the implementation can do.
+  curl -sf -X PUT "http://127.0.0.1:$e_http/v1/connect/ca/configuration" \
+    -d '{"Provider":"consul","Config":{"CSRMaxPerSecond":0}}' >/dev/null
+  say ""
+  say "## e. leaf signing through the server's signing RPC (EC P-256 CA), per server CPU-second"
+  "$BENCH" sign --addr "127.0.0.1:$e_srv" --trust-domain "$TD" --n 5000 --concurrency 16 --pid "$AGENT_PID" \
+    >"$WORK/sign.json"
+  say "$(cat "$WORK/sign.json")"
   stop_all
 fi
 

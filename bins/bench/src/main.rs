@@ -6,6 +6,7 @@
 //!   the agent takes to answer all of them, and what each parked query costs in memory.
 //! - `writes`: catalog registration throughput and latency at a given concurrency.
 //! - `populate`: registers N services, each with a connect sidecar, for read benchmarks.
+//! - `sign`: leaf signing through a server's signing RPC, per CPU-second of the server.
 //!
 //! Every client command prints one JSON object on stdout.
 
@@ -14,6 +15,7 @@
 mod baseline;
 mod fanout;
 mod http1;
+mod sign;
 mod stats;
 mod writes;
 
@@ -49,6 +51,8 @@ enum Command {
     Writes(writes::WritesArgs),
     /// Register N services, each with a connect-proxy sidecar.
     Populate(writes::PopulateArgs),
+    /// Leaf signing through the server's signing RPC, per server CPU-second.
+    Sign(sign::SignArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
             Command::Fanout(args) => fanout::run(args).await,
             Command::Writes(args) => writes::run_writes(args).await,
             Command::Populate(args) => writes::run_populate(args).await,
+            Command::Sign(args) => sign::run(args).await,
         }
     });
     match result {

@@ -18,8 +18,18 @@ use crate::{Server, ServerError};
 /// Leader-side CA state that is not replicated: the provider built from the replicated state
 /// (cached by active root) and the CSR limiter.
 pub(crate) struct CaManager {
-    provider: Mutex<Option<(String, Arc<dyn CaProvider>)>>,
+    signer: Mutex<Option<Arc<Signer>>>,
     limiter: CsrLimiter,
+}
+
+/// What signing needs, derived once per version of the CA state rather than per request.
+struct Signer {
+    version: u64,
+    config: CaConfig,
+    trust_domain: TrustDomain,
+    provider: Arc<dyn CaProvider>,
+    /// The active root's intermediates, appended to every leaf.
+    chain: String,
 }
 
 fn now_unix() -> i64 {
@@ -79,28 +89,42 @@ impl CaManager {
     pub(crate) fn new() -> CaManager {
         let defaults = CaConfig::default_consul();
         CaManager {
-            provider: Mutex::new(None),
+            signer: Mutex::new(None),
             limiter: CsrLimiter::new(defaults.csr_max_per_second, defaults.csr_max_concurrent),
         }
     }
 
-    /// The provider for the active root of `state`, rebuilt from the replicated state when the
-    /// active root changed.
-    fn provider(&self, state: &CaState) -> Result<Arc<dyn CaProvider>, CaError> {
-        let active = state
-            .active_root()
-            .ok_or(CaError::Uninitialized)?
-            .id
-            .clone();
-        let mut cached = self.provider.lock();
-        if let Some((id, p)) = cached.as_ref() {
-            if *id == active {
-                return Ok(p.clone());
+    /// The signer for the current CA state, rebuilt (provider, parsed configuration, limits)
+    /// only when the state changed.
+    fn signer(&self, server: &Server) -> Result<Arc<Signer>, ServerError> {
+        let version = server.store().ca_version().ok_or(CaError::Uninitialized)?;
+        if let Some(s) = self.signer.lock().as_ref().filter(|s| s.version == version) {
+            return Ok(s.clone());
+        }
+        let state = server.store().ca_state().ok_or(CaError::Uninitialized)?;
+        let config = parse_stored(&state)?;
+        let trust_domain = TrustDomain::parse(&state.trust_domain)
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let provider = provider_from_state(&config, &state.provider_state)?;
+        let active = state.active_root().ok_or(CaError::Uninitialized)?;
+        let mut chain = String::new();
+        for pem in active.intermediate_certs.iter().flatten() {
+            chain.push_str(pem);
+            if !pem.ends_with('\n') {
+                chain.push('\n');
             }
         }
-        let p = provider_from_state(&parse_stored(state)?, &state.provider_state)?;
-        *cached = Some((active, p.clone()));
-        Ok(p)
+        self.limiter
+            .set(config.csr_max_per_second, config.csr_max_concurrent);
+        let signer = Arc::new(Signer {
+            version: state.modify_index,
+            config,
+            trust_domain,
+            provider,
+            chain,
+        });
+        *self.signer.lock() = Some(signer.clone());
+        Ok(signer)
     }
 
     async fn commit(server: &Server, state: CaState, cas: u64) -> Result<bool, ServerError> {
@@ -155,24 +179,14 @@ impl CaManager {
         server: &Server,
         csr_pem: &str,
     ) -> Result<IssuedCert, ServerError> {
-        let state = server.store().ca_state().ok_or(CaError::Uninitialized)?;
-        let config = parse_stored(&state)?;
-        self.limiter
-            .set(config.csr_max_per_second, config.csr_max_concurrent);
+        let signer = self.signer(server)?;
         let _permit = self.limiter.acquire().await?;
-        let td = TrustDomain::parse(&state.trust_domain)
-            .map_err(|e| ServerError::Raft(e.to_string()))?;
-        let csr = validate_csr(csr_pem, &td, &server.config().datacenter)?;
-        let provider = self.provider(&state)?;
-        let issued = provider.sign_leaf(&csr, config.leaf_cert_ttl)?;
-        let active = state.active_root().ok_or(CaError::Uninitialized)?;
+        let csr = validate_csr(csr_pem, &signer.trust_domain, &server.config().datacenter)?;
+        let issued = signer
+            .provider
+            .sign_leaf(&csr, signer.config.leaf_cert_ttl)?;
         let mut cert_pem = issued.cert_pem;
-        for pem in active.intermediate_certs.iter().flatten() {
-            cert_pem.push_str(pem);
-            if !pem.ends_with('\n') {
-                cert_pem.push('\n');
-            }
-        }
+        cert_pem.push_str(&signer.chain);
         let service = match &csr.id {
             SpiffeId::Service(s) => s.service.clone(),
             _ => String::new(),
@@ -231,7 +245,7 @@ impl CaManager {
                     .unwrap_or_default();
                 if new_root.id != active_id {
                     if !next.force_without_cross_signing {
-                        let old = self.provider(&current)?;
+                        let old = self.signer(server)?.provider.clone();
                         let cross = old.cross_sign(&new_provider.root().root_pem)?;
                         let mut chain = vec![cross];
                         chain.extend(new_root.intermediate_certs.take().unwrap_or_default());

@@ -628,6 +628,11 @@ impl Store {
         &self.inner.answers
     }
 
+    /// The CA state's version (its last change index), without copying it.
+    pub fn ca_version(&self) -> Option<u64> {
+        self.inner.tables.read().ca.as_ref().map(|c| c.modify_index)
+    }
+
     /// The CA state, secrets included (for the server's CA manager only).
     pub fn ca_state(&self) -> Option<crate::CaState> {
         self.inner.tables.read().ca.clone()
