@@ -198,7 +198,13 @@ impl CaConfig {
         let leaf = duration("LeafCertTTL", DEFAULT_LEAF_TTL)?;
         let intermediate = duration("IntermediateCertTTL", 8760 * HOUR)?;
         let root = duration("RootCertTTL", 87600 * HOUR)?;
-        if leaf < HOUR {
+        // Consul's test-only `SkipValidate` lifts the lifetime rules (short-lived CAs in tests).
+        let skip_validate = matches!(raw.get("SkipValidate"), Some(Value::Bool(true)));
+        if leaf.is_zero() {
+            return Err(bad("leaf cert TTL must be greater than zero".into()));
+        }
+        // Only the lifetime rules are skipped; key and limit rules below still apply.
+        if !skip_validate && leaf < HOUR {
             return Err(bad(
                 "leaf cert TTL must be greater or equal than 1h0m0s".into()
             ));
@@ -206,18 +212,18 @@ impl CaConfig {
         if leaf > 8760 * HOUR {
             return Err(bad("leaf cert TTL must be less than 8760h0m0s".into()));
         }
-        if intermediate < 3 * HOUR {
+        if !skip_validate && intermediate < 3 * HOUR {
             return Err(bad(
                 "Intermediate Cert TTL must be greater or equal than 3h".into(),
             ));
         }
-        if intermediate < 3 * leaf {
+        if !skip_validate && intermediate < 3 * leaf {
             return Err(bad(format!(
                 "Intermediate Cert TTL must be greater or equal than 3 * LeafCertTTL (>={})",
                 fmt_duration(3 * leaf)
             )));
         }
-        if root < intermediate {
+        if !skip_validate && root < intermediate {
             return Err(bad(format!(
                 "root cert TTL is set and is not greater than intermediate cert ttl. root cert ttl: {}, intermediate cert ttl: {}",
                 fmt_duration(root),
@@ -409,6 +415,10 @@ mod tests {
             (json!({"RootCert": "x"}), "must provide a private key"),
             (json!({"LeafCertTTL": "soon"}), "LeafCertTTL"),
             (json!({"Bogus": 1}), "unknown CA config key"),
+            (
+                json!({"LeafCertTTL": "0s", "SkipValidate": true}),
+                "greater than zero",
+            ),
         ] {
             let err = parse(cfg.clone()).unwrap_err().to_string();
             assert!(err.contains(needle), "{cfg}: {err}");
@@ -426,6 +436,16 @@ mod tests {
                 .unwrap();
         assert!(!ok.public_config().contains_key("Pin"));
         assert!(!format!("{:?}", ok.pkcs11).contains("1234"));
+    }
+
+    #[test]
+    fn skip_validate_lifts_only_the_lifetime_rules() {
+        let c = parse(json!({"LeafCertTTL": "2s", "SkipValidate": true})).unwrap();
+        assert_eq!(c.leaf_cert_ttl, Duration::from_secs(2));
+        assert!(
+            parse(json!({"LeafCertTTL": "2s", "SkipValidate": true, "PrivateKeyType": "dsa"}))
+                .is_err()
+        );
     }
 
     #[test]

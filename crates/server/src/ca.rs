@@ -323,7 +323,13 @@ pub(crate) async fn run(server: std::sync::Weak<Server>, prune_every: Duration) 
             tracing::warn!(error = %e, "CA initialisation failed; retrying");
             continue;
         }
-        if last_prune.elapsed() >= prune_every {
+        // Prune at least as often as leafs expire, so short-lived test CAs prune promptly.
+        let every = server
+            .ca()
+            .signer(&server)
+            .map(|s| s.config.leaf_cert_ttl.min(prune_every))
+            .unwrap_or(prune_every);
+        if last_prune.elapsed() >= every {
             last_prune = tokio::time::Instant::now();
             if let Err(e) = server.ca().prune(&server).await {
                 tracing::warn!(error = %e, "CA root pruning failed");

@@ -499,3 +499,55 @@ async fn csr_rate_limit_answers_rate_limit_reached() {
         "signed {signed}, limited {limited}"
     );
 }
+
+/// With short lifetimes (Consul's test-only `SkipValidate`), a rotated-out root leaves the
+/// bundle once twice the leaf TTL has passed, and not before.
+#[tokio::test]
+async fn rotated_out_root_is_pruned_after_twice_the_leaf_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Agent::dev_with(
+        "prune-node",
+        dir.path(),
+        &["--leaf-root-change-jitter", "0s"],
+    );
+    a.ready().await;
+    let before = wait_ca(&a).await;
+    let short = |ty: &str| {
+        json!({"Provider": "consul", "Config": {
+            "SkipValidate": true, "LeafCertTTL": "2s", "IntermediateCertTTL": "6s", "PrivateKeyType": ty,
+            "PrivateKeyBits": if ty == "ec" { 256 } else { 2048 }
+        }})
+    };
+    // First shorten the lifetimes (same key: no rotation), then rotate.
+    assert_eq!(
+        a.put("/v1/connect/ca/configuration", short("ec").to_string())
+            .await
+            .0,
+        200
+    );
+    let (_, _, same) = a.get("/v1/connect/ca/roots").await;
+    assert_eq!(same["ActiveRootID"], before["ActiveRootID"]);
+    let (status, text) = a
+        .put("/v1/connect/ca/configuration", short("rsa").to_string())
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let rotated_at = Instant::now();
+    let (_, _, both) = a.get("/v1/connect/ca/roots").await;
+    assert_eq!(
+        both["Roots"].as_array().unwrap().len(),
+        2,
+        "both roots trusted right after the rotation"
+    );
+    let pruned = a
+        .wait_for("/v1/connect/ca/roots", "old root pruned", |v| {
+            v["Roots"].as_array().is_some_and(|r| r.len() == 1)
+        })
+        .await;
+    assert!(
+        rotated_at.elapsed() >= Duration::from_secs(3),
+        "pruned too early: {:?}",
+        rotated_at.elapsed()
+    );
+    assert_ne!(pruned["ActiveRootID"], before["ActiveRootID"]);
+    assert_eq!(pruned["Roots"][0]["Active"], true);
+}
