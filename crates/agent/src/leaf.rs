@@ -27,6 +27,17 @@ struct Held {
     root_id: String,
     /// Unix seconds at which to renew.
     renew_at: i64,
+    /// Unix seconds at which the certificate expires.
+    expires_at: i64,
+}
+
+/// Whether an error is the CA's rate limit (from this server or a remote one).
+fn rate_limited(e: &AgentError) -> bool {
+    matches!(
+        e,
+        AgentError::Server(ServerError::Ca(trellis_ca::CaError::RateLimited))
+            | AgentError::Server(ServerError::Remote { status: 429, .. })
+    )
 }
 
 /// What the leaf path needs from the roots, parsed once per roots index.
@@ -166,6 +177,7 @@ impl LeafStore {
             body,
             root_id: roots.active_root_id.clone(),
             renew_at,
+            expires_at: before,
         };
         self.held.lock().insert(service.to_string(), held.clone());
         Ok(held)
@@ -213,7 +225,33 @@ impl LeafStore {
             }
             let held = match self.current(service, &roots.active_root_id) {
                 Some(h) => h,
-                None => self.issue(backend, datacenter, service, &roots).await?,
+                None => match self.issue(backend, datacenter, service, &roots).await {
+                    Ok(h) => h,
+                    Err(e) if rate_limited(&e) => {
+                        // Consul's answer to "Rate limit reached": keep using the certificate
+                        // held (if it is still valid under the active root) and retry at a
+                        // random point of the next window; a first fetch gets the error.
+                        let usable = self.held.lock().get(service).cloned().filter(|h| {
+                            h.root_id == roots.active_root_id && now_unix() < h.expires_at
+                        });
+                        let remaining =
+                            deadline.saturating_duration_since(tokio::time::Instant::now());
+                        let newer = usable
+                            .as_ref()
+                            .is_some_and(|h| h.cert.modify_index > min_index);
+                        if min_index == 0 || newer || remaining.is_zero() {
+                            return usable.map(|h| (h.body, h.cert.modify_index)).ok_or(e);
+                        }
+                        let window = self.root_change_jitter.max(Duration::from_millis(100));
+                        tracing::debug!(%service, "CSR rate limit reached; retrying within {window:?}");
+                        tokio::time::sleep(
+                            root_change_delay(window, rand::random()).min(remaining),
+                        )
+                        .await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if min_index == 0 || held.cert.modify_index > min_index || remaining.is_zero() {

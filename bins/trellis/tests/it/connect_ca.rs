@@ -551,3 +551,61 @@ async fn rotated_out_root_is_pruned_after_twice_the_leaf_ttl() {
     assert_ne!(pruned["ActiveRootID"], before["ActiveRootID"]);
     assert_eq!(pruned["Roots"][0]["Active"], true);
 }
+
+/// A watcher whose re-issue hits the CSR rate limit waits and retries instead of failing.
+#[tokio::test]
+async fn leaf_watchers_back_off_from_the_rate_limit_and_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Agent::dev_with(
+        "backoff-node",
+        dir.path(),
+        &["--leaf-root-change-jitter", "1s"],
+    );
+    a.ready().await;
+    wait_ca(&a).await;
+    let slow = |ty: &str| {
+        json!({"Provider": "consul", "Config": {
+            "CSRMaxPerSecond": 0.5, "PrivateKeyType": ty, "PrivateKeyBits": if ty == "ec" { 256 } else { 2048 }
+        }})
+    };
+    assert_eq!(
+        a.put("/v1/connect/ca/configuration", slow("ec").to_string())
+            .await
+            .0,
+        200
+    );
+    let (_, index, first) = a.get("/v1/agent/connect/ca/leaf/web").await;
+    let url = a.url(&format!(
+        "/v1/agent/connect/ca/leaf/web?index={index}&wait=30s"
+    ));
+    let watcher = tokio::spawn(async move {
+        let r = crate::support::client().get(url).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Rotate, then take the signing slots with first fetches of other services.
+    assert_eq!(
+        a.put("/v1/connect/ca/configuration", slow("rsa").to_string())
+            .await
+            .0,
+        200
+    );
+    let mut limited = 0;
+    for i in 0..6 {
+        let (status, _, _) = a.get(&format!("/v1/agent/connect/ca/leaf/other{i}")).await;
+        if status == 429 {
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "the limit never bit");
+    let (status, text) = tokio::time::timeout(Duration::from_secs(40), watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let renewed: Value = serde_json::from_str(&text).unwrap();
+    assert_ne!(
+        renewed["SerialNumber"], first["SerialNumber"],
+        "the watcher got the new root's leaf"
+    );
+}
