@@ -210,7 +210,7 @@ say "machine:  nproc=$(nproc), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1
 say "cpu:      $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
 say "wrk:      $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }'); wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION --latency"
 say "ulimit:   -n $NOFILE (hard $(ulimit -Hn))"
-say "scratch:  $WORK ($(fs_type "$WORK"))"
+say "scratch:  ${WORK#"$ROOT"/} ($(fs_type "$WORK"))"
 
 # --- a. hot read ------------------------------------------------------------------------------
 if [[ " $SCENARIOS " == *" a "* ]]; then
