@@ -60,7 +60,7 @@ pub struct Agent {
 }
 
 fn startup(msg: impl std::fmt::Display) -> AgentError {
-    AgentError::Persist(msg.to_string())
+    AgentError::Startup(msg.to_string())
 }
 
 /// Reads the node ID kept in the data dir, or makes one (and keeps it there).

@@ -19,6 +19,9 @@ pub enum AgentError {
     /// Local state could not be persisted (500).
     #[error("persisting agent state: {0}")]
     Persist(String),
+    /// The agent could not start (data dir, node ID, listener).
+    #[error("{0}")]
+    Startup(String),
 }
 
 impl AgentError {
@@ -28,7 +31,7 @@ impl AgentError {
             AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AgentError::NotFound(_) => StatusCode::NOT_FOUND,
             AgentError::Server(e) => trellis_server::error_status(e),
-            AgentError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AgentError::Persist(_) | AgentError::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
