@@ -1,0 +1,179 @@
+//! The decision structure: intentions indexed by destination, then source.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::model::{Action, HttpRequest, Intention};
+
+/// Why a decision came out as it did (for logs and metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// An L4 intention, or an L7 intention's permission, decided.
+    Intention {
+        /// Source of the matching intention (`*` or a name).
+        source: Arc<str>,
+        /// Destination of the matching intention.
+        destination: Arc<str>,
+        /// Its precedence.
+        precedence: u8,
+        /// The index of the permission that decided, for an L7 intention.
+        permission: Option<usize>,
+    },
+    /// An L7 intention matched at L4: it can only be enforced per request.
+    L7AtL4 {
+        /// Source of the matching intention.
+        source: Arc<str>,
+        /// Destination of the matching intention.
+        destination: Arc<str>,
+    },
+    /// Nothing matched (or no permission of the matching L7 intention did): the default.
+    Default,
+}
+
+/// An authorization decision and its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the connection or request may proceed.
+    pub allowed: bool,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// The intentions of one destination name (or of the `*` destination), by source.
+#[derive(Default, Clone)]
+struct ByDestination {
+    exact: HashMap<Arc<str>, Arc<Intention>>,
+    wildcard: Option<Arc<Intention>>,
+}
+
+impl ByDestination {
+    fn lookup(&self, source: &str) -> Option<&Arc<Intention>> {
+        self.exact.get(source).or(self.wildcard.as_ref())
+    }
+}
+
+/// Every intention of a datacenter, ready to decide. Changing one destination's intentions
+/// touches only that destination's table.
+#[derive(Default, Clone)]
+pub struct Engine {
+    destinations: HashMap<Arc<str>, ByDestination>,
+    wildcard: ByDestination,
+}
+
+impl Engine {
+    /// An engine with no intentions.
+    pub fn new() -> Engine {
+        Engine::default()
+    }
+
+    /// Replaces the intentions of one destination (one `service-intentions` entry); an empty
+    /// list removes them.
+    pub fn set_destination(&mut self, destination: &str, intentions: Vec<Intention>) {
+        let mut table = ByDestination::default();
+        for i in intentions {
+            let i = Arc::new(i);
+            if &*i.source == "*" {
+                table.wildcard = Some(i);
+            } else {
+                table.exact.insert(i.source.clone(), i);
+            }
+        }
+        let empty = table.exact.is_empty() && table.wildcard.is_none();
+        if destination == "*" {
+            self.wildcard = table;
+        } else if empty {
+            self.destinations.remove(destination);
+        } else {
+            self.destinations.insert(Arc::from(destination), table);
+        }
+    }
+
+    /// The intention that applies to `source` → `destination`: the highest precedence of
+    /// exact/exact (9), `*`/exact (8), exact/`*` (6), `*`/`*` (5).
+    pub fn find(&self, source: &str, destination: &str) -> Option<&Intention> {
+        self.destinations
+            .get(destination)
+            .and_then(|t| t.lookup(source))
+            .or_else(|| self.wildcard.lookup(source))
+            .map(|i| &**i)
+    }
+
+    /// The L4 decision for a new connection. An L7 intention cannot be enforced on a
+    /// connection and answers "not authorized", as Consul's authorize endpoint does.
+    pub fn decide(&self, source: &str, destination: &str, default_allow: bool) -> Decision {
+        match self.find(source, destination) {
+            None => Decision {
+                allowed: default_allow,
+                reason: Reason::Default,
+            },
+            Some(i) => match i.action {
+                Some(a) => Decision {
+                    allowed: a == Action::Allow,
+                    reason: reason(i, None),
+                },
+                None => Decision {
+                    allowed: false,
+                    reason: Reason::L7AtL4 {
+                        source: i.source.clone(),
+                        destination: i.destination.clone(),
+                    },
+                },
+            },
+        }
+    }
+
+    /// The L7 decision for one request: an L4 intention's action, or the first matching
+    /// permission's, or the default when no permission matches.
+    pub fn decide_request(
+        &self,
+        source: &str,
+        destination: &str,
+        req: &HttpRequest<'_>,
+        default_allow: bool,
+    ) -> Decision {
+        match self.find(source, destination) {
+            None => Decision {
+                allowed: default_allow,
+                reason: Reason::Default,
+            },
+            Some(i) => {
+                if let Some(a) = i.action {
+                    return Decision {
+                        allowed: a == Action::Allow,
+                        reason: reason(i, None),
+                    };
+                }
+                match i.permissions.iter().position(|p| p.matches(req)) {
+                    Some(k) => Decision {
+                        allowed: i.permissions[k].action == Action::Allow,
+                        reason: reason(i, Some(k)),
+                    },
+                    None => Decision {
+                        allowed: default_allow,
+                        reason: Reason::Default,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Number of intentions held.
+    pub fn len(&self) -> usize {
+        let count = |t: &ByDestination| t.exact.len() + usize::from(t.wildcard.is_some());
+        self.destinations.values().map(count).sum::<usize>() + count(&self.wildcard)
+    }
+
+    /// Whether no intention is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn reason(i: &Intention, permission: Option<usize>) -> Reason {
+    Reason::Intention {
+        source: i.source.clone(),
+        destination: i.destination.clone(),
+        precedence: i.precedence,
+        permission,
+    }
+}

@@ -1,0 +1,359 @@
+//! Intentions, permissions and how they are read from a `service-intentions` config entry.
+
+use std::sync::Arc;
+
+use regex::Regex;
+use serde_json::Value;
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Let it through.
+    Allow,
+    /// Refuse it.
+    Deny,
+}
+
+/// How a request's path is matched.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    /// Equal to.
+    Exact(String),
+    /// Starts with.
+    Prefix(String),
+    /// Matches the whole path (compiled once).
+    Regex(Regex),
+}
+
+/// How one header is tested.
+#[derive(Debug, Clone)]
+pub enum HeaderTest {
+    /// Present (`true`) or absent (`false`).
+    Present(bool),
+    /// Equal to.
+    Exact(String),
+    /// Starts with.
+    Prefix(String),
+    /// Ends with.
+    Suffix(String),
+    /// Matches the whole value (compiled once).
+    Regex(Regex),
+}
+
+/// A header condition of an L7 permission.
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    /// Header name, lower-case.
+    pub name: String,
+    /// The test.
+    pub test: HeaderTest,
+    /// Negate the test.
+    pub invert: bool,
+}
+
+/// One L7 permission: an action and the request it applies to.
+#[derive(Debug, Clone)]
+pub struct Permission {
+    /// What happens to a matching request.
+    pub action: Action,
+    /// Path condition, if any.
+    pub path: Option<PathMatch>,
+    /// Header conditions (all must hold).
+    pub headers: Vec<HeaderMatch>,
+    /// Methods (upper-case); empty means any.
+    pub methods: Vec<String>,
+}
+
+/// The parts of an HTTP request L7 permissions look at.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest<'a> {
+    /// Method, upper-case.
+    pub method: &'a str,
+    /// Path without the query string.
+    pub path: &'a str,
+    /// Headers (names lower-case); a repeated header appears once per value.
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+/// One intention: source to destination, L4 (an action) or L7 (permissions).
+#[derive(Debug, Clone)]
+pub struct Intention {
+    /// Source service name or `*`.
+    pub source: Arc<str>,
+    /// Destination service name or `*`.
+    pub destination: Arc<str>,
+    /// L4 action; `None` for an L7 intention.
+    pub action: Option<Action>,
+    /// L7 permissions, in order; empty for an L4 intention.
+    pub permissions: Vec<Permission>,
+    /// Consul's precedence.
+    pub precedence: u8,
+}
+
+/// Consul's precedence for the default namespace: 9, 8, 6 or 5.
+pub fn precedence(source: &str, destination: &str) -> u8 {
+    match (destination == "*", source == "*") {
+        (false, false) => 9,
+        (false, true) => 8,
+        (true, false) => 6,
+        (true, true) => 5,
+    }
+}
+
+impl Permission {
+    /// Whether the request matches this permission's conditions.
+    pub fn matches(&self, req: &HttpRequest<'_>) -> bool {
+        let path_ok = match &self.path {
+            None => true,
+            Some(PathMatch::Exact(p)) => req.path == p,
+            Some(PathMatch::Prefix(p)) => req.path.starts_with(p.as_str()),
+            Some(PathMatch::Regex(r)) => r.is_match(req.path),
+        };
+        path_ok
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method))
+            && self.headers.iter().all(|h| h.matches(req.headers))
+    }
+}
+
+impl HeaderMatch {
+    /// Whether the headers satisfy this condition (any value of a repeated header may).
+    pub fn matches(&self, headers: &[(&str, &str)]) -> bool {
+        let mut values = headers
+            .iter()
+            .filter(|(n, _)| *n == self.name)
+            .map(|(_, v)| *v);
+        let ok = match &self.test {
+            HeaderTest::Present(want) => values.next().is_some() == *want,
+            HeaderTest::Exact(x) => values.any(|v| v == x),
+            HeaderTest::Prefix(x) => values.any(|v| v.starts_with(x.as_str())),
+            HeaderTest::Suffix(x) => values.any(|v| v.ends_with(x.as_str())),
+            HeaderTest::Regex(r) => values.any(|v| r.is_match(v)),
+        };
+        ok != self.invert
+    }
+}
+
+fn full_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{pattern})$"))
+}
+
+fn action(v: Option<&Value>, at: &str, problems: &mut Vec<String>) -> Option<Action> {
+    match v.and_then(Value::as_str) {
+        Some("allow") => Some(Action::Allow),
+        Some("deny") => Some(Action::Deny),
+        Some(other) => {
+            problems.push(format!(
+                "{at}.Action must be \"allow\" or \"deny\", not {other:?}"
+            ));
+            None
+        }
+        None => None,
+    }
+}
+
+fn permission(v: &Value, at: &str, problems: &mut Vec<String>) -> Option<Permission> {
+    let act = action(v.get("Action"), at, problems);
+    if act.is_none() && v.get("Action").is_none() {
+        problems.push(format!("{at}.Action is required"));
+    }
+    let Some(http) = v.get("HTTP").filter(|h| h.is_object()) else {
+        problems.push(format!("{at}.HTTP is required"));
+        return None;
+    };
+    let text = |k: &str| {
+        http.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let mut path = None;
+    let given: Vec<&str> = ["PathExact", "PathPrefix", "PathRegex"]
+        .into_iter()
+        .filter(|k| text(k).is_some())
+        .collect();
+    if given.len() > 1 {
+        problems.push(format!(
+            "{at}.HTTP: at most one of PathExact, PathPrefix, PathRegex may be set"
+        ));
+    } else if let Some(p) = text("PathExact") {
+        if !p.starts_with('/') {
+            problems.push(format!("{at}.HTTP.PathExact must start with '/'"));
+        }
+        path = Some(PathMatch::Exact(p.to_string()));
+    } else if let Some(p) = text("PathPrefix") {
+        if !p.starts_with('/') {
+            problems.push(format!("{at}.HTTP.PathPrefix must start with '/'"));
+        }
+        path = Some(PathMatch::Prefix(p.to_string()));
+    } else if let Some(p) = text("PathRegex") {
+        match full_regex(p) {
+            Ok(r) => path = Some(PathMatch::Regex(r)),
+            Err(e) => problems.push(format!("{at}.HTTP.PathRegex does not compile: {e}")),
+        }
+    }
+    let mut methods = Vec::new();
+    for (i, m) in http
+        .get("Methods")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(m) = m.as_str().map(str::to_ascii_uppercase) else {
+            problems.push(format!("{at}.HTTP.Methods[{i}] must be a string"));
+            continue;
+        };
+        const KNOWN: &[&str] = &[
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ];
+        if !KNOWN.contains(&m.as_str()) {
+            problems.push(format!(
+                "{at}.HTTP.Methods[{i}] {m:?} is not an HTTP method"
+            ));
+        } else if methods.contains(&m) {
+            problems.push(format!("{at}.HTTP.Methods[{i}] {m:?} is listed twice"));
+        } else {
+            methods.push(m);
+        }
+    }
+    let mut headers = Vec::new();
+    for (i, h) in http
+        .get("Header")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let hat = format!("{at}.HTTP.Header[{i}]");
+        let Some(name) = h
+            .get("Name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        else {
+            problems.push(format!("{hat}.Name is required"));
+            continue;
+        };
+        let s = |k: &str| h.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let mut tests = Vec::new();
+        if let Some(p) = h.get("Present").and_then(Value::as_bool).filter(|p| *p) {
+            tests.push(HeaderTest::Present(p));
+        }
+        if let Some(x) = s("Exact") {
+            tests.push(HeaderTest::Exact(x.to_string()));
+        }
+        if let Some(x) = s("Prefix") {
+            tests.push(HeaderTest::Prefix(x.to_string()));
+        }
+        if let Some(x) = s("Suffix") {
+            tests.push(HeaderTest::Suffix(x.to_string()));
+        }
+        if let Some(x) = s("Regex") {
+            match full_regex(x) {
+                Ok(r) => tests.push(HeaderTest::Regex(r)),
+                Err(e) => problems.push(format!("{hat}.Regex does not compile: {e}")),
+            }
+        }
+        if tests.len() != 1 {
+            if tests.len() > 1 || s("Regex").is_none() {
+                problems.push(format!(
+                    "{hat}: exactly one of Present, Exact, Prefix, Suffix, Regex must be set"
+                ));
+            }
+            continue;
+        }
+        let invert = h.get("Invert").and_then(Value::as_bool).unwrap_or(false);
+        headers.push(HeaderMatch {
+            name: name.to_ascii_lowercase(),
+            test: tests.remove(0),
+            invert,
+        });
+    }
+    if path.is_none() && methods.is_empty() && headers.is_empty() && given.is_empty() {
+        problems.push(format!("{at}.HTTP should not be empty"));
+    }
+    Some(Permission {
+        action: act?,
+        path,
+        headers,
+        methods,
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    name == "*" || (!name.is_empty() && !name.contains('*'))
+}
+
+/// Reads a `service-intentions` entry (its `Name` and `Sources`) into intentions, or every
+/// problem found.
+pub fn parse_entry(destination: &str, sources: &Value) -> Result<Vec<Intention>, Vec<String>> {
+    let mut problems = Vec::new();
+    if !valid_name(destination) {
+        problems.push(format!(
+            "Name {destination:?}: wildcards must be the whole name (\"*\")"
+        ));
+    }
+    let Some(list) = sources.as_array().filter(|l| !l.is_empty()) else {
+        return Err(vec!["Sources must be a non-empty list".into()]);
+    };
+    let mut out: Vec<Intention> = Vec::new();
+    for (i, src) in list.iter().enumerate() {
+        let at = format!("Sources[{i}]");
+        let name = src.get("Name").and_then(Value::as_str).unwrap_or("");
+        if name.is_empty() {
+            problems.push(format!("{at}.Name is required"));
+            continue;
+        }
+        if !valid_name(name) {
+            problems.push(format!(
+                "{at}.Name {name:?}: wildcards must be the whole name (\"*\")"
+            ));
+        }
+        if out.iter().any(|x| &*x.source == name) {
+            problems.push(format!("{at}.Name {name:?} is listed more than once"));
+        }
+        let perms_json = src
+            .get("Permissions")
+            .and_then(Value::as_array)
+            .filter(|p| !p.is_empty());
+        let act = action(src.get("Action"), &at, &mut problems);
+        let mut permissions = Vec::new();
+        match (src.get("Action").is_some(), perms_json) {
+            (true, Some(_)) => problems.push(format!(
+                "{at}: Action and Permissions are mutually exclusive"
+            )),
+            (false, None) => problems.push(format!(
+                "{at}.Action is required when there are no Permissions"
+            )),
+            (false, Some(perms)) => {
+                if destination == "*" {
+                    problems.push(format!(
+                        "{at}: Permissions cannot be used on a wildcard destination"
+                    ));
+                }
+                for (j, p) in perms.iter().enumerate() {
+                    if let Some(p) = permission(p, &format!("{at}.Permissions[{j}]"), &mut problems)
+                    {
+                        permissions.push(p);
+                    }
+                }
+            }
+            (true, None) => {}
+        }
+        out.push(Intention {
+            source: Arc::from(name),
+            destination: Arc::from(destination),
+            action: act,
+            permissions,
+            precedence: precedence(name, destination),
+        });
+    }
+    if problems.is_empty() {
+        out.sort_by(|a, b| {
+            b.precedence
+                .cmp(&a.precedence)
+                .then_with(|| a.source.cmp(&b.source))
+        });
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
