@@ -27,11 +27,19 @@ fn main() {
             })
             .collect();
         sources.push(json!({"Name": "*", "Action": "deny"}));
-        engine.set_destination(&dest, parse_entry(&dest, &serde_json::Value::Array(sources)).unwrap());
+        engine.set_destination(
+            &dest,
+            parse_entry(&dest, &serde_json::Value::Array(sources)).unwrap(),
+        );
     }
     assert_eq!(engine.len(), DESTINATIONS * SOURCES);
     let queries: Vec<(String, String)> = (0..4096)
-        .map(|i| (format!("svc-{}", (i * 7919 + i % 13) % DESTINATIONS), format!("svc-{}", (i * 104_729) % DESTINATIONS)))
+        .map(|i| {
+            (
+                format!("svc-{}", (i * 7919 + i % 13) % DESTINATIONS),
+                format!("svc-{}", (i * 104_729) % DESTINATIONS),
+            )
+        })
         .collect();
     let (mut engine_ns, mut lookup_ns) = (Vec::new(), Vec::new());
     for _ in 0..3 {
