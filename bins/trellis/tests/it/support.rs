@@ -73,60 +73,60 @@ impl Agent {
         self.child = Some(child);
     }
 
+    /// A dev agent on the given ports, with extra flags and environment. `dash` is the flag
+    /// prefix, so tests cover Consul's single-dash spelling as well as the double-dash one.
+    fn dev_agent(
+        node: &str,
+        log_dir: &Path,
+        (http, server): (u16, u16),
+        dash: &str,
+        extra: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Agent {
+        let mut args = vec![
+            "agent".into(),
+            format!("{dash}dev"),
+            format!("{dash}node"),
+            node.into(),
+            format!("{dash}http-port={http}"),
+            format!("{dash}server-port={server}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Agent::spawn_env(args, http, server, log_dir.join(format!("{node}.log")), env)
+    }
+
     /// A dev agent (`-dev`, Consul's single-dash spelling) on fresh ports.
     pub fn dev(node: &str, log_dir: &Path) -> Agent {
-        let (http, server) = (free_port(), free_port());
-        let args = vec![
-            "agent".into(),
-            "-dev".into(),
-            "-node".into(),
-            node.into(),
-            format!("-http-port={http}"),
-            format!("-server-port={server}"),
-        ];
-        Agent::spawn(args, http, server, log_dir.join(format!("{node}.log")))
+        Agent::dev_agent(
+            node,
+            log_dir,
+            (free_port(), free_port()),
+            "-",
+            &[],
+            Vec::new(),
+        )
     }
 
     /// A dev agent with extra flags.
     pub fn dev_with(node: &str, log_dir: &Path, extra: &[&str]) -> Agent {
-        let (http, server) = (free_port(), free_port());
-        let mut args = vec![
-            "agent".into(),
-            "--dev".into(),
-            "--node".into(),
-            node.into(),
-            format!("--http-port={http}"),
-            format!("--server-port={server}"),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Agent::spawn(args, http, server, log_dir.join(format!("{node}.log")))
+        Agent::dev_agent(
+            node,
+            log_dir,
+            (free_port(), free_port()),
+            "--",
+            extra,
+            Vec::new(),
+        )
     }
 
     /// A dev agent with extra environment variables.
     pub fn dev_env(node: &str, log_dir: &Path, env: Vec<(String, String)>) -> Agent {
-        let (http, server) = (free_port(), free_port());
-        let args = vec![
-            "agent".into(),
-            "--dev".into(),
-            "--node".into(),
-            node.into(),
-            format!("--http-port={http}"),
-            format!("--server-port={server}"),
-        ];
-        Agent::spawn_env(args, http, server, log_dir.join(format!("{node}.log")), env)
+        Agent::dev_agent(node, log_dir, (free_port(), free_port()), "--", &[], env)
     }
 
     /// A dev agent on given ports (to stand in for a server that lost its state).
     pub fn dev_on(node: &str, http: u16, server: u16, log_dir: &Path) -> Agent {
-        let args = vec![
-            "agent".into(),
-            "--dev".into(),
-            "--node".into(),
-            node.into(),
-            format!("--http-port={http}"),
-            format!("--server-port={server}"),
-        ];
-        Agent::spawn(args, http, server, log_dir.join(format!("{node}.log")))
+        Agent::dev_agent(node, log_dir, (http, server), "--", &[], Vec::new())
     }
 
     /// A persistent one-server cluster with its state in `data_dir`.
