@@ -7,6 +7,8 @@
 #   c. writes     PUT /v1/catalog/register on a persistent (fsynced) single server, C=32 and C=1
 #   d. leaf       GET /v1/agent/connect/ca/leaf/web from the agent's store, against the baseline
 #   e. signing    POST /v1/internal/ca/sign, leafs per server CPU-second against raw sign+verify
+#   f. authorize  POST /v1/agent/connect/authorize (1000 intentions on the target) from the
+#                 agent's intentions view, against the baseline reading the same POST
 #
 # Results go to stdout and benches/results/latest.txt. Knobs (environment): WRK_THREADS,
 # WRK_CONNS, WRK_DURATION, ROUNDS, POPULATE_N, FANOUT_N, WRITES_N, SCENARIOS (e.g. "a c").
@@ -24,7 +26,9 @@ ROUNDS="${ROUNDS:-3}"
 POPULATE_N="${POPULATE_N:-1000}"
 FANOUT_N="${FANOUT_N:-10000}"
 WRITES_N="${WRITES_N:-5000}"
-SCENARIOS="${SCENARIOS:-a b c d e}"
+SCENARIOS="${SCENARIOS:-a b c d e f}"
+# A wrk Lua script (POST bodies); empty for plain GETs.
+WRK_SCRIPT=""
 
 PIDS=()
 USED_PORTS=" "
@@ -102,7 +106,7 @@ start_dev_agent() {
 # (non-2xx responses plus socket errors).
 run_wrk() {
   local url=$1 file=$2
-  wrk "-t$WRK_THREADS" "-c$WRK_CONNS" "-d$WRK_DURATION" --latency "$url" >"$file"
+  wrk "-t$WRK_THREADS" "-c$WRK_CONNS" "-d$WRK_DURATION" --latency ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "$url" >"$file"
   read -r P50 P99 RPS BAD < <(awk '
     function ms(v,  n) {
       n = v + 0
@@ -139,8 +143,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf 
 compare() {
   local label=$1 t_addr=$2 b_addr=$3 path=$4 r server addr
   note "warming up both servers..."
-  wrk -t1 -c"$WRK_CONNS" -d2s "http://$t_addr$path" >/dev/null
-  wrk -t1 -c"$WRK_CONNS" -d2s "http://$b_addr$path" >/dev/null
+  wrk -t1 -c"$WRK_CONNS" -d2s ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "http://$t_addr$path" >/dev/null
+  wrk -t1 -c"$WRK_CONNS" -d2s ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "http://$b_addr$path" >/dev/null
   local T_P50=() T_P99=() T_RPS=() B_P50=() B_P99=() B_RPS=()
   say "$(printf '%-6s %-9s %10s %10s %12s %6s' round server p50_ms p99_ms req_per_s errors)"
   for r in $(seq 1 "$ROUNDS"); do
@@ -324,6 +328,35 @@ if [[ " $SCENARIOS " == *" e "* ]]; then
   "$BENCH" sign --addr "127.0.0.1:$e_srv" --trust-domain "$TD" --n 5000 --concurrency 16 --pid "$AGENT_PID" \
     >"$WORK/sign.json"
   say "$(cat "$WORK/sign.json")"
+  stop_all
+fi
+
+# --- f. authorize -----------------------------------------------------------------------------
+if [[ " $SCENARIOS " == *" f "* ]]; then
+  note "f. authorize: starting a dev agent..."
+  start_dev_agent authz
+  for i in $(seq 1 100); do
+    TD=$(curl -sf "http://$AGENT_ADDR/v1/connect/ca/roots" | jq -r .TrustDomain)
+    [[ -n "$TD" && "$TD" != null ]] && break; sleep 0.1
+  done
+  # 1000 intentions on the target: 999 other sources denied, web allowed, a wildcard deny.
+  jq -n '{Kind: "service-intentions", Name: "db",
+          Sources: ([range(999) | {Name: "svc-\(.)", Action: "deny"}]
+                    + [{Name: "web", Action: "allow"}, {Name: "*", Action: "deny"}])}' >"$WORK/intentions.json"
+  curl -sf -X PUT "http://$AGENT_ADDR/v1/config" --data-binary @"$WORK/intentions.json" >/dev/null \
+    || die "writing the intentions failed"
+  AUTHZ_BODY="{\"Target\":\"db\",\"ClientCertURI\":\"spiffe://$TD/ns/default/dc/dc1/svc/web\",\"ClientCertSerial\":\"01\"}"
+  curl -sf -X POST "http://$AGENT_ADDR/v1/agent/connect/authorize" -d "$AUTHZ_BODY" -o "$WORK/authz.json" \
+    || die "authorize failed"
+  jq -e '.Authorized == true' "$WORK/authz.json" >/dev/null || die "authorize did not allow: $(cat "$WORK/authz.json")"
+  start_baseline "$WORK/authz.json" "/"
+  printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
+    "$(jq -Rn --arg b "$AUTHZ_BODY" '$b')" >"$WORK/authz.lua"
+  WRK_SCRIPT="$WORK/authz.lua"
+  say ""
+  say "## f. authorize: POST /v1/agent/connect/authorize, 1000 intentions on the target, decided from the agent's view"
+  compare f "$AGENT_ADDR" "$BASE_ADDR" "/v1/agent/connect/authorize"
+  WRK_SCRIPT=""
   stop_all
 fi
 

@@ -1,5 +1,6 @@
 //! The baseline server: hyper 1 over HTTP/1.1, one task per connection, keep-alive, answering
-//! every GET with status 200, a fixed body and the header names Trellis sends on a read.
+//! every GET (and every POST, after reading its body) with status 200, a fixed body and the
+//! header names Trellis sends on a read.
 //!
 //! It does nothing Trellis would not also have to do (accept, parse the request, write headers
 //! and body), so Trellis' latency over this server's is the cost of routing, the query, and
@@ -43,7 +44,15 @@ pub async fn run(listen: SocketAddr, body_file: &Path) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let body = body.clone();
-                async move { Ok::<_, Infallible>(respond(&req, body)) }
+                async move {
+                    let (parts, incoming) = req.into_parts();
+                    // A POST's body is read in full, as Trellis must read it before deciding.
+                    if parts.method == Method::POST {
+                        use http_body_util::BodyExt;
+                        let _ = incoming.collect().await;
+                    }
+                    Ok::<_, Infallible>(respond(&parts.method, body))
+                }
             });
             // Errors here are clients going away mid-request; nothing to do about them.
             let _ = http1::Builder::new()
@@ -54,9 +63,9 @@ pub async fn run(listen: SocketAddr, body_file: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The answer to one request: the fixed body for a GET, 405 for anything else.
-fn respond(req: &Request<hyper::body::Incoming>, body: Bytes) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET {
+/// The answer to one request: the fixed body for a GET or POST, 405 for anything else.
+fn respond(method: &Method, body: Bytes) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::POST {
         let mut resp = Response::new(Full::new(Bytes::from_static(b"method not allowed\n")));
         *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         return resp;

@@ -30,6 +30,9 @@ pub enum Command {
     /// Service mesh commands.
     #[command(subcommand)]
     Connect(ConnectCommand),
+    /// Intentions: which services may connect to which (Consul's `consul intention`).
+    #[command(subcommand)]
+    Intention(IntentionCommand),
     /// Print the version.
     Version,
 }
@@ -126,6 +129,86 @@ pub struct HttpArgs {
         default_value = "127.0.0.1:8500"
     )]
     pub http_addr: String,
+}
+
+/// Flags of commands that talk to an agent's HTTP API and may need an ACL token.
+#[derive(Args, Debug)]
+pub struct TokenHttpArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// ACL token to use, sent as `X-Consul-Token`.
+    #[arg(long, env = "CONSUL_HTTP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// `trellis intention ...`: the commands, flags, output and exit codes of `consul intention`.
+#[derive(Subcommand, Debug)]
+pub enum IntentionCommand {
+    /// Create intentions for service connections (`SRC DST`, or `-file FILE...`).
+    Create(IntentionCreateArgs),
+    /// Show information about an intention (`SRC DST`, or a legacy intention `ID`).
+    Get(IntentionArgs),
+    /// Delete an intention (`SRC DST`, or a legacy intention `ID`).
+    Delete(IntentionArgs),
+    /// List all intentions.
+    List(TokenHttpArgs),
+    /// Check whether a connection from SRC to DST is allowed: prints `Allowed` (exit 0) or
+    /// `Denied` (exit 1); exit 2 on errors.
+    Check(IntentionArgs),
+    /// Show the intentions that match a destination (or, with `-source`, a source), in
+    /// evaluation order.
+    Match(IntentionMatchArgs),
+}
+
+/// Flags and arguments of `trellis intention get|delete|check`.
+#[derive(Args, Debug)]
+pub struct IntentionArgs {
+    #[command(flatten)]
+    pub api: TokenHttpArgs,
+    /// `SRC DST` (`get` and `delete` also take a legacy intention ID).
+    #[arg(value_name = "SRC DST")]
+    pub args: Vec<String>,
+}
+
+/// Flags and arguments of `trellis intention create`.
+#[derive(Args, Debug)]
+pub struct IntentionCreateArgs {
+    #[command(flatten)]
+    pub api: TokenHttpArgs,
+    /// Create an intention that allows when matched (the default).
+    #[arg(long)]
+    pub allow: bool,
+    /// Create an intention that denies when matched.
+    #[arg(long)]
+    pub deny: bool,
+    /// Replace an existing intention with the same source and destination.
+    #[arg(long)]
+    pub replace: bool,
+    /// Read intentions (JSON, one per file; `-` is stdin) from the files given as arguments.
+    #[arg(long)]
+    pub file: bool,
+    /// Description of the intention (not with `-file`: put `Description` in the file).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// `SRC DST`, or with `-file` one or more files.
+    #[arg(value_name = "SRC DST | FILE")]
+    pub args: Vec<String>,
+}
+
+/// Flags and arguments of `trellis intention match`.
+#[derive(Args, Debug)]
+pub struct IntentionMatchArgs {
+    #[command(flatten)]
+    pub api: TokenHttpArgs,
+    /// Match intentions with the given source.
+    #[arg(long)]
+    pub source: bool,
+    /// Match intentions with the given destination (the default).
+    #[arg(long)]
+    pub destination: bool,
+    /// The service name to match.
+    #[arg(value_name = "SRC|DST")]
+    pub args: Vec<String>,
 }
 
 /// Rewrites Consul's single-dash long flags (`-dev`, `-http-port=1`) to `--` form, so both
@@ -284,6 +367,14 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             sync_interval,
             node_meta: file.node_meta.clone(),
             leaf_root_change_jitter,
+            default_intention_policy: match file.default_intention_policy.as_deref() {
+                None | Some("") => None,
+                Some("allow") => Some(trellis_agent::IntentionAction::Allow),
+                Some("deny") => Some(trellis_agent::IntentionAction::Deny),
+                Some(other) => anyhow::bail!(
+                    "default_intention_policy must be \"allow\" or \"deny\", not {other:?}"
+                ),
+            },
         },
         file,
     ))
@@ -373,7 +464,8 @@ pub async fn run_members(args: HttpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn base_url(http: &HttpArgs) -> String {
+/// The agent's base URL (`http://host:port`) from `-http-addr`.
+pub(crate) fn base_url(http: &HttpArgs) -> String {
     format!("http://{}", http.http_addr.trim_start_matches("http://"))
 }
 

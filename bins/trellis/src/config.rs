@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub log_json: Option<bool>,
     pub node_meta: BTreeMap<String, String>,
     pub raft_snapshot_threshold: Option<u64>,
+    pub default_intention_policy: Option<String>,
     #[serde(skip)]
     pub services: Vec<ServiceDefinition>,
     service: Option<Value>,
@@ -120,7 +121,8 @@ impl FileConfig {
             advertise_addr,
             log_level,
             log_json,
-            raft_snapshot_threshold
+            raft_snapshot_threshold,
+            default_intention_policy
         );
         if other.ports.http.is_some() {
             self.ports.http = other.ports.http;

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod intention;
 
 use std::process::ExitCode;
 
@@ -28,14 +29,17 @@ fn main() -> ExitCode {
             Command::Agent(args) => cli::run_agent(args).await,
             Command::Members(args) => cli::run_members(args).await,
             Command::Connect(cli::ConnectCommand::Ca(cmd)) => cli::run_ca(cmd).await,
+            // Reports its own errors: its exit codes are Consul's, per command.
+            Command::Intention(cmd) => return Ok(intention::run(cmd).await),
             Command::Version => {
                 println!("Trellis v{}", env!("CARGO_PKG_VERSION"));
                 Ok(())
             }
         }
+        .map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

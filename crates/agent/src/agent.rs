@@ -44,6 +44,9 @@ pub struct AgentConfig {
     pub node_meta: BTreeMap<String, String>,
     /// Window over which leaf watchers re-issue after a CA root change.
     pub leaf_root_change_jitter: Duration,
+    /// What `/v1/agent/connect/authorize` answers when no intention matches; `None` follows
+    /// the ACL default policy (allow while ACLs are off).
+    pub default_intention_policy: Option<trellis_intentions::Action>,
 }
 
 /// A running agent.
@@ -57,6 +60,8 @@ pub struct Agent {
     register_lock: parking_lot::Mutex<()>,
     /// Leaf certificates of this agent's services.
     leafs: crate::leaf::LeafStore,
+    /// Intentions of the destinations asked about, kept fresh.
+    intentions: crate::intentions::IntentionView,
 }
 
 fn startup(msg: impl std::fmt::Display) -> AgentError {
@@ -140,6 +145,7 @@ impl Agent {
         );
         tokio::spawn(syncer.run());
         let leafs = crate::leaf::LeafStore::new(config.leaf_root_change_jitter);
+        let intentions = crate::intentions::IntentionView::new(backend.clone());
         let agent = Arc::new(Agent {
             config,
             node_id,
@@ -148,6 +154,7 @@ impl Agent {
             checks,
             register_lock: parking_lot::Mutex::new(()),
             leafs,
+            intentions,
         });
         tokio::spawn(reap_critical_services(Arc::downgrade(&agent)));
         Ok((agent, http))
@@ -181,6 +188,11 @@ impl Agent {
     /// Leaf certificates.
     pub fn leafs(&self) -> &crate::leaf::LeafStore {
         &self.leafs
+    }
+
+    /// Intentions by destination, for authorization.
+    pub fn intentions(&self) -> &crate::intentions::IntentionView {
+        &self.intentions
     }
 
     /// The check runner.

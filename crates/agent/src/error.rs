@@ -16,6 +16,9 @@ pub enum AgentError {
     /// A server failed or none could be reached (500, as Consul answers RPC failures).
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// Data the answer needs could not be fetched from the servers (500).
+    #[error("{0}")]
+    Unavailable(String),
     /// Local state could not be persisted (500).
     #[error("persisting agent state: {0}")]
     Persist(String),
@@ -31,7 +34,9 @@ impl AgentError {
             AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AgentError::NotFound(_) => StatusCode::NOT_FOUND,
             AgentError::Server(e) => trellis_server::error_status(e),
-            AgentError::Persist(_) | AgentError::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AgentError::Persist(_) | AgentError::Startup(_) | AgentError::Unavailable(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

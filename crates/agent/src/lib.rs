@@ -14,6 +14,7 @@ pub mod checks;
 mod definition;
 mod error;
 pub mod http;
+pub mod intentions;
 pub mod leaf;
 pub mod local;
 pub mod sync;
@@ -21,3 +22,5 @@ pub mod sync;
 pub use agent::{Agent, AgentConfig};
 pub use backend::Backend;
 pub use error::AgentError;
+/// Allow or deny, as `default_intention_policy` takes it.
+pub use trellis_intentions::Action as IntentionAction;

@@ -131,6 +131,18 @@ const CANONICAL: &[&str] = &[
     "FailoverPolicy",
     "PrioritizeByLocality",
     "Output",
+    // legacy intentions and authorization
+    "SourceNS",
+    "SourceName",
+    "DestinationNS",
+    "SourcePartition",
+    "SourcePeer",
+    "SourceType",
+    "CreatedAt",
+    "UpdatedAt",
+    "Target",
+    "ClientCertURI",
+    "ClientCertSerial",
 ];
 
 /// Keys whose value is a map of user-chosen keys: its keys stay as given.
@@ -174,6 +186,10 @@ pub fn canonicalize_keys(v: &mut Value) {
                         if let Value::Object(inner) = &mut val {
                             inner.values_mut().for_each(canonicalize_keys);
                         }
+                    }
+                    // An L7 permission's `Header` is a list of matchers, not a map.
+                    if name == "Header" && val.is_array() {
+                        canonicalize_keys(&mut val);
                     }
                 } else {
                     canonicalize_keys(&mut val);

@@ -9,7 +9,9 @@
 mod catalog;
 mod config;
 mod connect;
+pub mod filter;
 mod health;
+mod intention;
 mod keys;
 #[cfg(test)]
 mod proptests;
@@ -19,6 +21,7 @@ pub use catalog::*;
 pub use config::*;
 pub use connect::*;
 pub use health::*;
+pub use intention::*;
 pub use keys::canonicalize_keys;
 pub use service::*;
 

@@ -9,18 +9,21 @@
 //! Semantics follow Consul (single default namespace and partition): precedence 9 (exact
 //! source, exact destination), 8 (`*` source), 6 (exact source, `*` destination), 5 (`*`, `*`);
 //! only the highest-precedence match applies; an L7 intention's permissions are tried in order,
-//! the first match decides, and if none matches the default decides.
+//! the first match decides, and if none matches the default decides. L7 intentions only apply
+//! to a destination whose [`Protocol`] is HTTP-based ([`resolve_protocol`]).
 
 #![forbid(unsafe_code)]
 
 mod engine;
 mod model;
+mod protocol;
 
 pub use engine::{Decision, Engine, Reason};
 pub use model::{
     parse_entry, precedence, Action, HeaderMatch, HeaderTest, HttpRequest, Intention, PathMatch,
     Permission,
 };
+pub use protocol::{resolve_protocol, Protocol};
 
 #[cfg(test)]
 mod tests;

@@ -137,138 +137,187 @@ fn full_regex(pattern: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{pattern})$"))
 }
 
+/// A field of an object; `null` counts as absent, as it does for Consul's decoder.
+fn field<'v>(obj: &'v Value, key: &str) -> Option<&'v Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+/// A string field; anything but a string is a problem, and `""` counts as absent (Go's zero
+/// value).
+fn text_field<'v>(
+    obj: &'v Value,
+    key: &str,
+    at: &str,
+    problems: &mut Vec<String>,
+) -> Option<&'v str> {
+    match field(obj, key)? {
+        Value::String(s) => Some(s.as_str()).filter(|s| !s.is_empty()),
+        _ => {
+            problems.push(format!("{at}.{key} must be a string"));
+            None
+        }
+    }
+}
+
+/// A boolean field; anything but a boolean is a problem.
+fn bool_field(obj: &Value, key: &str, at: &str, problems: &mut Vec<String>) -> Option<bool> {
+    match field(obj, key)? {
+        Value::Bool(b) => Some(*b),
+        _ => {
+            problems.push(format!("{at}.{key} must be true or false"));
+            None
+        }
+    }
+}
+
+/// A list field; anything but a list is a problem.
+fn list_field<'v>(
+    obj: &'v Value,
+    key: &str,
+    at: &str,
+    problems: &mut Vec<String>,
+) -> Option<&'v [Value]> {
+    match field(obj, key)? {
+        Value::Array(l) => Some(l.as_slice()),
+        _ => {
+            problems.push(format!("{at}.{key} must be a list"));
+            None
+        }
+    }
+}
+
+/// `Action` (already `null`-filtered): `allow`, `deny`, or a problem.
 fn action(v: Option<&Value>, at: &str, problems: &mut Vec<String>) -> Option<Action> {
-    match v.and_then(Value::as_str) {
-        Some("allow") => Some(Action::Allow),
-        Some("deny") => Some(Action::Deny),
-        Some(other) => {
+    match v? {
+        Value::String(s) if s == "allow" => Some(Action::Allow),
+        Value::String(s) if s == "deny" => Some(Action::Deny),
+        other => {
             problems.push(format!(
-                "{at}.Action must be \"allow\" or \"deny\", not {other:?}"
+                "{at}.Action must be \"allow\" or \"deny\", not {other}"
             ));
             None
         }
-        None => None,
     }
 }
 
 fn permission(v: &Value, at: &str, problems: &mut Vec<String>) -> Option<Permission> {
-    let act = action(v.get("Action"), at, problems);
-    if act.is_none() && v.get("Action").is_none() {
+    let act = action(field(v, "Action"), at, problems);
+    if field(v, "Action").is_none() {
         problems.push(format!("{at}.Action is required"));
     }
-    let Some(http) = v.get("HTTP").filter(|h| h.is_object()) else {
-        problems.push(format!("{at}.HTTP is required"));
-        return None;
+    let http = match field(v, "HTTP") {
+        Some(h) if h.is_object() => h,
+        Some(_) => {
+            problems.push(format!("{at}.HTTP must be an object"));
+            return None;
+        }
+        None => {
+            problems.push(format!("{at}.HTTP is required"));
+            return None;
+        }
     };
-    let text = |k: &str| {
-        http.get(k)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
+    let hat = format!("{at}.HTTP");
+    // Problems found from here on are about the HTTP block's contents.
+    let before = problems.len();
+    let exact = text_field(http, "PathExact", &hat, problems);
+    let prefix = text_field(http, "PathPrefix", &hat, problems);
+    let regex = text_field(http, "PathRegex", &hat, problems);
     let mut path = None;
-    let given: Vec<&str> = ["PathExact", "PathPrefix", "PathRegex"]
-        .into_iter()
-        .filter(|k| text(k).is_some())
-        .collect();
-    if given.len() > 1 {
+    if [exact, prefix, regex].iter().flatten().count() > 1 {
         problems.push(format!(
-            "{at}.HTTP: at most one of PathExact, PathPrefix, PathRegex may be set"
+            "{hat}: at most one of PathExact, PathPrefix, PathRegex may be set"
         ));
-    } else if let Some(p) = text("PathExact") {
+    } else if let Some(p) = exact {
         if !p.starts_with('/') {
-            problems.push(format!("{at}.HTTP.PathExact must start with '/'"));
+            problems.push(format!("{hat}.PathExact must start with '/'"));
         }
         path = Some(PathMatch::Exact(p.to_string()));
-    } else if let Some(p) = text("PathPrefix") {
+    } else if let Some(p) = prefix {
         if !p.starts_with('/') {
-            problems.push(format!("{at}.HTTP.PathPrefix must start with '/'"));
+            problems.push(format!("{hat}.PathPrefix must start with '/'"));
         }
         path = Some(PathMatch::Prefix(p.to_string()));
-    } else if let Some(p) = text("PathRegex") {
+    } else if let Some(p) = regex {
         match full_regex(p) {
             Ok(r) => path = Some(PathMatch::Regex(r)),
-            Err(e) => problems.push(format!("{at}.HTTP.PathRegex does not compile: {e}")),
+            Err(e) => problems.push(format!("{hat}.PathRegex does not compile: {e}")),
         }
     }
     let mut methods = Vec::new();
-    for (i, m) in http
-        .get("Methods")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    for (i, m) in list_field(http, "Methods", &hat, problems)
+        .unwrap_or_default()
+        .iter()
         .enumerate()
     {
         let Some(m) = m.as_str().map(str::to_ascii_uppercase) else {
-            problems.push(format!("{at}.HTTP.Methods[{i}] must be a string"));
+            problems.push(format!("{hat}.Methods[{i}] must be a string"));
             continue;
         };
         const KNOWN: &[&str] = &[
             "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
         ];
         if !KNOWN.contains(&m.as_str()) {
-            problems.push(format!(
-                "{at}.HTTP.Methods[{i}] {m:?} is not an HTTP method"
-            ));
+            problems.push(format!("{hat}.Methods[{i}] {m:?} is not an HTTP method"));
         } else if methods.contains(&m) {
-            problems.push(format!("{at}.HTTP.Methods[{i}] {m:?} is listed twice"));
+            problems.push(format!("{hat}.Methods[{i}] {m:?} is listed twice"));
         } else {
             methods.push(m);
         }
     }
     let mut headers = Vec::new();
-    for (i, h) in http
-        .get("Header")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    for (i, h) in list_field(http, "Header", &hat, problems)
+        .unwrap_or_default()
+        .iter()
         .enumerate()
     {
-        let hat = format!("{at}.HTTP.Header[{i}]");
-        let Some(name) = h
-            .get("Name")
+        let at = format!("{hat}.Header[{i}]");
+        let Some(name) = field(h, "Name")
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
         else {
-            problems.push(format!("{hat}.Name is required"));
+            problems.push(format!("{at}.Name is required"));
             continue;
         };
-        let s = |k: &str| h.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let header_before = problems.len();
         let mut tests = Vec::new();
-        if let Some(p) = h.get("Present").and_then(Value::as_bool).filter(|p| *p) {
-            tests.push(HeaderTest::Present(p));
+        // `"Present": false` is Go's zero value: not a test.
+        if bool_field(h, "Present", &at, problems) == Some(true) {
+            tests.push(HeaderTest::Present(true));
         }
-        if let Some(x) = s("Exact") {
+        if let Some(x) = text_field(h, "Exact", &at, problems) {
             tests.push(HeaderTest::Exact(x.to_string()));
         }
-        if let Some(x) = s("Prefix") {
+        if let Some(x) = text_field(h, "Prefix", &at, problems) {
             tests.push(HeaderTest::Prefix(x.to_string()));
         }
-        if let Some(x) = s("Suffix") {
+        if let Some(x) = text_field(h, "Suffix", &at, problems) {
             tests.push(HeaderTest::Suffix(x.to_string()));
         }
-        if let Some(x) = s("Regex") {
+        if let Some(x) = text_field(h, "Regex", &at, problems) {
             match full_regex(x) {
                 Ok(r) => tests.push(HeaderTest::Regex(r)),
-                Err(e) => problems.push(format!("{hat}.Regex does not compile: {e}")),
+                Err(e) => problems.push(format!("{at}.Regex does not compile: {e}")),
             }
+        }
+        let invert = bool_field(h, "Invert", &at, problems).unwrap_or(false);
+        // No test is worth its own message only when nothing else was wrong with the header
+        // (a bad Regex or a mistyped field already said why).
+        if tests.len() > 1 || (tests.is_empty() && problems.len() == header_before) {
+            problems.push(format!(
+                "{at}: exactly one of Present, Exact, Prefix, Suffix, Regex must be set"
+            ));
         }
         if tests.len() != 1 {
-            if tests.len() > 1 || s("Regex").is_none() {
-                problems.push(format!(
-                    "{hat}: exactly one of Present, Exact, Prefix, Suffix, Regex must be set"
-                ));
-            }
             continue;
         }
-        let invert = h.get("Invert").and_then(Value::as_bool).unwrap_or(false);
         headers.push(HeaderMatch {
             name: name.to_ascii_lowercase(),
             test: tests.remove(0),
             invert,
         });
     }
-    if path.is_none() && methods.is_empty() && headers.is_empty() && given.is_empty() {
-        problems.push(format!("{at}.HTTP should not be empty"));
+    if path.is_none() && methods.is_empty() && headers.is_empty() && problems.len() == before {
+        problems.push(format!("{hat} should not be empty"));
     }
     Some(Permission {
         action: act?,
@@ -310,16 +359,17 @@ pub fn parse_entry(destination: &str, sources: &Value) -> Result<Vec<Intention>,
         if out.iter().any(|x| &*x.source == name) {
             problems.push(format!("{at}.Name {name:?} is listed more than once"));
         }
-        let perms_json = src
-            .get("Permissions")
-            .and_then(Value::as_array)
-            .filter(|p| !p.is_empty());
-        let act = action(src.get("Action"), &at, &mut problems);
+        let before = problems.len();
+        let perms_json =
+            list_field(src, "Permissions", &at, &mut problems).filter(|p| !p.is_empty());
+        let perms_mistyped = problems.len() > before;
+        let act = action(field(src, "Action"), &at, &mut problems);
         let mut permissions = Vec::new();
-        match (src.get("Action").is_some(), perms_json) {
+        match (field(src, "Action").is_some(), perms_json) {
             (true, Some(_)) => problems.push(format!(
                 "{at}: Action and Permissions are mutually exclusive"
             )),
+            (false, None) if perms_mistyped => {}
             (false, None) => problems.push(format!(
                 "{at}.Action is required when there are no Permissions"
             )),

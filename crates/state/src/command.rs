@@ -38,6 +38,23 @@ pub enum Command {
         /// Check-and-set index.
         cas: u64,
     },
+    /// Creates or replaces one intention, as the legacy intentions API does: the
+    /// `service-intentions` entry of `destination` is created or changed around it.
+    IntentionUpsert {
+        /// Destination name or `*`.
+        destination: String,
+        /// The source object: `Name`, `Action` or `Permissions`, `Description`, legacy fields.
+        source: serde_json::Map<String, serde_json::Value>,
+        /// Refuse when an intention for this pair exists (legacy create).
+        create_only: bool,
+        /// Replace the intention with this legacy ID, which may move to this pair.
+        replace_id: Option<String>,
+    },
+    /// Removes one intention; its entry goes when its last source does.
+    IntentionDelete {
+        /// Which intention.
+        target: crate::IntentionRef,
+    },
     /// Writes that arrived together, committed as one Raft entry: each is applied on its own,
     /// in order, at the entry's index. Batches do not nest.
     Batch {
@@ -55,6 +72,8 @@ pub enum Applied {
     Cas(bool),
     /// The command was refused and changed nothing.
     Rejected(String),
+    /// The command names something that does not exist (404 with this message).
+    NotFound(String),
     /// The outcomes of a [`Command::Batch`], in order.
     Batch(Vec<Applied>),
 }
@@ -131,7 +150,7 @@ pub fn validate_config_entry(entry: &ConfigEntry) -> Result<(), String> {
                 }
             }
         }
-        config_kind::SERVICE_INTENTIONS => validate_intentions_shape(entry)?,
+        config_kind::SERVICE_INTENTIONS => crate::intentions::validate(entry)?,
         _ => {}
     }
     Ok(())
@@ -163,6 +182,18 @@ pub fn normalize_config_entry(entry: &mut ConfigEntry) {
         if ty.is_empty() {
             obj.insert("Type".into(), "consul".into());
         }
+        // Methods are stored upper-case, as Consul normalises them.
+        if let Some(serde_json::Value::Array(perms)) = obj.get_mut("Permissions") {
+            for perm in perms {
+                if let Some(serde_json::Value::Array(methods)) = perm.pointer_mut("/HTTP/Methods") {
+                    for m in methods {
+                        if let Some(s) = m.as_str() {
+                            *m = s.to_ascii_uppercase().into();
+                        }
+                    }
+                }
+            }
+        }
     }
     let key = |v: &serde_json::Value| {
         (
@@ -174,49 +205,6 @@ pub fn normalize_config_entry(entry: &mut ConfigEntry) {
         )
     };
     sources.sort_by_key(key);
-}
-
-/// Shape checks for `service-intentions`; the full rules come with the intentions engine.
-fn validate_intentions_shape(entry: &ConfigEntry) -> Result<(), String> {
-    let Some(sources) = entry.body.get("Sources") else {
-        return Ok(());
-    };
-    let sources = sources.as_array().ok_or("Sources must be a list")?;
-    let mut seen = std::collections::HashSet::new();
-    for (i, src) in sources.iter().enumerate() {
-        let src = src
-            .as_object()
-            .ok_or_else(|| format!("Sources[{i}] must be an object"))?;
-        let name = src.get("Name").and_then(|v| v.as_str()).unwrap_or("");
-        if name.is_empty() {
-            return Err(format!("Sources[{i}].Name is required"));
-        }
-        if !seen.insert(name.to_string()) {
-            return Err(format!(
-                "Sources[{i}].Name {name:?} is listed more than once"
-            ));
-        }
-        let action = src.get("Action").and_then(|v| v.as_str()).unwrap_or("");
-        let has_perms = src.get("Permissions").is_some_and(|p| !p.is_null());
-        match (action, has_perms) {
-            ("allow" | "deny", false) => {}
-            ("", true) => {}
-            ("", false) => {
-                return Err(format!("Sources[{i}].Action is required (allow or deny)"));
-            }
-            (a, false) => {
-                return Err(format!(
-                    "Sources[{i}].Action must be allow or deny, not {a:?}"
-                ))
-            }
-            (_, true) => {
-                return Err(format!(
-                    "Sources[{i}]: Action and Permissions are mutually exclusive"
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

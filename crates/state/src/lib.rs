@@ -12,6 +12,7 @@
 mod ca;
 mod command;
 mod error;
+mod intentions;
 mod query;
 mod tables;
 mod watch;
@@ -21,6 +22,7 @@ pub use command::{
     normalize_config_entry, validate_config_entry, validate_registration, Applied, Command,
 };
 pub use error::StateError;
+pub use intentions::IntentionRef;
 pub use query::{Query, QueryOutput};
 pub use tables::{Snapshot, Store};
 pub use watch::WatchKey;

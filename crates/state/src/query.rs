@@ -6,10 +6,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use trellis_api::{
-    status, AgentService, HealthCheck, IndexedCaRoots, Node, NodeServices, ServiceEntry,
-    ServiceNode,
+    config_kind, status, AgentService, HealthCheck, IndexedCaRoots, Node, NodeServices,
+    ServiceEntry, ServiceNode,
 };
 
+use crate::intentions;
 use crate::tables::{node_rows, NodeKey, Tables};
 use crate::{Store, WatchKey};
 
@@ -82,6 +83,28 @@ pub enum Query {
     CaRoots,
     /// `/v1/connect/ca/configuration`
     CaConfig,
+    /// `GET /v1/connect/intentions`: every intention, in precedence order.
+    IntentionList,
+    /// `GET /v1/connect/intentions/exact`
+    IntentionExact {
+        /// Source name or `*`.
+        source: String,
+        /// Destination name or `*`.
+        destination: String,
+    },
+    /// `GET /v1/connect/intentions/:id` (legacy ID).
+    IntentionGet {
+        /// The legacy ID.
+        id: String,
+    },
+    /// `GET /v1/connect/intentions/match`: for each name, the intentions that apply to it as
+    /// a destination (or as a source), in evaluation order.
+    IntentionMatch {
+        /// Match sources instead of destinations.
+        by_source: bool,
+        /// The names.
+        names: Vec<String>,
+    },
 }
 
 /// The answer to a query: a JSON body, or "not found" with Consul's message.
@@ -123,6 +146,12 @@ impl Query {
             Query::ConfigGet { kind, name } => WatchKey::Config(kind.clone(), name.clone()),
             Query::CaRoots => WatchKey::CaRoots,
             Query::CaConfig => WatchKey::CaConfig,
+            Query::IntentionExact { destination, .. } => {
+                WatchKey::Config(config_kind::SERVICE_INTENTIONS.into(), destination.clone())
+            }
+            Query::IntentionList | Query::IntentionGet { .. } | Query::IntentionMatch { .. } => {
+                WatchKey::ConfigKind(config_kind::SERVICE_INTENTIONS.into())
+            }
         }
     }
 
@@ -267,6 +296,21 @@ impl Query {
                     json(&cfg)
                 }
             },
+            Query::IntentionList => json(&intentions::list(t)),
+            Query::IntentionExact {
+                source,
+                destination,
+            } => match intentions::exact(t, source, destination) {
+                Some(i) => json(&i),
+                None => QueryOutput::NotFound("Intention not found".into()),
+            },
+            Query::IntentionGet { id } => match intentions::by_id(t, id) {
+                Some(i) => json(&i),
+                None => QueryOutput::NotFound("Intention not found".into()),
+            },
+            Query::IntentionMatch { by_source, names } => {
+                json(&intentions::matches(t, *by_source, names))
+            }
         }
     }
 }

@@ -319,16 +319,24 @@ impl Tables {
         Ok(())
     }
 
-    fn config_set(
+    /// Stores a config entry. `legacy` marks a write of the legacy intentions API, the only
+    /// writer of an intention's legacy fields.
+    pub(crate) fn config_set(
         &mut self,
         index: u64,
         mut entry: ConfigEntry,
         cas: Option<u64>,
+        legacy: bool,
         keys: &mut Vec<WatchKey>,
     ) -> Result<Applied, String> {
+        crate::command::normalize_config_entry(&mut entry);
         validate_config_entry(&entry)?;
         let key = (entry.kind.clone(), entry.name.clone());
         let existing = self.config.get(&key);
+        if !legacy && entry.kind == trellis_api::config_kind::SERVICE_INTENTIONS {
+            crate::intentions::check_legacy_fields(&entry, existing)?;
+        }
+        self.check_l7_protocols(&entry.kind, &entry.name, Some(&entry))?;
         if let Some(cas) = cas {
             let current = existing.map(|e| e.modify_index).unwrap_or(0);
             if current != cas {
@@ -345,7 +353,7 @@ impl Tables {
         Ok(cas.map(|_| Applied::Cas(true)).unwrap_or(Applied::Done))
     }
 
-    fn config_delete(
+    pub(crate) fn config_delete(
         &mut self,
         kind: String,
         name: String,
@@ -360,6 +368,9 @@ impl Tables {
             }
         }
         if current.is_some() {
+            if let Err(e) = self.check_l7_protocols(&key.0, &key.1, None) {
+                return Applied::Rejected(e);
+            }
             self.config.remove(&key);
             keys.extend([
                 WatchKey::ConfigKind(key.0.clone()),
@@ -385,10 +396,17 @@ impl Tables {
                 Err(e) => Applied::Rejected(e),
             },
             Command::ConfigSet { entry, cas } => self
-                .config_set(index, entry, cas, keys)
+                .config_set(index, entry, cas, false, keys)
                 .unwrap_or_else(Applied::Rejected),
             Command::ConfigDelete { kind, name, cas } => self.config_delete(kind, name, cas, keys),
             Command::CaSet { state, cas } => self.ca_set(index, *state, cas, keys),
+            Command::IntentionUpsert {
+                destination,
+                source,
+                create_only,
+                replace_id,
+            } => self.intention_upsert(index, destination, source, create_only, replace_id, keys),
+            Command::IntentionDelete { target } => self.intention_delete(index, target, keys),
             Command::Batch { .. } => Applied::Rejected("batches do not nest".into()),
         }
     }

@@ -385,6 +385,38 @@ mod properties {
             (svc, prop_oneof![Just("http"), Just("tcp")]).prop_map(|(s, p)| serde_json::json!({
                 "Type": "ConfigSet", "entry": {"Kind": "service-defaults", "Name": if s.is_empty() { "x" } else { s }, "Protocol": p}, "cas": null
             })),
+            (intention_name(), intention_name(), prop_oneof![Just("allow"), Just("deny"), Just("bogus")], any::<bool>(), prop::option::of(legacy_id()))
+                .prop_map(|(src, dst, action, create_only, id)| {
+                    let mut source = serde_json::json!({"Name": src, "Action": action});
+                    if let Some(id) = &id {
+                        source["LegacyID"] = id.clone().into();
+                    }
+                    serde_json::json!({"Type": "IntentionUpsert", "destination": dst, "source": source,
+                        "create_only": create_only, "replace_id": if create_only { serde_json::Value::Null } else { id.into() }})
+                }),
+            (intention_name(), intention_name()).prop_map(|(src, dst)| serde_json::json!({
+                "Type": "IntentionDelete", "target": {"Exact": {"source": src, "destination": dst}}
+            })),
+            legacy_id().prop_map(|id| serde_json::json!({"Type": "IntentionDelete", "target": {"Id": id}})),
+            (intention_name(), intention_name(), any::<bool>()).prop_map(|(src, dst, l7)| {
+                let source = if l7 {
+                    serde_json::json!({"Name": src, "Permissions": [{"Action": "deny", "HTTP": {"PathPrefix": "/admin"}}]})
+                } else {
+                    serde_json::json!({"Name": src, "Action": "allow"})
+                };
+                serde_json::json!({"Type": "ConfigSet", "entry": {"Kind": "service-intentions", "Name": dst, "Sources": [source]}, "cas": null})
+            }),
+        ]
+    }
+
+    fn intention_name() -> impl Strategy<Value = &'static str> {
+        prop_oneof![Just("web"), Just("db"), Just("*"), Just("web*")]
+    }
+
+    fn legacy_id() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("00000000-0000-0000-0000-000000000001".to_string()),
+            Just("00000000-0000-0000-0000-000000000002".to_string())
         ]
     }
 
@@ -432,6 +464,30 @@ mod properties {
         qs.push(ConfigList {
             kind: "service-defaults".into(),
         });
+        qs.push(ConfigList {
+            kind: "service-intentions".into(),
+        });
+        qs.push(IntentionList);
+        for id in [
+            "00000000-0000-0000-0000-000000000001",
+            "00000000-0000-0000-0000-000000000002",
+        ] {
+            qs.push(IntentionGet { id: id.into() });
+        }
+        for by_source in [false, true] {
+            qs.push(IntentionMatch {
+                by_source,
+                names: vec!["web".into(), "db".into()],
+            });
+        }
+        for src in ["web", "*"] {
+            for dst in ["db", "*"] {
+                qs.push(IntentionExact {
+                    source: src.into(),
+                    destination: dst.into(),
+                });
+            }
+        }
         qs
     }
 
@@ -445,7 +501,7 @@ mod properties {
                 let cmd: Command = serde_json::from_value(raw).unwrap();
                 let before = store.snapshot();
                 let outcome = store.apply(i as u64 + 1, cmd);
-                if let Applied::Rejected(_) = outcome {
+                if let Applied::Rejected(_) | Applied::NotFound(_) = outcome {
                     let mut after = store.snapshot();
                     after.index = before.index;
                     prop_assert_eq!(after, before);
@@ -528,5 +584,195 @@ fn every_command_round_trips_through_json() {
     ] {
         let bytes = serde_json::to_vec(&applied).unwrap();
         assert_eq!(serde_json::from_slice::<Applied>(&bytes).unwrap(), applied);
+    }
+}
+
+mod intentions {
+    use serde_json::json;
+    use trellis_api::{config_kind, ConfigEntry};
+
+    use crate::{Applied, Command, IntentionRef, Query, QueryOutput, Store};
+
+    const ID: &str = "00000000-0000-0000-0000-0000000000aa";
+
+    fn upsert(src: &str, dst: &str, action: &str, create_only: bool, id: Option<&str>) -> Command {
+        let mut source = json!({"Name": src, "Action": action});
+        if let Some(id) = id {
+            source["LegacyID"] = id.into();
+            source["LegacyCreateTime"] = "2026-01-01T00:00:00Z".into();
+        }
+        Command::IntentionUpsert {
+            destination: dst.into(),
+            source: source.as_object().unwrap().clone(),
+            create_only,
+            replace_id: None,
+        }
+    }
+
+    fn body(s: &Store, q: Query) -> serde_json::Value {
+        match s.query(&q).0 {
+            QueryOutput::Found(b) => serde_json::from_slice(&b).unwrap(),
+            QueryOutput::NotFound(m) => json!({ "NotFound": m }),
+        }
+    }
+
+    fn entry(s: &Store, name: &str) -> serde_json::Value {
+        body(
+            s,
+            Query::ConfigGet {
+                kind: config_kind::SERVICE_INTENTIONS.into(),
+                name: name.into(),
+            },
+        )
+    }
+
+    #[test]
+    fn legacy_create_refuses_a_duplicate_pair_and_changes_nothing() {
+        let s = Store::new("dc1");
+        assert_eq!(
+            s.apply(1, upsert("web", "db", "allow", true, Some(ID))),
+            Applied::Done
+        );
+        let before = s.snapshot();
+        let out = s.apply(2, upsert("web", "db", "deny", true, None));
+        assert!(matches!(out, Applied::Rejected(m) if m.contains("duplicate intention")));
+        let mut after = s.snapshot();
+        after.index = before.index;
+        assert_eq!(after, before);
+    }
+
+    #[test]
+    fn exact_upsert_replaces_in_place_and_keeps_the_legacy_identity() {
+        let s = Store::new("dc1");
+        s.apply(1, upsert("web", "db", "allow", true, Some(ID)));
+        s.apply(2, upsert("*", "db", "deny", false, None));
+        s.apply(3, upsert("web", "db", "deny", false, None));
+        let e = entry(&s, "db");
+        let sources = e["Sources"].as_array().unwrap();
+        assert_eq!(sources.len(), 2);
+        // Precedence order: exact source (9) before the wildcard (8).
+        assert_eq!(sources[0]["Name"], "web");
+        assert_eq!(sources[0]["Action"], "deny");
+        assert_eq!(sources[0]["LegacyID"], ID);
+        assert_eq!(sources[0]["LegacyCreateTime"], "2026-01-01T00:00:00Z");
+        assert_eq!(sources[1]["Precedence"], 8);
+        let got = body(&s, Query::IntentionGet { id: ID.into() });
+        assert_eq!(got["Action"], "deny");
+        assert_eq!(got["CreatedAt"], "2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn update_by_id_moves_the_intention_and_delete_by_id_removes_the_entry() {
+        let s = Store::new("dc1");
+        s.apply(1, upsert("web", "db", "allow", true, Some(ID)));
+        let moved = Command::IntentionUpsert {
+            destination: "cache".into(),
+            source: json!({"Name": "api", "Action": "deny", "LegacyID": ID})
+                .as_object()
+                .unwrap()
+                .clone(),
+            create_only: false,
+            replace_id: Some(ID.into()),
+        };
+        assert_eq!(s.apply(2, moved), Applied::Done);
+        assert!(
+            entry(&s, "db")["NotFound"].is_string(),
+            "{}",
+            entry(&s, "db")
+        );
+        let got = body(&s, Query::IntentionGet { id: ID.into() });
+        assert_eq!(got["SourceName"], "api");
+        assert_eq!(got["DestinationName"], "cache");
+        assert_eq!(got["CreatedAt"], "2026-01-01T00:00:00Z");
+        let gone = Command::IntentionDelete {
+            target: IntentionRef::Id(ID.into()),
+        };
+        assert_eq!(s.apply(3, gone.clone()), Applied::Done);
+        assert!(entry(&s, "cache")["NotFound"].is_string());
+        assert!(matches!(s.apply(4, gone), Applied::NotFound(_)));
+    }
+
+    #[test]
+    fn config_writes_may_echo_legacy_fields_but_not_set_them() {
+        let s = Store::new("dc1");
+        s.apply(1, upsert("web", "db", "allow", true, Some(ID)));
+        let mut e: ConfigEntry = serde_json::from_value(entry(&s, "db")).unwrap();
+        // Read-modify-write keeps the legacy fields as they are: accepted.
+        e.body["Sources"][0]["Action"] = "deny".into();
+        let set = |e: &ConfigEntry| Command::ConfigSet {
+            entry: e.clone(),
+            cas: None,
+        };
+        assert_eq!(s.apply(2, set(&e)), Applied::Done);
+        e.body["Sources"][0]["LegacyID"] = "00000000-0000-0000-0000-0000000000bb".into();
+        assert!(matches!(s.apply(3, set(&e)), Applied::Rejected(m) if m.contains("LegacyID")));
+    }
+
+    #[test]
+    fn full_validation_reports_every_problem() {
+        let s = Store::new("dc1");
+        let e: ConfigEntry = serde_json::from_value(json!({
+            "Kind": "service-intentions", "Name": "*",
+            "Sources": [
+                {"Name": "web*", "Action": "allow"},
+                {"Name": "api", "Permissions": [{"Action": "allow", "HTTP": {"PathExact": "/x"}}]},
+                {"Name": "db", "Action": "allow", "Peer": "other", "Bogus": 1}
+            ]
+        }))
+        .unwrap();
+        let out = s.apply(
+            1,
+            Command::ConfigSet {
+                entry: e,
+                cas: None,
+            },
+        );
+        let Applied::Rejected(msg) = out else {
+            panic!("accepted: {out:?}")
+        };
+        for want in ["web*", "wildcard destination", "Peer", "Bogus"] {
+            assert!(msg.contains(want), "{want:?} missing from {msg}");
+        }
+    }
+
+    #[test]
+    fn match_orders_by_precedence_and_covers_wildcards() {
+        let s = Store::new("dc1");
+        s.apply(1, upsert("*", "*", "deny", false, None));
+        s.apply(2, upsert("web", "*", "allow", false, None));
+        s.apply(3, upsert("*", "db", "deny", false, None));
+        s.apply(4, upsert("web", "db", "allow", false, None));
+        s.apply(5, upsert("web", "other", "allow", false, None));
+        let m = body(
+            &s,
+            Query::IntentionMatch {
+                by_source: false,
+                names: vec!["db".into()],
+            },
+        );
+        let got: Vec<(String, String)> = m["db"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["SourceName"].as_str().unwrap().to_string(),
+                    i["DestinationName"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let want = [("web", "db"), ("*", "db"), ("web", "*"), ("*", "*")];
+        assert_eq!(
+            got,
+            want.map(|(a, b)| (a.to_string(), b.to_string())).to_vec()
+        );
+        let by_src = body(
+            &s,
+            Query::IntentionMatch {
+                by_source: true,
+                names: vec!["web".into()],
+            },
+        );
+        assert_eq!(by_src["web"].as_array().unwrap().len(), 5);
     }
 }

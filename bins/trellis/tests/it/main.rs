@@ -4,4 +4,6 @@ mod api;
 mod blocking;
 mod cluster;
 mod connect_ca;
+mod intentions_api;
+mod intentions_cli;
 mod support;

@@ -9,6 +9,7 @@ mod agent;
 mod catalog;
 mod config;
 mod connect;
+mod intentions;
 mod params;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -77,6 +78,28 @@ pub fn router(agent: Arc<Agent>) -> Router {
             get(connect::get_config).put(connect::put_config),
         )
         .route("/v1/agent/connect/ca/leaf/{service}", get(connect::leaf))
+        .route(
+            "/v1/connect/intentions",
+            get(intentions::list).post(intentions::create),
+        )
+        .route(
+            "/v1/connect/intentions/exact",
+            get(intentions::get_exact)
+                .put(intentions::put_exact)
+                .delete(intentions::delete_exact),
+        )
+        .route("/v1/connect/intentions/match", get(intentions::matches))
+        .route("/v1/connect/intentions/check", get(intentions::check))
+        .route(
+            "/v1/connect/intentions/{id}",
+            get(intentions::get_id)
+                .put(intentions::update_id)
+                .delete(intentions::delete_id),
+        )
+        .route(
+            "/v1/agent/connect/authorize",
+            post(intentions::authorize).put(intentions::authorize),
+        )
         .route("/v1/config", put(config::set))
         .route("/v1/config/{kind}", get(config::list))
         .route(
@@ -86,7 +109,19 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(default_acl_policy))
         .with_state(agent)
+}
+
+/// Every response carries `X-Consul-Default-ACL-Policy`, as Consul's do: the ACL default
+/// policy, which is also the default intention action. ACLs are not enabled in this version,
+/// so it is `allow`.
+async fn default_acl_policy(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        "x-consul-default-acl-policy",
+        HeaderValue::from_static("allow"),
+    );
+    r
 }
 
 async fn not_found() -> Response {
@@ -122,6 +157,7 @@ pub(crate) async fn write(
     use trellis_state::Applied;
     match agent.backend().apply(cmd).await?.applied {
         Applied::Rejected(msg) => Err(bad(msg)),
+        Applied::NotFound(msg) => Err(AgentError::NotFound(msg)),
         Applied::Cas(ok) => Ok(json(&ok)),
         Applied::Done => Ok(json(&done)),
         Applied::Batch(_) => Err(AgentError::Server(trellis_server::ServerError::Raft(
@@ -179,14 +215,25 @@ pub(crate) fn query_options(p: &Params) -> Result<QueryOptions, AgentError> {
 
 /// Runs a catalog read through the backend and answers with its body and Consul's headers.
 pub(crate) async fn run_query(agent: &Agent, p: &Params, q: Query) -> Result<Response, AgentError> {
-    agent.check_dc(p)?;
     for unsupported in ["filter", "node-meta"] {
         if p.get(unsupported).is_some_and(|v| !v.is_empty()) {
             return Err(bad(format!(
-                "?{unsupported} is not supported by this version of Trellis"
+                "?{unsupported} is not supported on this endpoint by this version of Trellis"
             )));
         }
     }
+    let (r, consistency) = fetch(agent, p, q).await?;
+    Ok(query_response(r, consistency))
+}
+
+/// Runs a read through the backend with the request's options; returns the answer and the
+/// consistency mode it was served with.
+pub(crate) async fn fetch(
+    agent: &Agent,
+    p: &Params,
+    q: Query,
+) -> Result<(QueryResponse, &'static str), AgentError> {
+    agent.check_dc(p)?;
     let opts = query_options(p)?;
     let consistency = if opts.stale {
         "stale"
@@ -196,10 +243,11 @@ pub(crate) async fn run_query(agent: &Agent, p: &Params, q: Query) -> Result<Res
         "leader"
     };
     let r = agent.backend().query(q, opts).await?;
-    Ok(query_response(r, consistency))
+    Ok((r, consistency))
 }
 
-fn query_response(r: QueryResponse, consistency: &'static str) -> Response {
+/// A read's answer with Consul's `X-Consul-*` headers.
+pub(crate) fn query_response(r: QueryResponse, consistency: &'static str) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert("x-consul-index", HeaderValue::from(r.index.max(1)));
     headers.insert(
@@ -210,10 +258,6 @@ fn query_response(r: QueryResponse, consistency: &'static str) -> Response {
     headers.insert(
         "x-consul-effective-consistency",
         HeaderValue::from_static(consistency),
-    );
-    headers.insert(
-        "x-consul-default-acl-policy",
-        HeaderValue::from_static("allow"),
     );
     match r.output {
         QueryOutput::Found(body) => {

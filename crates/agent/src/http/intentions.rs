@@ -1,0 +1,431 @@
+//! `/v1/connect/intentions*` (the legacy API, a view over `service-intentions` entries) and
+//! `/v1/agent/connect/authorize`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use trellis_api::filter::Filter;
+use trellis_api::{AuthorizeRequest, AuthorizeResponse, Intention};
+use trellis_identity::SpiffeId;
+use trellis_intentions::{Action, Decision, Engine, Reason};
+use trellis_state::{Command, IntentionRef, Query, QueryOutput};
+
+use super::{decode, fetch, json, query_response, run_query, write, Params};
+use crate::error::bad;
+use crate::{Agent, AgentError};
+
+type Res = Result<Response, AgentError>;
+
+/// The selectors `?filter` may use on `GET /v1/connect/intentions`, as Consul documents.
+const LIST_SELECTORS: &[&str] = &[
+    "Action",
+    "Description",
+    "DestinationNS",
+    "DestinationName",
+    "ID",
+    "Meta",
+    "Precedence",
+    "SourceNS",
+    "SourceName",
+    "SourceType",
+];
+
+/// Reads a service name as the intentions API takes it: `name` or `namespace/name`, with only
+/// the `default` namespace in this edition.
+fn intention_name(param: &str, value: Option<&str>) -> Result<String, AgentError> {
+    let value = value.unwrap_or("");
+    if value.is_empty() {
+        return Err(bad(format!("required query parameter '{param}' not set")));
+    }
+    let mut parts = value.split('/');
+    let (ns, name) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(name), None, None) => ("default", name),
+        (Some(ns), Some(name), None) => (ns, name),
+        _ => {
+            return Err(bad(format!(
+                "Invalid {param} {value:?}: expected \"name\" or \"namespace/name\""
+            )))
+        }
+    };
+    if ns != "default" && ns != "*" {
+        return Err(bad(format!(
+            "Invalid {param} {value:?}: Namespaces is a Consul Enterprise feature"
+        )));
+    }
+    if name.is_empty() {
+        return Err(bad(format!("Invalid {param} {value:?}: empty name")));
+    }
+    Ok(name.to_string())
+}
+
+/// `GET /v1/connect/intentions` (blocking; `?filter`).
+pub(crate) async fn list(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    let filter = match p.get("filter").filter(|f| !f.is_empty()) {
+        None => None,
+        Some(expr) => Some(Filter::parse(expr, LIST_SELECTORS).map_err(|e| bad(e.to_string()))?),
+    };
+    let (mut r, consistency) = fetch(&a, &p, Query::IntentionList).await?;
+    if let (Some(filter), QueryOutput::Found(body)) = (&filter, &r.output) {
+        let items: Vec<Value> = serde_json::from_slice(body)
+            .map_err(|e| AgentError::Unavailable(format!("decoding intentions: {e}")))?;
+        // Back through the typed view so the fields keep Consul's order.
+        let kept: Vec<Intention> = filter
+            .apply(items)
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect();
+        r.output = QueryOutput::Found(Bytes::from(
+            serde_json::to_vec(&kept).expect("JSON values serialise"),
+        ));
+    }
+    Ok(query_response(r, consistency))
+}
+
+/// The fields of a legacy intention body that become the source object of an entry.
+fn source_object(i: &Intention, name: &str) -> Map<String, Value> {
+    let mut src = Map::new();
+    src.insert("Name".into(), name.into());
+    if !i.action.is_empty() {
+        src.insert("Action".into(), i.action.clone().into());
+    }
+    if !i.permissions.is_empty() {
+        src.insert("Permissions".into(), Value::Array(i.permissions.clone()));
+    }
+    if !i.description.is_empty() {
+        src.insert("Description".into(), i.description.clone().into());
+    }
+    if !matches!(i.source_type.as_str(), "" | "consul") {
+        // Let validation name the problem.
+        src.insert("Type".into(), i.source_type.clone().into());
+    }
+    src
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| trellis_api::ZERO_TIME.to_string())
+}
+
+/// Reads a legacy intention body (`POST` or `PUT /v1/connect/intentions/:id`).
+fn legacy_body(body: &Bytes) -> Result<(Intention, String, String), AgentError> {
+    let i: Intention = decode(body)?;
+    let source = intention_name("SourceName", Some(&i.source_name))?;
+    let destination = intention_name("DestinationName", Some(&i.destination_name))?;
+    for (field, ns) in [
+        ("SourceNS", &i.source_ns),
+        ("DestinationNS", &i.destination_ns),
+    ] {
+        if !matches!(ns.as_str(), "" | "default") {
+            return Err(bad(format!(
+                "{field} {ns:?}: Namespaces is a Consul Enterprise feature"
+            )));
+        }
+    }
+    Ok((i, source, destination))
+}
+
+fn legacy_source(
+    i: &Intention,
+    source: &str,
+    id: &str,
+    created: Option<&str>,
+) -> Map<String, Value> {
+    let now = now_rfc3339();
+    let mut src = source_object(i, source);
+    src.insert("LegacyID".into(), id.into());
+    src.insert(
+        "LegacyMeta".into(),
+        serde_json::to_value(&i.meta).expect("a string map serialises"),
+    );
+    src.insert(
+        "LegacyCreateTime".into(),
+        created.unwrap_or(&now).to_string().into(),
+    );
+    src.insert("LegacyUpdateTime".into(), now.into());
+    src
+}
+
+/// `POST /v1/connect/intentions`: the legacy create, answering `{"ID": ...}`.
+pub(crate) async fn create(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
+    a.check_dc(&p)?;
+    let (i, source, destination) = legacy_body(&body)?;
+    if !i.id.is_empty() {
+        return Err(bad("ID must be empty when creating a new intention"));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let cmd = Command::IntentionUpsert {
+        destination,
+        source: legacy_source(&i, &source, &id, None),
+        create_only: true,
+        replace_id: None,
+    };
+    write(&a, cmd, json!({ "ID": id })).await
+}
+
+fn legacy_id(id: &str) -> Result<&str, AgentError> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| id)
+        .map_err(|_| bad(format!("Invalid intention ID {id:?}: not a UUID")))
+}
+
+/// `GET /v1/connect/intentions/:id`
+pub(crate) async fn get_id(State(a): State<Arc<Agent>>, Path(id): Path<String>, p: Params) -> Res {
+    let id = legacy_id(&id)?.to_string();
+    run_query(&a, &p, Query::IntentionGet { id }).await
+}
+
+/// `PUT /v1/connect/intentions/:id`: the legacy update (the pair may change).
+pub(crate) async fn update_id(
+    State(a): State<Arc<Agent>>,
+    Path(id): Path<String>,
+    p: Params,
+    body: Bytes,
+) -> Res {
+    a.check_dc(&p)?;
+    let id = legacy_id(&id)?.to_string();
+    let (i, source, destination) = legacy_body(&body)?;
+    if !i.id.is_empty() && i.id != id {
+        return Err(bad(format!(
+            "ID {:?} in the body does not match the ID in the path",
+            i.id
+        )));
+    }
+    let mut src = legacy_source(&i, &source, &id, None);
+    // The stored creation time is kept by the server.
+    src.remove("LegacyCreateTime");
+    let cmd = Command::IntentionUpsert {
+        destination,
+        source: src,
+        create_only: false,
+        replace_id: Some(id),
+    };
+    write(&a, cmd, json!({})).await
+}
+
+/// `DELETE /v1/connect/intentions/:id`
+pub(crate) async fn delete_id(
+    State(a): State<Arc<Agent>>,
+    Path(id): Path<String>,
+    p: Params,
+) -> Res {
+    a.check_dc(&p)?;
+    let id = legacy_id(&id)?.to_string();
+    let cmd = Command::IntentionDelete {
+        target: IntentionRef::Id(id),
+    };
+    write(&a, cmd, json!(true)).await
+}
+
+fn pair(p: &Params) -> Result<(String, String), AgentError> {
+    Ok((
+        intention_name("source", p.get("source"))?,
+        intention_name("destination", p.get("destination"))?,
+    ))
+}
+
+/// `GET /v1/connect/intentions/exact?source=&destination=` (blocking).
+pub(crate) async fn get_exact(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    let (source, destination) = pair(&p)?;
+    run_query(
+        &a,
+        &p,
+        Query::IntentionExact {
+            source,
+            destination,
+        },
+    )
+    .await
+}
+
+/// `PUT /v1/connect/intentions/exact?source=&destination=`: create or replace.
+pub(crate) async fn put_exact(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
+    a.check_dc(&p)?;
+    let (source, destination) = pair(&p)?;
+    let i: Intention = decode(&body)?;
+    if !i.meta.is_empty() {
+        return Err(bad(
+            "Meta must not be specified: it is only kept for intentions written by the legacy \
+             ID-based API",
+        ));
+    }
+    for (field, given, want) in [
+        ("SourceName", &i.source_name, &source),
+        ("DestinationName", &i.destination_name, &destination),
+    ] {
+        if !given.is_empty() && given != want {
+            return Err(bad(format!(
+                "{field} {given:?} in the body does not match the query parameter {want:?}"
+            )));
+        }
+    }
+    if !i.id.is_empty() {
+        return Err(bad("ID must not be specified"));
+    }
+    let cmd = Command::IntentionUpsert {
+        source: source_object(&i, &source),
+        destination,
+        create_only: false,
+        replace_id: None,
+    };
+    write(&a, cmd, json!(true)).await
+}
+
+/// `DELETE /v1/connect/intentions/exact?source=&destination=`
+pub(crate) async fn delete_exact(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    a.check_dc(&p)?;
+    let (source, destination) = pair(&p)?;
+    let cmd = Command::IntentionDelete {
+        target: IntentionRef::Exact {
+            source,
+            destination,
+        },
+    };
+    write(&a, cmd, json!(true)).await
+}
+
+/// `GET /v1/connect/intentions/match?by=source|destination&name=...` (blocking).
+pub(crate) async fn matches(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    let by_source = match p.get("by") {
+        Some("source") => true,
+        Some("destination") => false,
+        Some(other) => {
+            return Err(bad(format!(
+                "'by' must be \"source\" or \"destination\", not {other:?}"
+            )))
+        }
+        None => return Err(bad("required query parameter 'by' not set")),
+    };
+    let raw = p.all("name");
+    if raw.is_empty() {
+        return Err(bad("required query parameter 'name' not set"));
+    }
+    let names = raw
+        .iter()
+        .map(|n| intention_name("name", Some(n)))
+        .collect::<Result<Vec<_>, _>>()?;
+    run_query(&a, &p, Query::IntentionMatch { by_source, names }).await
+}
+
+/// The default when no intention matches: the agent's `default_intention_policy`, else the
+/// ACL default policy (allow: ACLs are not enabled in this version).
+fn default_decision(a: &Agent) -> (bool, &'static str) {
+    match a.config().default_intention_policy {
+        Some(action) => (action == Action::Allow, "Default intention policy"),
+        None => (true, "Default behavior configured by ACLs"),
+    }
+}
+
+/// `GET /v1/connect/intentions/check?source=&destination=`: `{"Allowed": bool}`; an L7
+/// intention counts as deny, as in Consul.
+pub(crate) async fn check(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    a.check_dc(&p)?;
+    let (source, destination) = pair(&p)?;
+    if let Some(t) = p.get("source-type") {
+        if !t.is_empty() && t != "consul" {
+            return Err(bad(format!("unsupported source-type {t:?}")));
+        }
+    }
+    let (r, _) = fetch(
+        &a,
+        &Params::default(),
+        Query::IntentionMatch {
+            by_source: false,
+            names: vec![destination.clone()],
+        },
+    )
+    .await?;
+    let QueryOutput::Found(body) = r.output else {
+        return Err(AgentError::Unavailable("no intention match answer".into()));
+    };
+    let mut by_name: std::collections::HashMap<String, Vec<Intention>> =
+        serde_json::from_slice(&body)
+            .map_err(|e| AgentError::Unavailable(format!("decoding intentions: {e}")))?;
+    let engine =
+        crate::intentions::engine_from_match(&by_name.remove(&destination).unwrap_or_default());
+    let (default_allow, _) = default_decision(&a);
+    let d = engine.decide(&source, &destination, default_allow);
+    Ok(json(&json!({ "Allowed": d.allowed })))
+}
+
+/// Consul's text for an intention in a reason:
+/// `default/web => default/db (Precedence: 9, Action: ALLOW)` (namespace/name; the partition
+/// prefix is empty in this edition).
+fn describe(engine: &Engine, source: &str, destination: &str) -> String {
+    const NS: &str = trellis_identity::DEFAULT_NAMESPACE;
+    match engine.find(source, destination) {
+        None => format!("{NS}/{source} => {NS}/{destination}"),
+        Some(i) => {
+            let detail = match i.action {
+                Some(Action::Allow) => "Action: ALLOW".to_string(),
+                Some(Action::Deny) => "Action: DENY".to_string(),
+                None => format!("Permissions: {}", i.permissions.len()),
+            };
+            format!(
+                "{NS}/{} => {NS}/{} (Precedence: {}, {detail})",
+                i.source, i.destination, i.precedence
+            )
+        }
+    }
+}
+
+/// Consul's `Reason` for an authorization decision.
+pub(crate) fn reason_text(
+    a: &Agent,
+    engine: &Engine,
+    d: &Decision,
+    source: &str,
+    target: &str,
+) -> String {
+    match &d.reason {
+        Reason::Intention { .. } => {
+            format!("Matched L4 intention: {}", describe(engine, source, target))
+        }
+        Reason::L7AtL4 { .. } => {
+            format!("Matched L7 intention: {}", describe(engine, source, target))
+        }
+        Reason::Default => default_decision(a).1.to_string(),
+    }
+}
+
+/// `POST /v1/agent/connect/authorize`: may this client certificate's service connect to
+/// `Target`? Decided from the agent's intentions view, without a server round trip once the
+/// target's intentions are loaded.
+pub(crate) async fn authorize(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
+    a.check_dc(&p)?;
+    let req: AuthorizeRequest = decode(&body)?;
+    if req.target.is_empty() {
+        return Err(bad("Target service must be specified"));
+    }
+    if !matches!(req.namespace.as_str(), "" | "default") {
+        return Err(bad("Namespaces is a Consul Enterprise feature"));
+    }
+    let id = SpiffeId::parse(&req.client_cert_uri)
+        .map_err(|_| bad("ClientCertURI not a valid Connect identifier"))?;
+    let SpiffeId::Service(svc) = id else {
+        return Err(bad("ClientCertURI not a valid Service identifier"));
+    };
+    if svc.partition != trellis_identity::DEFAULT_PARTITION {
+        return Err(bad("Mismatched partitions"));
+    }
+    let engine = a.intentions().engine(&req.target).await?;
+    let (default_allow, _) = default_decision(&a);
+    let d = if svc.namespace == trellis_identity::DEFAULT_NAMESPACE {
+        engine.decide(&svc.service, &req.target, default_allow)
+    } else {
+        // Every intention here is in the default namespace: none can match.
+        Decision {
+            allowed: default_allow,
+            reason: Reason::Default,
+        }
+    };
+    let reason = reason_text(&a, &engine, &d, &svc.service, &req.target);
+    tracing::debug!(source = %svc.service, target = %req.target, authorized = d.allowed, %reason, "authorize");
+    Ok(json(&AuthorizeResponse {
+        authorized: d.allowed,
+        reason,
+    }))
+}
