@@ -116,18 +116,39 @@ impl Permission {
 }
 
 impl HeaderMatch {
-    /// Whether the headers satisfy this condition (any value of a repeated header may).
+    /// Whether the headers satisfy this condition, as Envoy (Consul's data plane) evaluates it:
+    /// a repeated header's values are joined with `,` and tested once; an absent header
+    /// matches only a `Present` test that asks for absence (`Present` with `Invert`), so an
+    /// inverted value test does not match a request without the header.
     pub fn matches(&self, headers: &[(&str, &str)]) -> bool {
         let mut values = headers
             .iter()
             .filter(|(n, _)| *n == self.name)
             .map(|(_, v)| *v);
+        let Some(first) = values.next() else {
+            return match self.test {
+                HeaderTest::Present(want) => want == self.invert,
+                _ => false,
+            };
+        };
+        let joined: std::borrow::Cow<'_, str> = match values.next() {
+            None => first.into(),
+            Some(second) => {
+                let mut all = format!("{first},{second}");
+                for v in values {
+                    all.push(',');
+                    all.push_str(v);
+                }
+                all.into()
+            }
+        };
+        let v = joined.as_ref();
         let ok = match &self.test {
-            HeaderTest::Present(want) => values.next().is_some() == *want,
-            HeaderTest::Exact(x) => values.any(|v| v == x),
-            HeaderTest::Prefix(x) => values.any(|v| v.starts_with(x.as_str())),
-            HeaderTest::Suffix(x) => values.any(|v| v.ends_with(x.as_str())),
-            HeaderTest::Regex(r) => values.any(|v| r.is_match(v)),
+            HeaderTest::Present(want) => *want,
+            HeaderTest::Exact(x) => v == x,
+            HeaderTest::Prefix(x) => v.starts_with(x.as_str()),
+            HeaderTest::Suffix(x) => v.ends_with(x.as_str()),
+            HeaderTest::Regex(r) => r.is_match(v),
         };
         ok != self.invert
     }

@@ -78,6 +78,19 @@ fn l7_permissions_first_match_then_default() {
         !check(req("GET", "/health", &[("x-env", "prod")]), false),
         "inverted header"
     );
+    // As Envoy: an absent header does not satisfy an inverted value test, and repeated values
+    // are tested joined.
+    assert!(
+        !check(req("GET", "/health", &[]), false),
+        "absent header, inverted exact"
+    );
+    assert!(
+        check(
+            req("GET", "/health", &[("x-env", "prod"), ("x-env", "dev")]),
+            false
+        ),
+        "\"prod,dev\" is not \"prod\""
+    );
     assert!(
         !check(req("GET", "/v2", &[]), false),
         "regex matches the whole path"
@@ -414,6 +427,8 @@ fn reference_precedence(source: &str, destination: &str) -> u8 {
     }
 }
 
+/// Envoy's header matching, written out again: absent headers match only "present" with
+/// invert; repeated values are joined with `,`.
 fn header_spec_matches(h: &HeaderSpec, headers: &[(&str, &str)]) -> bool {
     let name = h.name.to_ascii_lowercase();
     let values: Vec<&str> = headers
@@ -421,12 +436,16 @@ fn header_spec_matches(h: &HeaderSpec, headers: &[(&str, &str)]) -> bool {
         .filter(|(n, _)| *n == name)
         .map(|(_, v)| *v)
         .collect();
+    if values.is_empty() {
+        return matches!(h.test, HeaderTestSpec::Present) && h.invert;
+    }
+    let v = values.join(",");
     let hit = match &h.test {
-        HeaderTestSpec::Present => !values.is_empty(),
-        HeaderTestSpec::Exact(x) => values.iter().any(|v| v == x),
-        HeaderTestSpec::Prefix(x) => values.iter().any(|v| v.starts_with(x)),
-        HeaderTestSpec::Suffix(x) => values.iter().any(|v| v.ends_with(x)),
-        HeaderTestSpec::Regex(k) => values.iter().any(|v| (HEADER_REGEXES[*k].1)(v)),
+        HeaderTestSpec::Present => true,
+        HeaderTestSpec::Exact(x) => v == *x,
+        HeaderTestSpec::Prefix(x) => v.starts_with(*x),
+        HeaderTestSpec::Suffix(x) => v.ends_with(*x),
+        HeaderTestSpec::Regex(k) => (HEADER_REGEXES[*k].1)(&v),
     };
     hit != h.invert
 }
