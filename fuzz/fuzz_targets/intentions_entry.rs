@@ -63,12 +63,12 @@ fuzz_target!(|data: &[u8]| {
             Some(a) => {
                 assert_eq!(d.allowed, a == Action::Allow);
                 assert!(
-                    matches!(&d.reason, Reason::Intention { source, permission: None, .. } if *source == i.source)
+                    matches!(&d.reason, Reason::Intention { intention, permission: None } if intention.source == i.source)
                 );
             }
             None => {
                 assert!(!d.allowed);
-                assert!(matches!(&d.reason, Reason::L7AtL4 { source, .. } if *source == i.source));
+                assert!(matches!(&d.reason, Reason::L7AtL4 { intention } if intention.source == i.source));
             }
         }
         for req in REQUESTS {

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -144,10 +145,10 @@ fn brute_force(
     }) else {
         return default;
     };
+    // The scan is over contiguous intentions, as a naive evaluator keeps them; the reason
+    // takes a copy of the match once (one allocation, negligible next to the scan).
     let by = |permission| Reason::Intention {
-        source: i.source.clone(),
-        destination: i.destination.clone(),
-        precedence: i.precedence,
+        intention: Arc::new(i.clone()),
         permission,
     };
     match (i.action, req) {
@@ -158,8 +159,7 @@ fn brute_force(
         (None, None) => Decision {
             allowed: false,
             reason: Reason::L7AtL4 {
-                source: i.source.clone(),
-                destination: i.destination.clone(),
+                intention: Arc::new(i.clone()),
             },
         },
         (None, Some(req)) => match i.permissions.iter().position(|p| p.matches(req)) {

@@ -6,29 +6,63 @@ use std::sync::Arc;
 use crate::model::{Action, HttpRequest, Intention};
 
 /// Why a decision came out as it did (for logs and metrics).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Carries the matching intention itself: one reference-count increment on memory the
+/// decision has just read, rather than copies of its names.
+#[derive(Debug, Clone)]
 pub enum Reason {
     /// An L4 intention, or an L7 intention's permission, decided.
     Intention {
-        /// Source of the matching intention (`*` or a name).
-        source: Arc<str>,
-        /// Destination of the matching intention.
-        destination: Arc<str>,
-        /// Its precedence.
-        precedence: u8,
+        /// The matching intention (its source, destination and precedence).
+        intention: Arc<Intention>,
         /// The index of the permission that decided, for an L7 intention.
         permission: Option<usize>,
     },
     /// An L7 intention matched at L4: it can only be enforced per request.
     L7AtL4 {
-        /// Source of the matching intention.
-        source: Arc<str>,
-        /// Destination of the matching intention.
-        destination: Arc<str>,
+        /// The matching intention.
+        intention: Arc<Intention>,
     },
     /// Nothing matched (or no permission of the matching L7 intention did): the default.
     Default,
 }
+
+impl Reason {
+    /// The intention that decided, if any.
+    pub fn intention(&self) -> Option<&Intention> {
+        match self {
+            Reason::Intention { intention, .. } | Reason::L7AtL4 { intention } => Some(intention),
+            Reason::Default => None,
+        }
+    }
+}
+
+/// Two reasons are equal when they name the same intention (source, destination, precedence)
+/// in the same way.
+impl PartialEq for Reason {
+    fn eq(&self, other: &Reason) -> bool {
+        let same = |a: &Intention, b: &Intention| {
+            a.source == b.source && a.destination == b.destination && a.precedence == b.precedence
+        };
+        match (self, other) {
+            (
+                Reason::Intention {
+                    intention: a,
+                    permission: pa,
+                },
+                Reason::Intention {
+                    intention: b,
+                    permission: pb,
+                },
+            ) => pa == pb && same(a, b),
+            (Reason::L7AtL4 { intention: a }, Reason::L7AtL4 { intention: b }) => same(a, b),
+            (Reason::Default, Reason::Default) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Reason {}
 
 /// An authorization decision and its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,17 +125,20 @@ impl Engine {
     /// The intention that applies to `source` → `destination`: the highest precedence of
     /// exact/exact (9), `*`/exact (8), exact/`*` (6), `*`/`*` (5).
     pub fn find(&self, source: &str, destination: &str) -> Option<&Intention> {
+        self.find_arc(source, destination).map(|i| &**i)
+    }
+
+    fn find_arc(&self, source: &str, destination: &str) -> Option<&Arc<Intention>> {
         self.destinations
             .get(destination)
             .and_then(|t| t.lookup(source))
             .or_else(|| self.wildcard.lookup(source))
-            .map(|i| &**i)
     }
 
     /// The L4 decision for a new connection. An L7 intention cannot be enforced on a
     /// connection and answers "not authorized", as Consul's authorize endpoint does.
     pub fn decide(&self, source: &str, destination: &str, default_allow: bool) -> Decision {
-        match self.find(source, destination) {
+        match self.find_arc(source, destination) {
             None => Decision {
                 allowed: default_allow,
                 reason: Reason::Default,
@@ -114,8 +151,7 @@ impl Engine {
                 None => Decision {
                     allowed: false,
                     reason: Reason::L7AtL4 {
-                        source: i.source.clone(),
-                        destination: i.destination.clone(),
+                        intention: i.clone(),
                     },
                 },
             },
@@ -131,7 +167,7 @@ impl Engine {
         req: &HttpRequest<'_>,
         default_allow: bool,
     ) -> Decision {
-        match self.find(source, destination) {
+        match self.find_arc(source, destination) {
             None => Decision {
                 allowed: default_allow,
                 reason: Reason::Default,
@@ -169,11 +205,9 @@ impl Engine {
     }
 }
 
-fn reason(i: &Intention, permission: Option<usize>) -> Reason {
+fn reason(i: &Arc<Intention>, permission: Option<usize>) -> Reason {
     Reason::Intention {
-        source: i.source.clone(),
-        destination: i.destination.clone(),
-        precedence: i.precedence,
+        intention: i.clone(),
         permission,
     }
 }

@@ -30,11 +30,11 @@ fn precedence_table_and_first_match_wins() {
     );
     let d = e.decide("web", "db", false);
     assert!(d.allowed);
-    assert!(matches!(d.reason, Reason::Intention { precedence: 9, .. }));
+    assert_eq!(d.reason.intention().map(|i| i.precedence), Some(9));
     // `* -> db` (8) beats `api -> *` (6): exact destination first.
     let d = e.decide("api", "db", true);
     assert!(!d.allowed);
-    assert!(matches!(d.reason, Reason::Intention { precedence: 8, .. }));
+    assert_eq!(d.reason.intention().map(|i| i.precedence), Some(8));
     assert!(e.decide("api", "cache", false).allowed);
     assert!(!e.decide("other", "cache", true).allowed);
     // Removing the wildcard destination leaves the default.
@@ -488,10 +488,17 @@ fn reference_decision(
     else {
         return default;
     };
+    let named = || {
+        std::sync::Arc::new(crate::Intention {
+            source: (*s).into(),
+            destination: (*d).into(),
+            action: None,
+            permissions: Vec::new(),
+            precedence: reference_precedence(s, d),
+        })
+    };
     let by = |permission| Reason::Intention {
-        source: (*s).into(),
-        destination: (*d).into(),
-        precedence: reference_precedence(s, d),
+        intention: named(),
         permission,
     };
     match (spec, req) {
@@ -501,10 +508,7 @@ fn reference_decision(
         },
         (SourceSpec::L7(_), None) => crate::Decision {
             allowed: false,
-            reason: Reason::L7AtL4 {
-                source: (*s).into(),
-                destination: (*d).into(),
-            },
+            reason: Reason::L7AtL4 { intention: named() },
         },
         (SourceSpec::L7(perms), Some(req)) => {
             match perms.iter().position(|p| perm_spec_matches(p, req)) {
