@@ -29,6 +29,23 @@ WRITES_N="${WRITES_N:-5000}"
 SCENARIOS="${SCENARIOS:-a b c d e f}"
 # A wrk Lua script (POST bodies); empty for plain GETs.
 WRK_SCRIPT=""
+# In the A/B scenarios (a, d, f) the server under test and the baseline run on the last CPU
+# and wrk on CPU 0, so the load tool never preempts the server it measures; PIN=0 turns it off.
+PIN="${PIN:-1}"
+NCPU=$(nproc)
+if [[ $PIN == 1 && $NCPU -ge 2 ]] && command -v taskset >/dev/null; then
+  SERVER_CPU=$((NCPU - 1))
+  CLIENT_PIN=(taskset -c 0)
+else
+  SERVER_CPU=""
+  CLIENT_PIN=()
+fi
+
+# Moves every thread of process $1 to the server CPU (when pinning).
+pin_server() {
+  [[ -n "$SERVER_CPU" ]] || return 0
+  taskset -a -p -c "$SERVER_CPU" "$1" >/dev/null
+}
 
 PIDS=()
 USED_PORTS=" "
@@ -106,7 +123,8 @@ start_dev_agent() {
 # (non-2xx responses plus socket errors).
 run_wrk() {
   local url=$1 file=$2
-  wrk "-t$WRK_THREADS" "-c$WRK_CONNS" "-d$WRK_DURATION" --latency ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "$url" >"$file"
+  ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} wrk "-t$WRK_THREADS" "-c$WRK_CONNS" "-d$WRK_DURATION" --latency \
+    ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "$url" >"$file"
   read -r P50 P99 RPS BAD < <(awk '
     function ms(v,  n) {
       n = v + 0
@@ -143,8 +161,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf 
 compare() {
   local label=$1 t_addr=$2 b_addr=$3 path=$4 r server addr
   note "warming up both servers..."
-  wrk -t1 -c"$WRK_CONNS" -d2s ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "http://$t_addr$path" >/dev/null
-  wrk -t1 -c"$WRK_CONNS" -d2s ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "http://$b_addr$path" >/dev/null
+  ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} wrk -t1 -c"$WRK_CONNS" -d2s ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "http://$t_addr$path" >/dev/null
+  ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} wrk -t1 -c"$WRK_CONNS" -d2s ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "http://$b_addr$path" >/dev/null
   local T_P50=() T_P99=() T_RPS=() B_P50=() B_P99=() B_RPS=()
   say "$(printf '%-6s %-9s %10s %10s %12s %6s' round server p50_ms p99_ms req_per_s errors)"
   for r in $(seq 1 "$ROUNDS"); do
@@ -173,7 +191,8 @@ start_baseline() {
   local file=$1 path=$2
   free_port; BASE_ADDR="127.0.0.1:$PORT"
   "$BENCH" baseline --listen "$BASE_ADDR" --body-file "$file" >"$WORK/baseline-$PORT.log" 2>&1 &
-  PIDS+=($!)
+  BASE_PID=$!
+  PIDS+=("$BASE_PID")
   for i in $(seq 1 50); do curl -sf "http://$BASE_ADDR/" -o /dev/null && break; sleep 0.1; done
   cmp -s <(curl -sf "http://$BASE_ADDR$path") "$file" || die "baseline body differs"
 }
@@ -215,6 +234,7 @@ say "cpu:      $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
 say "wrk:      $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }'); wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION --latency"
 say "ulimit:   -n $NOFILE (hard $(ulimit -Hn))"
 say "scratch:  ${WORK#"$ROOT"/} ($(fs_type "$WORK"))"
+say "pinning:  ${SERVER_CPU:+servers on CPU $SERVER_CPU, wrk on CPU 0 (scenarios a, d, f)}${SERVER_CPU:-none}"
 
 # --- a. hot read ------------------------------------------------------------------------------
 if [[ " $SCENARIOS " == *" a "* ]]; then
@@ -230,6 +250,7 @@ if [[ " $SCENARIOS " == *" a "* ]]; then
   say ""
   say "## a. hot read: GET $READ_PATH ($(wc -c <"$WORK/body.json") bytes), $POPULATE_N services populated"
   say "populate: $(cat "$WORK/populate.json")"
+  pin_server "$AGENT_PID"; pin_server "$BASE_PID"
   compare a "$TRELLIS_ADDR" "$BASE_ADDR" "$READ_PATH"
   say "trellis RSS after: $(awk '/VmRSS/ { print $2, $3 }' "/proc/$AGENT_PID/status")"
   stop_all
@@ -304,6 +325,7 @@ if [[ " $SCENARIOS " == *" d "* ]]; then
   start_baseline "$WORK/leaf.json" "$LEAF_PATH"
   say ""
   say "## d. cached leaf: GET $LEAF_PATH ($(wc -c <"$WORK/leaf.json") bytes) from the agent's store"
+  pin_server "$AGENT_PID"; pin_server "$BASE_PID"
   compare d "$AGENT_ADDR" "$BASE_ADDR" "$LEAF_PATH"
   stop_all
 fi
@@ -355,6 +377,7 @@ if [[ " $SCENARIOS " == *" f "* ]]; then
   WRK_SCRIPT="$WORK/authz.lua"
   say ""
   say "## f. authorize: POST /v1/agent/connect/authorize, 1000 intentions on the target, decided from the agent's view"
+  pin_server "$AGENT_PID"; pin_server "$BASE_PID"
   compare f "$AGENT_ADDR" "$BASE_ADDR" "/v1/agent/connect/authorize"
   WRK_SCRIPT=""
   stop_all

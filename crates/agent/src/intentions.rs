@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use trellis_api::Intention;
@@ -40,7 +40,7 @@ enum Loaded {
 /// Intentions by destination, as far as this agent has been asked about them.
 pub struct IntentionView {
     backend: Backend,
-    destinations: Mutex<HashMap<String, watch::Receiver<Loaded>>>,
+    destinations: RwLock<HashMap<String, watch::Receiver<Loaded>>>,
 }
 
 impl IntentionView {
@@ -48,15 +48,21 @@ impl IntentionView {
     pub fn new(backend: Backend) -> IntentionView {
         IntentionView {
             backend,
-            destinations: Mutex::new(HashMap::new()),
+            destinations: RwLock::new(HashMap::new()),
         }
     }
 
     /// The engine for `destination`: from memory once loaded; the first call for a
     /// destination waits for its first fetch.
     pub async fn engine(&self, destination: &str) -> Result<Arc<Engine>, AgentError> {
+        // The common case: loaded. A shared lock, no receiver clone, no await.
+        if let Some(rx) = self.destinations.read().get(destination) {
+            if let Loaded::Ready(engine) = &*rx.borrow() {
+                return Ok(engine.clone());
+            }
+        }
         let mut rx = {
-            let mut map = self.destinations.lock();
+            let mut map = self.destinations.write();
             match map.get(destination) {
                 Some(rx) => rx.clone(),
                 None => {
@@ -73,7 +79,7 @@ impl IntentionView {
                 Loaded::Failed(msg) => {
                     let msg = msg.clone();
                     // Let the next request start over.
-                    self.destinations.lock().remove(destination);
+                    self.destinations.write().remove(destination);
                     return Err(AgentError::Unavailable(msg));
                 }
                 Loaded::Pending => {}
@@ -88,7 +94,7 @@ impl IntentionView {
 
     /// How many destinations are held.
     pub fn len(&self) -> usize {
-        self.destinations.lock().len()
+        self.destinations.read().len()
     }
 
     /// Whether nothing is held.

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use trellis_api::filter::Filter;
 use trellis_api::{AuthorizeRequest, AuthorizeResponse, Intention};
 use trellis_identity::SpiffeId;
-use trellis_intentions::{Action, Decision, Engine, Reason};
+use trellis_intentions::{Action, Decision, Reason};
 use trellis_state::{Command, IntentionRef, Query, QueryOutput};
 
 use super::{decode, fetch, json, query_response, run_query, write, Params};
@@ -354,10 +354,10 @@ pub(crate) async fn check(State(a): State<Arc<Agent>>, p: Params) -> Res {
 /// Consul's text for an intention in a reason:
 /// `default/web => default/db (Precedence: 9, Action: ALLOW)` (namespace/name; the partition
 /// prefix is empty in this edition).
-fn describe(engine: &Engine, source: &str, destination: &str) -> String {
+fn describe(intention: Option<&trellis_intentions::Intention>) -> String {
     const NS: &str = trellis_identity::DEFAULT_NAMESPACE;
-    match engine.find(source, destination) {
-        None => format!("{NS}/{source} => {NS}/{destination}"),
+    match intention {
+        None => String::new(),
         Some(i) => {
             let detail = match i.action {
                 Some(Action::Allow) => "Action: ALLOW".to_string(),
@@ -373,21 +373,24 @@ fn describe(engine: &Engine, source: &str, destination: &str) -> String {
 }
 
 /// Consul's `Reason` for an authorization decision.
-pub(crate) fn reason_text(
-    a: &Agent,
-    engine: &Engine,
-    d: &Decision,
-    source: &str,
-    target: &str,
-) -> String {
+pub(crate) fn reason_text(a: &Agent, d: &Decision) -> String {
     match &d.reason {
         Reason::Intention { .. } => {
-            format!("Matched L4 intention: {}", describe(engine, source, target))
+            format!("Matched L4 intention: {}", describe(d.reason.intention()))
         }
         Reason::L7AtL4 { .. } => {
-            format!("Matched L7 intention: {}", describe(engine, source, target))
+            format!("Matched L7 intention: {}", describe(d.reason.intention()))
         }
         Reason::Default => default_decision(a).1.to_string(),
+    }
+}
+
+/// Reads the authorize body: Consul's own spelling straight into the type (what every client
+/// sends), any other spelling through the case-insensitive decoder.
+fn authorize_body(body: &Bytes) -> Result<AuthorizeRequest, AgentError> {
+    match serde_json::from_slice::<AuthorizeRequest>(body) {
+        Ok(req) if !req.target.is_empty() && !req.client_cert_uri.is_empty() => Ok(req),
+        _ => decode(body),
     }
 }
 
@@ -396,7 +399,7 @@ pub(crate) fn reason_text(
 /// target's intentions are loaded.
 pub(crate) async fn authorize(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
     a.check_dc(&p)?;
-    let req: AuthorizeRequest = decode(&body)?;
+    let req = authorize_body(&body)?;
     if req.target.is_empty() {
         return Err(bad("Target service must be specified"));
     }
@@ -422,7 +425,7 @@ pub(crate) async fn authorize(State(a): State<Arc<Agent>>, p: Params, body: Byte
             reason: Reason::Default,
         }
     };
-    let reason = reason_text(&a, &engine, &d, &svc.service, &req.target);
+    let reason = reason_text(&a, &d);
     tracing::debug!(source = %svc.service, target = %req.target, authorized = d.allowed, %reason, "authorize");
     Ok(json(&AuthorizeResponse {
         authorized: d.allowed,
