@@ -29,23 +29,20 @@ WRITES_N="${WRITES_N:-5000}"
 SCENARIOS="${SCENARIOS:-a b c d e f}"
 # A wrk Lua script (POST bodies); empty for plain GETs.
 WRK_SCRIPT=""
-# In the A/B scenarios (a, d, f) the server under test and the baseline run on the last CPU
-# and wrk on CPU 0, so the load tool never preempts the server it measures; PIN=0 turns it off.
+# In the A/B scenarios (a, d, f) the server under test and the baseline are started on the
+# last CPU only (their runtimes then size themselves to one worker thread) and wrk runs on
+# CPU 0, so the load tool never preempts the server it measures; PIN=0 turns it off.
 PIN="${PIN:-1}"
 NCPU=$(nproc)
 if [[ $PIN == 1 && $NCPU -ge 2 ]] && command -v taskset >/dev/null; then
   SERVER_CPU=$((NCPU - 1))
+  SERVER_PIN=(taskset -c "$SERVER_CPU")
   CLIENT_PIN=(taskset -c 0)
 else
   SERVER_CPU=""
+  SERVER_PIN=()
   CLIENT_PIN=()
 fi
-
-# Moves every thread of process $1 to the server CPU (when pinning).
-pin_server() {
-  [[ -n "$SERVER_CPU" ]] || return 0
-  taskset -a -p -c "$SERVER_CPU" "$1" >/dev/null
-}
 
 PIDS=()
 USED_PORTS=" "
@@ -106,12 +103,14 @@ wait_leader() {
   die "no leader at $addr after 30 s"
 }
 
-# Starts a dev agent named $1; sets AGENT_PID and AGENT_ADDR.
+# Starts a dev agent named $1 (on the server CPU when $2 is "pinned"); sets AGENT_PID and
+# AGENT_ADDR.
 start_dev_agent() {
-  local http srv
+  local http srv pin=()
   free_port; http=$PORT
   free_port; srv=$PORT
-  "$TRELLIS" agent --dev --http-port "$http" --server-port "$srv" --node "bench-$1" \
+  if [[ "${2:-}" == pinned ]]; then pin=(${SERVER_PIN[@]+"${SERVER_PIN[@]}"}); fi
+  ${pin[@]+"${pin[@]}"} "$TRELLIS" agent --dev --http-port "$http" --server-port "$srv" --node "bench-$1" \
     >"$WORK/$1.log" 2>&1 &
   AGENT_PID=$!
   PIDS+=("$AGENT_PID")
@@ -190,9 +189,9 @@ compare() {
 start_baseline() {
   local file=$1 path=$2
   free_port; BASE_ADDR="127.0.0.1:$PORT"
-  "$BENCH" baseline --listen "$BASE_ADDR" --body-file "$file" >"$WORK/baseline-$PORT.log" 2>&1 &
-  BASE_PID=$!
-  PIDS+=("$BASE_PID")
+  ${SERVER_PIN[@]+"${SERVER_PIN[@]}"} "$BENCH" baseline --listen "$BASE_ADDR" --body-file "$file" \
+    >"$WORK/baseline-$PORT.log" 2>&1 &
+  PIDS+=($!)
   for i in $(seq 1 50); do curl -sf "http://$BASE_ADDR/" -o /dev/null && break; sleep 0.1; done
   cmp -s <(curl -sf "http://$BASE_ADDR$path") "$file" || die "baseline body differs"
 }
@@ -239,7 +238,7 @@ say "pinning:  ${SERVER_CPU:+servers on CPU $SERVER_CPU, wrk on CPU 0 (scenarios
 # --- a. hot read ------------------------------------------------------------------------------
 if [[ " $SCENARIOS " == *" a "* ]]; then
   note "a. hot read: starting a dev agent and populating $POPULATE_N services..."
-  start_dev_agent hotread
+  start_dev_agent hotread pinned
   TRELLIS_ADDR=$AGENT_ADDR
   "$BENCH" populate --addr "$TRELLIS_ADDR" --services "$POPULATE_N" >"$WORK/populate.json"
   READ_PATH="/v1/health/connect/svc-$((POPULATE_N / 2))"
@@ -250,7 +249,6 @@ if [[ " $SCENARIOS " == *" a "* ]]; then
   say ""
   say "## a. hot read: GET $READ_PATH ($(wc -c <"$WORK/body.json") bytes), $POPULATE_N services populated"
   say "populate: $(cat "$WORK/populate.json")"
-  pin_server "$AGENT_PID"; pin_server "$BASE_PID"
   compare a "$TRELLIS_ADDR" "$BASE_ADDR" "$READ_PATH"
   say "trellis RSS after: $(awk '/VmRSS/ { print $2, $3 }' "/proc/$AGENT_PID/status")"
   stop_all
@@ -317,7 +315,7 @@ fi
 # --- d. cached leaf ---------------------------------------------------------------------------
 if [[ " $SCENARIOS " == *" d "* ]]; then
   note "d. cached leaf: starting a dev agent..."
-  start_dev_agent leaf
+  start_dev_agent leaf pinned
   LEAF_PATH="/v1/agent/connect/ca/leaf/web"
   for i in $(seq 1 100); do curl -sf "http://$AGENT_ADDR$LEAF_PATH" -o "$WORK/leaf.json" && break; sleep 0.1; done
   jq -e .CertPEM "$WORK/leaf.json" >/dev/null || die "no leaf from $LEAF_PATH"
@@ -325,7 +323,6 @@ if [[ " $SCENARIOS " == *" d "* ]]; then
   start_baseline "$WORK/leaf.json" "$LEAF_PATH"
   say ""
   say "## d. cached leaf: GET $LEAF_PATH ($(wc -c <"$WORK/leaf.json") bytes) from the agent's store"
-  pin_server "$AGENT_PID"; pin_server "$BASE_PID"
   compare d "$AGENT_ADDR" "$BASE_ADDR" "$LEAF_PATH"
   stop_all
 fi
@@ -356,7 +353,7 @@ fi
 # --- f. authorize -----------------------------------------------------------------------------
 if [[ " $SCENARIOS " == *" f "* ]]; then
   note "f. authorize: starting a dev agent..."
-  start_dev_agent authz
+  start_dev_agent authz pinned
   for i in $(seq 1 100); do
     TD=$(curl -sf "http://$AGENT_ADDR/v1/connect/ca/roots" | jq -r .TrustDomain)
     [[ -n "$TD" && "$TD" != null ]] && break; sleep 0.1
@@ -377,7 +374,6 @@ if [[ " $SCENARIOS " == *" f "* ]]; then
   WRK_SCRIPT="$WORK/authz.lua"
   say ""
   say "## f. authorize: POST /v1/agent/connect/authorize, 1000 intentions on the target, decided from the agent's view"
-  pin_server "$AGENT_PID"; pin_server "$BASE_PID"
   compare f "$AGENT_ADDR" "$BASE_ADDR" "/v1/agent/connect/authorize"
   WRK_SCRIPT=""
   stop_all

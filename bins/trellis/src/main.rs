@@ -12,10 +12,8 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 
-/// mimalloc: the agent's request paths make many small, short-lived allocations (request
-/// parsing, JSON, headers); glibc's allocator showed as a sizeable share of a profile.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(cli::dash_aliases(std::env::args_os()));
