@@ -233,7 +233,11 @@ say "cpu:      $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
 say "wrk:      $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }'); wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION --latency"
 say "ulimit:   -n $NOFILE (hard $(ulimit -Hn))"
 say "scratch:  ${WORK#"$ROOT"/} ($(fs_type "$WORK"))"
-say "pinning:  ${SERVER_CPU:+servers on CPU $SERVER_CPU, wrk on CPU 0 (scenarios a, d, f)}${SERVER_CPU:-none}"
+if [[ -n "$SERVER_CPU" ]]; then
+  say "pinning:  servers on CPU $SERVER_CPU, wrk on CPU 0 (scenarios a, d, f)"
+else
+  say "pinning:  none"
+fi
 
 # --- a. hot read ------------------------------------------------------------------------------
 if [[ " $SCENARIOS " == *" a "* ]]; then
