@@ -367,6 +367,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             sync_interval,
             node_meta: file.node_meta.clone(),
             leaf_root_change_jitter,
+            cache_ttl: trellis_agent::cache::DEFAULT_LAST_GET_TTL,
             default_intention_policy: match file.default_intention_policy.as_deref() {
                 None | Some("") => None,
                 Some("allow") => Some(trellis_agent::IntentionAction::Allow),

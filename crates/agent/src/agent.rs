@@ -47,6 +47,8 @@ pub struct AgentConfig {
     /// What `/v1/agent/connect/authorize` answers when no intention matches; `None` follows
     /// the ACL default policy (allow while ACLs are off).
     pub default_intention_policy: Option<trellis_intentions::Action>,
+    /// How long a cache entry lives without being read (Consul's 72 hours by default).
+    pub cache_ttl: Duration,
 }
 
 /// A running agent.
@@ -60,8 +62,9 @@ pub struct Agent {
     register_lock: parking_lot::Mutex<()>,
     /// Leaf certificates of this agent's services.
     leafs: crate::leaf::LeafStore,
-    /// Intentions of the destinations asked about, kept fresh.
-    intentions: crate::intentions::IntentionView,
+    /// Intentions of the destinations asked about, by (datacenter, token, destination), kept
+    /// fresh in the background.
+    intentions: Arc<crate::cache::Cache<crate::cache::IntentionMatch>>,
 }
 
 fn startup(msg: impl std::fmt::Display) -> AgentError {
@@ -145,7 +148,13 @@ impl Agent {
         );
         tokio::spawn(syncer.run());
         let leafs = crate::leaf::LeafStore::new(config.leaf_root_change_jitter);
-        let intentions = crate::intentions::IntentionView::new(backend.clone());
+        let intentions = crate::cache::Cache::new(
+            crate::cache::IntentionMatch::new(backend.clone()),
+            crate::cache::Options {
+                last_get_ttl: config.cache_ttl,
+                ..Default::default()
+            },
+        );
         let agent = Arc::new(Agent {
             config,
             node_id,
@@ -191,7 +200,7 @@ impl Agent {
     }
 
     /// Intentions by destination, for authorization.
-    pub fn intentions(&self) -> &crate::intentions::IntentionView {
+    pub fn intentions(&self) -> &Arc<crate::cache::Cache<crate::cache::IntentionMatch>> {
         &self.intentions
     }
 

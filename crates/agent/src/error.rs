@@ -16,6 +16,10 @@ pub enum AgentError {
     /// A server failed or none could be reached (500, as Consul answers RPC failures).
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// A cache entry could not be filled: the status the same failure would have without the
+    /// cache.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::FetchError),
     /// Data the answer needs could not be fetched from the servers (500).
     #[error("{0}")]
     Unavailable(String),
@@ -34,6 +38,10 @@ impl AgentError {
             AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AgentError::NotFound(_) => StatusCode::NOT_FOUND,
             AgentError::Server(e) => trellis_server::error_status(e),
+            AgentError::Cache(crate::cache::FetchError::Server(e)) => {
+                trellis_server::error_status(e)
+            }
+            AgentError::Cache(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AgentError::Persist(_) | AgentError::Startup(_) | AgentError::Unavailable(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -48,6 +56,10 @@ impl IntoResponse for AgentError {
             AgentError::Server(ServerError::Remote { message, .. }) => {
                 message.trim_end().to_string()
             }
+            AgentError::Cache(crate::cache::FetchError::Server(e)) => match &**e {
+                ServerError::Remote { message, .. } => message.trim_end().to_string(),
+                other => other.to_string(),
+            },
             other => other.to_string(),
         };
         msg.push('\n');

@@ -10,6 +10,7 @@
 
 mod agent;
 mod backend;
+pub mod cache;
 pub mod checks;
 mod definition;
 mod error;

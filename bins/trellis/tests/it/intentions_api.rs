@@ -414,3 +414,46 @@ async fn client_agent_keeps_authorizing_while_the_server_is_down() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn authorize_is_cached_per_token_with_consuls_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Agent::dev("intent-cache", dir.path());
+    a.ready().await;
+    let td = trust_domain(&a).await;
+    let body = json!({
+        "Target": "db",
+        "ClientCertURI": format!("spiffe://{td}/ns/default/dc/dc1/svc/web"),
+    });
+    let call = |token: Option<&'static str>| {
+        let mut req = client()
+            .post(a.url("/v1/agent/connect/authorize"))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.header("X-Consul-Token", t);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let cache = r.headers()["x-cache"].to_str().unwrap().to_string();
+            let age = r
+                .headers()
+                .get("age")
+                .map(|v| v.to_str().unwrap().to_string());
+            (cache, age)
+        }
+    };
+    assert_eq!(call(Some("token-a")).await, ("MISS".to_string(), None));
+    let (cache, age) = call(Some("token-a")).await;
+    assert_eq!(cache, "HIT");
+    assert_eq!(
+        age.as_deref(),
+        Some("0"),
+        "a refreshing entry in contact has age 0"
+    );
+    // Another token never shares the first one's entry.
+    assert_eq!(call(Some("token-b")).await.0, "MISS");
+    assert_eq!(call(Some("token-b")).await.0, "HIT");
+    assert_eq!(call(None).await.0, "MISS");
+    assert_eq!(call(None).await.0, "HIT");
+}

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -13,7 +16,10 @@ use trellis_identity::SpiffeId;
 use trellis_intentions::{Action, Decision, Reason};
 use trellis_state::{Command, IntentionRef, Query, QueryOutput};
 
-use super::{decode, fetch, json, query_response, run_query, write, Params};
+use super::{
+    cache_headers, decode, fetch, json, query_response, request_token, run_query, write, Params,
+};
+use crate::cache::Key;
 use crate::error::bad;
 use crate::{Agent, AgentError};
 
@@ -397,7 +403,12 @@ fn authorize_body(body: &Bytes) -> Result<AuthorizeRequest, AgentError> {
 /// `POST /v1/agent/connect/authorize`: may this client certificate's service connect to
 /// `Target`? Decided from the agent's intentions view, without a server round trip once the
 /// target's intentions are loaded.
-pub(crate) async fn authorize(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
+pub(crate) async fn authorize(
+    State(a): State<Arc<Agent>>,
+    p: Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
     a.check_dc(&p)?;
     let req = authorize_body(&body)?;
     if req.target.is_empty() {
@@ -414,7 +425,13 @@ pub(crate) async fn authorize(State(a): State<Arc<Agent>>, p: Params, body: Byte
     if svc.partition != trellis_identity::DEFAULT_PARTITION {
         return Err(bad("Mismatched partitions"));
     }
-    let engine = a.intentions().engine(&req.target).await?;
+    let key = Key::new(
+        a.config().datacenter.clone(),
+        request_token(&headers, &p),
+        req.target.clone(),
+    );
+    let hit = a.intentions().get(key, 0, Duration::ZERO).await?;
+    let engine = hit.value;
     let (default_allow, _) = default_decision(&a);
     let d = if svc.namespace == trellis_identity::DEFAULT_NAMESPACE {
         engine.decide(&svc.service, &req.target, default_allow)
@@ -427,8 +444,10 @@ pub(crate) async fn authorize(State(a): State<Arc<Agent>>, p: Params, body: Byte
     };
     let reason = reason_text(&a, &d);
     tracing::debug!(source = %svc.service, target = %req.target, authorized = d.allowed, %reason, "authorize");
-    Ok(json(&AuthorizeResponse {
+    let mut resp = json(&AuthorizeResponse {
         authorized: d.allowed,
         reason,
-    }))
+    });
+    cache_headers(&mut resp, hit.cache_hit, hit.age);
+    Ok(resp)
 }

@@ -166,6 +166,38 @@ pub(crate) async fn write(
     }
 }
 
+/// The request's ACL token, as Consul reads it: `X-Consul-Token`, else `Authorization: Bearer`,
+/// else `?token=`; empty for the anonymous token. Used to partition cached data; never logged.
+pub(crate) fn request_token(headers: &HeaderMap, p: &Params) -> String {
+    if let Some(t) = headers.get("x-consul-token").and_then(|v| v.to_str().ok()) {
+        if !t.is_empty() {
+            return t.to_string();
+        }
+    }
+    if let Some(t) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        if !t.trim().is_empty() {
+            return t.trim().to_string();
+        }
+    }
+    p.get("token").unwrap_or("").to_string()
+}
+
+/// Consul's cache headers: `X-Cache: HIT|MISS`, and on a hit `Age` in seconds.
+pub(crate) fn cache_headers(resp: &mut Response, hit: bool, age: Duration) {
+    let h = resp.headers_mut();
+    h.insert(
+        "x-cache",
+        HeaderValue::from_static(if hit { "HIT" } else { "MISS" }),
+    );
+    if hit {
+        h.insert("age", HeaderValue::from(age.as_secs()));
+    }
+}
+
 /// A JSON response with status 200.
 pub(crate) fn json<T: Serialize>(v: &T) -> Response {
     let body = serde_json::to_vec(v).expect("responses serialise");

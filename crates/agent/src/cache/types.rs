@@ -1,0 +1,134 @@
+//! The kinds of data the agent caches, one [`CacheType`] each.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use trellis_api::Intention;
+use trellis_intentions::Engine;
+use trellis_server::QueryOptions;
+use trellis_state::{Query, QueryOutput};
+
+use super::{CacheType, FetchError, Key};
+use crate::intentions::engine_from_match;
+use crate::Backend;
+
+/// The intentions that apply to one destination (its own and the wildcard destination's),
+/// as an [`Engine`] ready to decide `/v1/agent/connect/authorize`: Consul's
+/// `IntentionMatch` cache type, matched by destination.
+///
+/// The request is the destination name. The key's token and datacenter partition the
+/// entries but are not sent yet: the backend has no ACLs and answers for its own
+/// datacenter.
+#[derive(Clone)]
+pub struct IntentionMatch {
+    backend: Backend,
+}
+
+impl IntentionMatch {
+    /// Fetches through `backend`.
+    pub fn new(backend: Backend) -> IntentionMatch {
+        IntentionMatch { backend }
+    }
+}
+
+impl CacheType for IntentionMatch {
+    type Request = String;
+    type Value = Arc<Engine>;
+    const NAME: &'static str = "intention-match";
+
+    fn fetch(
+        &self,
+        key: &Key<String>,
+        min_index: u64,
+        wait: Duration,
+    ) -> impl Future<Output = Result<(Arc<Engine>, u64), FetchError>> + Send {
+        let backend = self.backend.clone();
+        let destination = key.request.clone();
+        async move {
+            let query = Query::IntentionMatch {
+                by_source: false,
+                names: vec![destination.clone()],
+            };
+            let options = QueryOptions {
+                index: min_index,
+                wait,
+                stale: false,
+                consistent: false,
+            };
+            let answer = backend.query(query, options).await?;
+            let body = match answer.output {
+                QueryOutput::Found(body) => body,
+                QueryOutput::NotFound(msg) => return Err(FetchError::Invalid(msg)),
+            };
+            let mut by_name: HashMap<String, Vec<Intention>> = serde_json::from_slice(&body)
+                .map_err(|e| FetchError::Invalid(format!("decoding intention match: {e}")))?;
+            let list = by_name.remove(&destination).unwrap_or_default();
+            Ok((Arc::new(engine_from_match(&list)), answer.index))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{Cache, Options};
+    use trellis_server::{Server, ServerConfig};
+    use trellis_state::Command;
+
+    /// The abstraction fits a real type: a dev server in-process, the cache in front of it,
+    /// and a write on the server reaching a getter blocked on the cache.
+    #[tokio::test]
+    async fn intention_match_through_the_cache() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let server = Server::start(ServerConfig {
+            node_name: "s1".into(),
+            datacenter: "dc1".into(),
+            data_dir: None,
+            rpc_addr: ([127, 0, 0, 1], port).into(),
+            bootstrap_expect: 1,
+            retry_join: vec![],
+            snapshot_threshold: 10_000,
+        })
+        .await
+        .expect("server starts");
+        assert!(server.wait_for_leader(Duration::from_secs(10)).await);
+        let backend = Backend::Local(server);
+        let cache = Cache::new(IntentionMatch::new(backend.clone()), Options::default());
+        let key = Key::new("dc1", "", "db".to_string());
+
+        let first = cache.get(key.clone(), 0, Duration::ZERO).await.unwrap();
+        assert!(!first.cache_hit);
+        assert_eq!(first.value.len(), 0);
+        assert!(!first.value.decide("web", "db", false).allowed);
+        let again = cache.get(key.clone(), 0, Duration::ZERO).await.unwrap();
+        assert!(again.cache_hit);
+        assert!(Arc::ptr_eq(&first.value, &again.value));
+
+        let source = serde_json::json!({ "Name": "web", "Action": "allow" });
+        backend
+            .apply(Command::IntentionUpsert {
+                destination: "db".into(),
+                source: source.as_object().cloned().unwrap_or_default(),
+                create_only: false,
+                replace_id: None,
+            })
+            .await
+            .unwrap();
+
+        // The background refresher picks the write up and wakes this blocked get.
+        let next = cache
+            .get(key.clone(), first.index, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(next.index > first.index);
+        assert!(next.value.decide("web", "db", false).allowed);
+        assert!(!next.value.decide("api", "db", false).allowed);
+        assert_eq!(next.age, Duration::ZERO);
+        assert_eq!(cache.len(), 1);
+    }
+}
