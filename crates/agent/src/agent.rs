@@ -65,6 +65,9 @@ pub struct Agent {
     /// Intentions of the destinations asked about, by (datacenter, token, destination), kept
     /// fresh in the background.
     intentions: Arc<crate::cache::Cache<crate::cache::IntentionMatch>>,
+    /// Store reads served from memory (`?cached`, the agent's roots endpoint), by
+    /// (datacenter, token, query).
+    queries: Arc<crate::cache::Cache<crate::cache::StoreQuery>>,
 }
 
 fn startup(msg: impl std::fmt::Display) -> AgentError {
@@ -155,6 +158,13 @@ impl Agent {
                 ..Default::default()
             },
         );
+        let queries = crate::cache::Cache::new(
+            crate::cache::StoreQuery::new(backend.clone()),
+            crate::cache::Options {
+                last_get_ttl: config.cache_ttl,
+                ..Default::default()
+            },
+        );
         let agent = Arc::new(Agent {
             config,
             node_id,
@@ -164,6 +174,7 @@ impl Agent {
             register_lock: parking_lot::Mutex::new(()),
             leafs,
             intentions,
+            queries,
         });
         tokio::spawn(reap_critical_services(Arc::downgrade(&agent)));
         Ok((agent, http))
@@ -202,6 +213,11 @@ impl Agent {
     /// Intentions by destination, for authorization.
     pub fn intentions(&self) -> &Arc<crate::cache::Cache<crate::cache::IntentionMatch>> {
         &self.intentions
+    }
+
+    /// Store reads kept in memory.
+    pub fn queries(&self) -> &Arc<crate::cache::Cache<crate::cache::StoreQuery>> {
+        &self.queries
     }
 
     /// The check runner.

@@ -2,6 +2,7 @@
 
 mod api;
 mod blocking;
+mod cache;
 mod cluster;
 mod connect_ca;
 mod intentions_api;

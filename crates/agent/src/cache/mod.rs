@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use trellis_server::ServerError;
 
 mod types;
-pub use types::IntentionMatch;
+pub use types::{IntentionMatch, StoreQuery};
 
 #[cfg(test)]
 mod tests;

@@ -70,6 +70,47 @@ impl CacheType for IntentionMatch {
     }
 }
 
+/// Any read of the replicated store, answered as the servers answer it: catalog and health
+/// reads that `?cached` asks for, health/connect discovery, CA roots. The request is the
+/// [`Query`] itself; the value is its answer (a shared body, cheap to clone).
+#[derive(Clone)]
+pub struct StoreQuery {
+    backend: Backend,
+}
+
+impl StoreQuery {
+    /// Fetches through `backend`.
+    pub fn new(backend: Backend) -> StoreQuery {
+        StoreQuery { backend }
+    }
+}
+
+impl CacheType for StoreQuery {
+    type Request = Query;
+    type Value = QueryOutput;
+    const NAME: &'static str = "store-query";
+
+    fn fetch(
+        &self,
+        key: &Key<Query>,
+        min_index: u64,
+        wait: Duration,
+    ) -> impl Future<Output = Result<(QueryOutput, u64), FetchError>> + Send {
+        let backend = self.backend.clone();
+        let query = key.request.clone();
+        async move {
+            let options = QueryOptions {
+                index: min_index,
+                wait,
+                stale: false,
+                consistent: false,
+            };
+            let answer = backend.query(query, options).await?;
+            Ok((answer.output, answer.index))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,11 @@ pub(crate) async fn roots(State(a): State<Arc<Agent>>, p: Params) -> Res {
     run_query(&a, &p, Query::CaRoots).await
 }
 
+/// `GET /v1/agent/connect/ca/roots`: always from the agent's cache, as Consul's agent answers.
+pub(crate) async fn agent_roots(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    super::run_cached(&a, &p, Query::CaRoots).await
+}
+
 /// `GET /v1/connect/ca/configuration`.
 pub(crate) async fn get_config(State(a): State<Arc<Agent>>, p: Params) -> Res {
     run_query(&a, &p, Query::CaConfig).await

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -16,9 +15,7 @@ use trellis_identity::SpiffeId;
 use trellis_intentions::{Action, Decision, Reason};
 use trellis_state::{Command, IntentionRef, Query, QueryOutput};
 
-use super::{
-    cache_headers, decode, fetch, json, query_response, request_token, run_query, write, Params,
-};
+use super::{cache_headers, decode, fetch, json, query_response, run_query, write, Params};
 use crate::cache::Key;
 use crate::error::bad;
 use crate::{Agent, AgentError};
@@ -403,12 +400,7 @@ fn authorize_body(body: &Bytes) -> Result<AuthorizeRequest, AgentError> {
 /// `POST /v1/agent/connect/authorize`: may this client certificate's service connect to
 /// `Target`? Decided from the agent's intentions view, without a server round trip once the
 /// target's intentions are loaded.
-pub(crate) async fn authorize(
-    State(a): State<Arc<Agent>>,
-    p: Params,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Res {
+pub(crate) async fn authorize(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
     a.check_dc(&p)?;
     let req = authorize_body(&body)?;
     if req.target.is_empty() {
@@ -425,11 +417,7 @@ pub(crate) async fn authorize(
     if svc.partition != trellis_identity::DEFAULT_PARTITION {
         return Err(bad("Mismatched partitions"));
     }
-    let key = Key::new(
-        a.config().datacenter.clone(),
-        request_token(&headers, &p),
-        req.target.clone(),
-    );
+    let key = Key::new(a.config().datacenter.clone(), p.token(), req.target.clone());
     let hit = a.intentions().get(key, 0, Duration::ZERO).await?;
     let engine = hit.value;
     let (default_allow, _) = default_decision(&a);

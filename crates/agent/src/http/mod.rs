@@ -72,7 +72,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/health/connect/{name}", get(catalog::health_connect))
         .route("/v1/health/state/{state}", get(catalog::health_state))
         .route("/v1/connect/ca/roots", get(connect::roots))
-        .route("/v1/agent/connect/ca/roots", get(connect::roots))
+        .route("/v1/agent/connect/ca/roots", get(connect::agent_roots))
         .route(
             "/v1/connect/ca/configuration",
             get(connect::get_config).put(connect::put_config),
@@ -166,26 +166,6 @@ pub(crate) async fn write(
     }
 }
 
-/// The request's ACL token, as Consul reads it: `X-Consul-Token`, else `Authorization: Bearer`,
-/// else `?token=`; empty for the anonymous token. Used to partition cached data; never logged.
-pub(crate) fn request_token(headers: &HeaderMap, p: &Params) -> String {
-    if let Some(t) = headers.get("x-consul-token").and_then(|v| v.to_str().ok()) {
-        if !t.is_empty() {
-            return t.to_string();
-        }
-    }
-    if let Some(t) = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        if !t.trim().is_empty() {
-            return t.trim().to_string();
-        }
-    }
-    p.get("token").unwrap_or("").to_string()
-}
-
 /// Consul's cache headers: `X-Cache: HIT|MISS`, and on a hit `Age` in seconds.
 pub(crate) fn cache_headers(resp: &mut Response, hit: bool, age: Duration) {
     let h = resp.headers_mut();
@@ -245,7 +225,8 @@ pub(crate) fn query_options(p: &Params) -> Result<QueryOptions, AgentError> {
     })
 }
 
-/// Runs a catalog read through the backend and answers with its body and Consul's headers.
+/// Runs a catalog read through the backend and answers with its body and Consul's headers;
+/// with `?cached`, on the reads Consul's agent cache serves, from the agent's cache.
 pub(crate) async fn run_query(agent: &Agent, p: &Params, q: Query) -> Result<Response, AgentError> {
     for unsupported in ["filter", "node-meta"] {
         if p.get(unsupported).is_some_and(|v| !v.is_empty()) {
@@ -254,8 +235,44 @@ pub(crate) async fn run_query(agent: &Agent, p: &Params, q: Query) -> Result<Res
             )));
         }
     }
+    let cacheable = matches!(
+        q,
+        Query::CatalogServices
+            | Query::CatalogService { .. }
+            | Query::HealthService { .. }
+            | Query::CaRoots
+            | Query::IntentionMatch { .. }
+    );
+    if cacheable && p.has("cached") {
+        return run_cached(agent, p, q).await;
+    }
     let (r, consistency) = fetch(agent, p, q).await?;
     Ok(query_response(r, consistency))
+}
+
+/// Answers a read from the agent's cache (`?cached`): a blocking `?index` waits on the cache
+/// entry, not on the servers; `X-Cache` and `Age` say where the answer came from.
+pub(crate) async fn run_cached(
+    agent: &Agent,
+    p: &Params,
+    q: Query,
+) -> Result<Response, AgentError> {
+    agent.check_dc(p)?;
+    let opts = query_options(p)?;
+    let key = crate::cache::Key::new(agent.config().datacenter.clone(), p.token(), q);
+    let hit = agent.queries().get(key, opts.index, opts.wait).await?;
+    let mut resp = query_response(
+        QueryResponse {
+            output: hit.value,
+            index: hit.index,
+            known_leader: hit.age.is_zero(),
+            last_contact_ms: hit.age.as_millis() as u64,
+        },
+        "leader",
+    );
+    resp.headers_mut().remove("x-consul-effective-consistency");
+    cache_headers(&mut resp, hit.cache_hit, hit.age);
+    Ok(resp)
 }
 
 /// Runs a read through the backend with the request's options; returns the answer and the

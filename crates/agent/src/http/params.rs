@@ -3,10 +3,32 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-/// The decoded query string of a request.
-#[derive(Debug, Default, Clone)]
+/// The decoded query string of a request, and the ACL token it carries.
+#[derive(Default, Clone)]
 pub struct Params {
     pairs: Vec<(String, String)>,
+    /// From `X-Consul-Token` or `Authorization: Bearer`; never printed.
+    header_token: Option<String>,
+}
+
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pairs: Vec<(&str, &str)> = self
+            .pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if k == "token" {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("Params").field("pairs", &pairs).finish()
+    }
 }
 
 impl Params {
@@ -16,7 +38,18 @@ impl Params {
             pairs: form_urlencoded::parse(raw.as_bytes())
                 .into_owned()
                 .collect(),
+            header_token: None,
         }
+    }
+
+    /// The request's ACL token as Consul reads it: `X-Consul-Token`, else
+    /// `Authorization: Bearer`, else `?token=`; empty for the anonymous token. It partitions
+    /// cached data.
+    pub fn token(&self) -> &str {
+        self.header_token
+            .as_deref()
+            .or_else(|| self.get("token"))
+            .unwrap_or("")
     }
 
     /// The first value of `key`.
@@ -48,7 +81,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Params::parse(parts.uri.query().unwrap_or("")))
+        let mut p = Params::parse(parts.uri.query().unwrap_or(""));
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        p.header_token = header("x-consul-token")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .or_else(|| {
+                header("authorization")
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+            })
+            .map(str::to_string);
+        Ok(p)
     }
 }
 
@@ -64,5 +109,12 @@ mod tests {
         assert!(!p.has("consistent"));
         assert_eq!(p.all("tag"), ["a", "b c"]);
         assert_eq!(p.get("index"), Some("12"));
+    }
+
+    #[test]
+    fn the_token_is_never_printed() {
+        let p = Params::parse("token=s3cret&index=1");
+        assert_eq!(p.token(), "s3cret");
+        assert!(!format!("{p:?}").contains("s3cret"));
     }
 }

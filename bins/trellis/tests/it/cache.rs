@@ -1,0 +1,122 @@
+//! The agent cache through real processes: `?cached` with Consul's headers, blocking reads
+//! served from the cache, and a client agent that keeps answering while its server is down.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{client, Agent};
+
+/// GET returning (status, X-Cache, Age, X-Consul-Index, body).
+async fn cached(a: &Agent, path: &str) -> (u16, String, Option<u64>, u64, Value) {
+    let r = client().get(a.url(path)).send().await.unwrap();
+    let h = r.headers().clone();
+    let text = |name: &str| h.get(name).map(|v| v.to_str().unwrap().to_string());
+    let status = r.status().as_u16();
+    let body = r.json::<Value>().await.unwrap_or(Value::Null);
+    (
+        status,
+        text("x-cache").unwrap_or_default(),
+        text("age").map(|v| v.parse().unwrap()),
+        text("x-consul-index").unwrap().parse().unwrap(),
+        body,
+    )
+}
+
+async fn register(a: &Agent, name: &str, port: u16) -> (u16, String) {
+    let body = format!(r#"{{"Name":"{name}","Port":{port},"Connect":{{"SidecarService":{{}}}}}}"#);
+    a.put("/v1/agent/service/register", body).await
+}
+
+#[tokio::test]
+async fn cached_reads_hit_and_block_on_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Agent::dev("cache-dev", dir.path());
+    a.ready().await;
+    assert_eq!(register(&a, "db", 5432).await.0, 200);
+    let path = "/v1/health/connect/db?cached";
+    a.wait_for("/v1/health/connect/db", "the sidecar in the catalog", |v| {
+        v.as_array().is_some_and(|l| l.len() == 1)
+    })
+    .await;
+
+    let (s, x, age, index, body) = cached(&a, path).await;
+    assert_eq!((s, x.as_str(), age), (200, "MISS", None));
+    assert_eq!(body.as_array().unwrap().len(), 1);
+    let (_, x, age, index2, _) = cached(&a, path).await;
+    assert_eq!((x.as_str(), age), ("HIT", Some(0)));
+    assert_eq!(index2, index);
+    // Without ?cached the endpoint does not say anything about a cache.
+    let r = client()
+        .get(a.url("/v1/health/connect/db"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("x-cache").is_none());
+
+    // A blocking read on the cache returns when the background refresh sees a change.
+    let url = a.url(&format!("{path}&index={index}&wait=20s"));
+    let start = Instant::now();
+    let waiter = tokio::spawn(async move { client().get(url).send().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiter.is_finished(), "the cached read did not block");
+    let body = r#"{"Name":"db","ID":"db-2","Port":5433,"Connect":{"SidecarService":{}}}"#;
+    assert_eq!(a.put("/v1/agent/service/register", body).await.0, 200);
+    let r = waiter.await.unwrap();
+    assert!(start.elapsed() < Duration::from_secs(15));
+    let new_index: u64 = r.headers()["x-consul-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(new_index > index);
+    assert_eq!(
+        r.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        2
+    );
+
+    // The agent's roots endpoint is always answered from the cache.
+    let (s, x, _, _, roots) = cached(&a, "/v1/agent/connect/ca/roots").await;
+    assert_eq!((s, x.as_str()), (200, "MISS"));
+    assert!(roots["Roots"].as_array().is_some_and(|r| !r.is_empty()));
+    assert_eq!(cached(&a, "/v1/agent/connect/ca/roots").await.1, "HIT");
+}
+
+#[tokio::test]
+async fn a_client_agent_serves_cached_discovery_and_roots_while_its_server_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Agent::server("cache-srv", &dir.path().join("srv"), &[]);
+    server.ready().await;
+    let mut agent = Agent::client("cache-cli", &dir.path().join("cli"), server.server, &[]);
+    agent.ready().await;
+    assert_eq!(register(&agent, "db", 5432).await.0, 200);
+    agent
+        .wait_for("/v1/health/connect/db", "the sidecar in the catalog", |v| {
+            v.as_array().is_some_and(|l| l.len() == 1)
+        })
+        .await;
+    let discovery = "/v1/health/connect/db?cached";
+    let (_, _, _, _, before) = cached(&agent, discovery).await;
+    let (_, _, _, _, roots_before) = cached(&agent, "/v1/agent/connect/ca/roots").await;
+
+    server.kill();
+    let start = Instant::now();
+    // Answers keep coming from memory; once the refresh notices the loss, Age counts up.
+    let mut saw_age = false;
+    while start.elapsed() < Duration::from_secs(4) {
+        let t = Instant::now();
+        let (s, x, age, _, body) = cached(&agent, discovery).await;
+        assert_eq!((s, x.as_str()), (200, "HIT"));
+        assert_eq!(body, before);
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "waited on the dead server"
+        );
+        saw_age |= age.is_some_and(|a| a >= 1);
+        let (s, x, _, _, roots) = cached(&agent, "/v1/agent/connect/ca/roots").await;
+        assert_eq!((s, x.as_str()), (200, "HIT"));
+        assert_eq!(roots, roots_before);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(saw_age, "Age never showed the lost contact");
+}
