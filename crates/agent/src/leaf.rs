@@ -14,7 +14,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use trellis_api::{IndexedCaRoots, IssuedCert};
 use trellis_identity::{SpiffeId, TrustDomain};
-use trellis_server::{QueryOptions, ServerError};
+use trellis_server::ServerError;
 use trellis_state::{Query, QueryOutput};
 
 use crate::{AgentError, Backend};
@@ -32,12 +32,32 @@ struct Held {
 }
 
 /// Whether an error is the CA's rate limit (from this server or a remote one).
+/// Whether a failure to issue is worth riding out with the certificate held: the servers
+/// cannot be reached (or have no leader) right now.
+fn unreachable(e: &AgentError) -> bool {
+    match e {
+        AgentError::Server(ServerError::Rpc { .. } | ServerError::NoLeader) => true,
+        AgentError::Cache(crate::cache::FetchError::Server(s)) => {
+            matches!(&**s, ServerError::Rpc { .. } | ServerError::NoLeader)
+        }
+        _ => false,
+    }
+}
+
 fn rate_limited(e: &AgentError) -> bool {
     matches!(
         e,
         AgentError::Server(ServerError::Ca(trellis_ca::CaError::RateLimited))
             | AgentError::Server(ServerError::Remote { status: 429, .. })
     )
+}
+
+/// Where the leaf store reads the roots: the agent's cache, under the agent's own key.
+pub struct Roots {
+    /// The agent's store-read cache.
+    pub cache: Arc<crate::cache::Cache<crate::cache::StoreQuery>>,
+    /// The roots' key in it (this datacenter, the agent's token).
+    pub key: crate::cache::Key<Query>,
 }
 
 /// What the leaf path needs from the roots, parsed once per roots index.
@@ -103,23 +123,21 @@ impl LeafStore {
         }
     }
 
-    /// The roots (blocking when `min_index` is set), parsed only when their index moved.
+    /// The roots from the agent's cache (blocking on it when `min_index` is set), parsed only
+    /// when their index moved. From memory, so leafs keep being served while the servers are
+    /// unreachable.
     async fn roots(
         &self,
-        backend: &Backend,
+        roots: &Roots,
         min_index: u64,
         wait: Duration,
     ) -> Result<Arc<RootsView>, AgentError> {
-        let opts = QueryOptions {
-            index: min_index,
-            wait,
-            ..Default::default()
-        };
-        let resp = backend.query(Query::CaRoots, opts).await?;
-        if let Some(view) = self.roots.lock().as_ref().filter(|v| v.index == resp.index) {
+        let hit = roots.cache.get(roots.key.clone(), min_index, wait).await?;
+        if let Some(view) = self.roots.lock().as_ref().filter(|v| v.index == hit.index) {
             return Ok(view.clone());
         }
-        let QueryOutput::Found(body) = resp.output else {
+        let resp = hit;
+        let QueryOutput::Found(body) = resp.value else {
             return Err(internal("CA roots not found"));
         };
         let roots: IndexedCaRoots =
@@ -183,21 +201,23 @@ impl LeafStore {
         Ok(held)
     }
 
-    /// The leaf for `service` as its JSON body and index. With `min_index`, blocks (up to
-    /// `wait`) until a certificate with a higher index is issued: at renewal time or when the
-    /// active root changes.
+    /// The leaf for `service` as its JSON body, its index, and whether it was already held
+    /// (a cache hit). With `min_index`, blocks (up to `wait`) until a certificate with a higher
+    /// index is issued: at renewal time or when the active root changes. While the servers
+    /// cannot be reached, a held certificate keeps being served until it expires.
     pub async fn get(
         &self,
         backend: &Backend,
+        roots_cache: &Roots,
         datacenter: &str,
         service: &str,
         min_index: u64,
         wait: Duration,
-    ) -> Result<(Bytes, u64), AgentError> {
+    ) -> Result<(Bytes, u64, bool), AgentError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut jittered = false;
         loop {
-            let roots = self.roots(backend, 0, Duration::ZERO).await?;
+            let roots = self.roots(roots_cache, 0, Duration::ZERO).await?;
             if roots.trust_domain.is_empty() || roots.active_root_id.is_empty() {
                 return Err(AgentError::Server(ServerError::Ca(
                     trellis_ca::CaError::Uninitialized,
@@ -223,11 +243,15 @@ impl LeafStore {
                     continue;
                 }
             }
+            let mut hit = true;
             let held = match self.current(service, &roots.active_root_id) {
                 Some(h) => h,
                 None => match self.issue(backend, datacenter, service, &roots).await {
-                    Ok(h) => h,
-                    Err(e) if rate_limited(&e) => {
+                    Ok(h) => {
+                        hit = false;
+                        h
+                    }
+                    Err(e) if rate_limited(&e) || unreachable(&e) => {
                         // Consul's answer to "Rate limit reached": keep using the certificate
                         // held (if it is still valid under the active root) and retry at a
                         // random point of the next window; a first fetch gets the error.
@@ -240,10 +264,10 @@ impl LeafStore {
                             .as_ref()
                             .is_some_and(|h| h.cert.modify_index > min_index);
                         if min_index == 0 || newer || remaining.is_zero() {
-                            return usable.map(|h| (h.body, h.cert.modify_index)).ok_or(e);
+                            return usable.map(|h| (h.body, h.cert.modify_index, true)).ok_or(e);
                         }
-                        let window = self.root_change_jitter.max(Duration::from_millis(100));
-                        tracing::debug!(%service, "CSR rate limit reached; retrying within {window:?}");
+                        let window = self.root_change_jitter.max(Duration::from_secs(1));
+                        tracing::debug!(%service, error = %e, "cannot issue now; retrying within {window:?}");
                         tokio::time::sleep(
                             root_change_delay(window, rand::random()).min(remaining),
                         )
@@ -255,13 +279,13 @@ impl LeafStore {
             };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if min_index == 0 || held.cert.modify_index > min_index || remaining.is_zero() {
-                return Ok((held.body, held.cert.modify_index));
+                return Ok((held.body, held.cert.modify_index, hit));
             }
             // Wait for the renewal time, a roots change, or the deadline; then look again.
             let until_renew = Duration::from_secs((held.renew_at - now_unix()).max(0) as u64);
             let nap = until_renew.min(remaining);
             tokio::select! {
-                r = self.roots(backend, roots.index, nap) => { r?; }
+                r = self.roots(roots_cache, roots.index, nap) => { r?; }
                 _ = tokio::time::sleep(nap) => {}
             }
         }

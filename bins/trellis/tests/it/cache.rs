@@ -1,5 +1,6 @@
 //! The agent cache through real processes: `?cached` with Consul's headers, blocking reads
-//! served from the cache, and a client agent that keeps answering while its server is down.
+//! served from the cache, and a client agent that keeps answering (discovery, roots, its leaf)
+//! while its server is down.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,12 @@ async fn cached(a: &Agent, path: &str) -> (u16, String, Option<u64>, u64, Value)
     let h = r.headers().clone();
     let text = |name: &str| h.get(name).map(|v| v.to_str().unwrap().to_string());
     let status = r.status().as_u16();
-    let body = r.json::<Value>().await.unwrap_or(Value::Null);
+    let raw = r.text().await.unwrap();
+    let body = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
+    assert!(
+        h.contains_key("x-consul-index"),
+        "{path}: {status} without X-Consul-Index: {body}"
+    );
     (
         status,
         text("x-cache").unwrap_or_default(),
@@ -95,9 +101,18 @@ async fn a_client_agent_serves_cached_discovery_and_roots_while_its_server_is_do
             v.as_array().is_some_and(|l| l.len() == 1)
         })
         .await;
+    agent
+        .wait_for("/v1/agent/connect/ca/roots", "the CA", |v| {
+            v["ActiveRootID"].as_str().is_some_and(|s| !s.is_empty())
+        })
+        .await;
     let discovery = "/v1/health/connect/db?cached";
     let (_, _, _, _, before) = cached(&agent, discovery).await;
     let (_, _, _, _, roots_before) = cached(&agent, "/v1/agent/connect/ca/roots").await;
+    let leaf_path = "/v1/agent/connect/ca/leaf/db";
+    let (s, x, _, _, leaf_before) = cached(&agent, leaf_path).await;
+    assert_eq!((s, x.as_str()), (200, "MISS"), "{leaf_before}");
+    assert_eq!(cached(&agent, leaf_path).await.1, "HIT");
 
     server.kill();
     let start = Instant::now();
@@ -116,6 +131,10 @@ async fn a_client_agent_serves_cached_discovery_and_roots_while_its_server_is_do
         let (s, x, _, _, roots) = cached(&agent, "/v1/agent/connect/ca/roots").await;
         assert_eq!((s, x.as_str()), (200, "HIT"));
         assert_eq!(roots, roots_before);
+        // The leaf is not expired and its root is still active: served from memory.
+        let (s, x, _, _, leaf) = cached(&agent, leaf_path).await;
+        assert_eq!((s, x.as_str()), (200, "HIT"));
+        assert_eq!(leaf, leaf_before);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(saw_age, "Age never showed the lost contact");

@@ -1,6 +1,7 @@
 //! `/v1/connect/ca/*` and `/v1/agent/connect/ca/*`: roots, CA configuration, leaf certificates.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderValue;
@@ -70,10 +71,15 @@ pub(crate) async fn leaf(
 ) -> Res {
     validate_name("service name", &service).map_err(bad)?;
     let opts = query_options(&p)?;
-    let (body, index) = a
+    let roots = crate::leaf::Roots {
+        cache: a.queries().clone(),
+        key: crate::cache::Key::new(a.config().datacenter.clone(), "", Query::CaRoots),
+    };
+    let (body, index, hit) = a
         .leafs()
         .get(
             a.backend(),
+            &roots,
             &a.config().datacenter,
             &service,
             opts.index,
@@ -83,5 +89,6 @@ pub(crate) async fn leaf(
     let mut out = ([("content-type", "application/json")], body).into_response();
     out.headers_mut()
         .insert("x-consul-index", HeaderValue::from(index.max(1)));
+    super::cache_headers(&mut out, hit, Duration::ZERO);
     Ok(out)
 }
