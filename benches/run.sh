@@ -8,7 +8,9 @@
 #   d. leaf       GET /v1/agent/connect/ca/leaf/web from the agent's store, against the baseline
 #   e. signing    POST /v1/internal/ca/sign, leafs per server CPU-second against raw sign+verify
 #   f. authorize  POST /v1/agent/connect/authorize (1000 intentions on the target) from the
-#                 agent's intentions view, against the baseline reading the same POST
+#                 agent's cache, against the baseline reading the same POST
+#   g. memory     a client agent filled with CACHE_N Connect services (sidecar, leaf, cached
+#                 intentions, cached upstream discovery each); its RSS per service
 #
 # Results go to stdout and benches/results/latest.txt. Knobs (environment): WRK_THREADS,
 # WRK_CONNS, WRK_DURATION, ROUNDS, POPULATE_N, FANOUT_N, WRITES_N, SCENARIOS (e.g. "a c").
@@ -26,7 +28,8 @@ ROUNDS="${ROUNDS:-3}"
 POPULATE_N="${POPULATE_N:-1000}"
 FANOUT_N="${FANOUT_N:-10000}"
 WRITES_N="${WRITES_N:-5000}"
-SCENARIOS="${SCENARIOS:-a b c d e f}"
+CACHE_N="${CACHE_N:-10000}"
+SCENARIOS="${SCENARIOS:-a b c d e f g}"
 # A wrk Lua script (POST bodies); empty for plain GETs.
 WRK_SCRIPT=""
 # In the A/B scenarios (a, d, f) the server under test and the baseline are started on the
@@ -380,6 +383,45 @@ if [[ " $SCENARIOS " == *" f "* ]]; then
   say "## f. authorize: POST /v1/agent/connect/authorize, 1000 intentions on the target, decided from the agent's view"
   compare f "$AGENT_ADDR" "$BASE_ADDR" "/v1/agent/connect/authorize"
   WRK_SCRIPT=""
+  stop_all
+fi
+
+# --- g. agent memory per Connect service ------------------------------------------------------
+if [[ " $SCENARIOS " == *" g "* ]]; then
+  note "g. memory: a server and a client agent, $CACHE_N services on the client..."
+  free_port; g_shttp=$PORT
+  free_port; g_srv=$PORT
+  free_port; g_chttp=$PORT
+  mkdir -p "$WORK/g-server" "$WORK/g-client"
+  "$TRELLIS" agent --server --bootstrap-expect 1 --data-dir "$WORK/g-server" \
+    --http-port "$g_shttp" --server-port "$g_srv" --node bench-g-server >"$WORK/g-server.log" 2>&1 &
+  G_SERVER=$!; PIDS+=("$G_SERVER")
+  wait_leader "127.0.0.1:$g_shttp" "$G_SERVER"
+  for i in $(seq 1 100); do
+    TD=$(curl -sf "http://127.0.0.1:$g_shttp/v1/connect/ca/roots" | jq -r .TrustDomain)
+    [[ -n "$TD" && "$TD" != null ]] && break; sleep 0.1
+  done
+  # The CSR limit is a policy; this measures memory, not the limit.
+  curl -sf -X PUT "http://127.0.0.1:$g_shttp/v1/connect/ca/configuration" \
+    -d '{"Provider":"consul","Config":{"CSRMaxPerSecond":0}}' >/dev/null
+  # Intentions for every service: its predecessor may call it.
+  jq -n --argjson n "$CACHE_N" '[range($n) | {Kind: "service-intentions", Name: "svc-\(.)",
+      Sources: [{Name: "svc-\((. + $n - 1) % $n)", Action: "allow"}]}] | .[]' -c \
+    | while read -r entry; do printf '%s\n' "$entry"; done >"$WORK/g-intentions.jsonl"
+  while read -r entry; do
+    curl -sf -X PUT "http://127.0.0.1:$g_shttp/v1/config" -d "$entry" >/dev/null || die "intention write failed"
+  done <"$WORK/g-intentions.jsonl"
+  "$TRELLIS" agent --data-dir "$WORK/g-client" --node bench-g-client --http-port "$g_chttp" \
+    --retry-join "127.0.0.1:$g_srv" >"$WORK/g-client.log" 2>&1 &
+  G_CLIENT=$!; PIDS+=("$G_CLIENT")
+  wait_leader "127.0.0.1:$g_chttp" "$G_CLIENT"
+  say ""
+  say "## g. memory: one client agent, $CACHE_N services each with a sidecar, its leaf, its intentions and one upstream's discovery cached"
+  G_RC=0
+  "$BENCH" cachefill --addr "127.0.0.1:$g_chttp" --pid "$G_CLIENT" --trust-domain "$TD" --n "$CACHE_N" \
+    >"$WORK/cachefill.json" || G_RC=$?
+  say "$(cat "$WORK/cachefill.json")"
+  [[ $G_RC == 0 ]] || note "cachefill failed; the client's log: $(tail -5 "$WORK/g-client.log")"
   stop_all
 fi
 

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod baseline;
+mod cachefill;
 mod fanout;
 mod http1;
 mod sign;
@@ -53,6 +54,8 @@ enum Command {
     Populate(writes::PopulateArgs),
     /// Leaf signing through the server's signing RPC, per server CPU-second.
     Sign(sign::SignArgs),
+    /// Fill one agent with N Connect services and report its memory per service.
+    Cachefill(cachefill::CachefillArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
             Command::Writes(args) => writes::run_writes(args).await,
             Command::Populate(args) => writes::run_populate(args).await,
             Command::Sign(args) => sign::run(args).await,
+            Command::Cachefill(args) => cachefill::run(args).await,
         }
     });
     match result {

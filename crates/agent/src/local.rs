@@ -38,6 +38,10 @@ pub struct LocalState {
     version: watch::Sender<u64>,
     sync_now: Notify,
     persist_path: Option<PathBuf>,
+    /// Held while a snapshot is written and renamed into place: concurrent changes must not
+    /// share the temporary file (one rename would find it gone), and the last to write must
+    /// write the latest state.
+    persisting: Mutex<()>,
 }
 
 impl LocalState {
@@ -65,6 +69,7 @@ impl LocalState {
             version: watch::channel(0).0,
             sync_now: Notify::new(),
             persist_path,
+            persisting: Mutex::new(()),
         })
     }
 
@@ -85,6 +90,7 @@ impl LocalState {
         let Some(path) = &self.persist_path else {
             return Ok(());
         };
+        let _one_writer = self.persisting.lock();
         let bytes = serde_json::to_vec_pretty(&*self.inner.lock()).expect("local state serialises");
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, bytes)
@@ -277,5 +283,37 @@ impl LocalState {
     /// Resolves when a change needs to reach the catalog promptly.
     pub async fn sync_requested(&self) {
         self.sync_now.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_changes_all_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local-state.json");
+        let state = std::sync::Arc::new(LocalState::open("n1", Some(path.clone())).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let state = state.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let svc = AgentService {
+                            id: format!("svc-{t}-{i}"),
+                            service: format!("svc-{t}-{i}"),
+                            ..Default::default()
+                        };
+                        state.add_service(svc, Vec::new(), false).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let reopened = LocalState::open("n1", Some(path)).unwrap();
+        assert_eq!(reopened.services().len(), 200);
     }
 }

@@ -1,0 +1,174 @@
+//! Fills one agent the way a host running N Connect services does, and reports the agent's
+//! memory per service: each service registered with a sidecar and one upstream, its leaf
+//! issued, an authorization decided for it (its intentions cached), and its upstream's
+//! discovery read through the cache.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::stats::{round3, rss_kb};
+
+/// Arguments of `trellis-bench cachefill`.
+#[derive(clap::Args, Debug)]
+pub struct CachefillArgs {
+    /// The agent's HTTP address (host:port).
+    #[arg(long)]
+    pub addr: String,
+    /// The agent's process ID, for its resident memory.
+    #[arg(long)]
+    pub pid: u32,
+    /// The CA's trust domain (for the authorize requests' client URIs).
+    #[arg(long = "trust-domain")]
+    pub trust_domain: String,
+    /// Number of services.
+    #[arg(long, default_value_t = 10_000)]
+    pub n: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+}
+
+/// Does the four steps for service `i`; returns the leaf's certificate and key bytes.
+async fn fill_one(
+    client: &reqwest::Client,
+    base: &str,
+    td: &str,
+    n: usize,
+    i: usize,
+) -> anyhow::Result<usize> {
+    let name = format!("svc-{i}");
+    let upstream = format!("svc-{}", (i + 1) % n);
+    let caller = format!("svc-{}", (i + n - 1) % n);
+    let reg = json!({
+        "Name": name, "Port": 8080,
+        "Connect": {"SidecarService": {"Port": 30000 + (i % 30000),
+            "Proxy": {"Upstreams": [{"DestinationName": upstream, "LocalBindPort": 9191}]}}},
+    });
+    let ok = |r: reqwest::Response, what: &'static str| async move {
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("{what}: {status}: {}", text.trim());
+        }
+        Ok::<String, anyhow::Error>(text)
+    };
+    ok(
+        client
+            .put(format!("{base}/v1/agent/service/register"))
+            .body(reg.to_string())
+            .send()
+            .await?,
+        "register",
+    )
+    .await?;
+    let leaf: Value = serde_json::from_str(
+        &ok(
+            client
+                .get(format!("{base}/v1/agent/connect/ca/leaf/{name}"))
+                .send()
+                .await?,
+            "leaf",
+        )
+        .await?,
+    )?;
+    let cert_bytes = leaf["CertPEM"].as_str().map_or(0, str::len)
+        + leaf["PrivateKeyPEM"].as_str().map_or(0, str::len);
+    let authz = json!({
+        "Target": name,
+        "ClientCertURI": format!("spiffe://{td}/ns/default/dc/dc1/svc/{caller}"),
+    });
+    ok(
+        client
+            .post(format!("{base}/v1/agent/connect/authorize"))
+            .body(authz.to_string())
+            .send()
+            .await?,
+        "authorize",
+    )
+    .await?;
+    ok(
+        client
+            .get(format!("{base}/v1/health/connect/{upstream}?cached"))
+            .send()
+            .await?,
+        "discovery",
+    )
+    .await?;
+    Ok(cert_bytes)
+}
+
+/// Runs the fill and prints one JSON line.
+pub async fn run(args: CachefillArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(args.concurrency)
+        .build()
+        .context("building the HTTP client")?;
+    let base: Arc<str> = format!("http://{}", args.addr).into();
+    let td: Arc<str> = args.trust_domain.clone().into();
+    let rss_before = rss_kb(args.pid)?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (client, base, td, next, n) = (
+            client.clone(),
+            base.clone(),
+            td.clone(),
+            next.clone(),
+            args.n,
+        );
+        workers.spawn(async move {
+            let (mut cert_bytes, mut errors, mut first_error) = (0usize, 0usize, None);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                match fill_one(&client, &base, &td, n, i).await {
+                    Ok(b) => cert_bytes += b,
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
+            }
+            (cert_bytes, errors, first_error)
+        });
+    }
+    let (mut cert_bytes, mut errors, mut first_error) = (0usize, 0usize, None);
+    while let Some(done) = workers.join_next().await {
+        let (c, e, f) = done.context("a worker panicked")?;
+        cert_bytes += c;
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    let elapsed = start.elapsed();
+    // Let background work (anti-entropy, refreshers) settle before reading memory.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_after = rss_kb(args.pid)?;
+    let per_service = (rss_after.saturating_sub(rss_before) * 1024) as f64 / args.n as f64;
+    let cert_per_service = cert_bytes as f64 / args.n.max(1) as f64;
+    let out = json!({
+        "services": args.n,
+        "elapsed_s": round3(elapsed.as_secs_f64()),
+        "rss_before_kb": rss_before,
+        "rss_after_kb": rss_after,
+        "bytes_per_service": per_service.round(),
+        "certificate_bytes_per_service": cert_per_service.round(),
+        "bytes_per_service_beyond_certificates": (per_service - cert_per_service).round(),
+        "errors": errors,
+        "first_error": first_error,
+    });
+    println!("{out}");
+    if errors > 0 {
+        bail!("{errors} services failed");
+    }
+    Ok(())
+}
