@@ -29,9 +29,16 @@ pub struct Remote {
 impl Remote {
     /// Servers at these server-port addresses.
     pub fn new(servers: Vec<String>) -> Remote {
+        // HTTP/2 to the server port: every call and parked blocking query of this agent is a
+        // stream on one connection per server, not a connection each.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(60))
+            .http2_prior_knowledge()
+            .http2_adaptive_window(true)
+            .http2_keep_alive_interval(Duration::from_secs(15))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .http2_keep_alive_while_idle(true)
             .build()
             .expect("HTTP client builds");
         Remote {

@@ -1,16 +1,21 @@
-//! Listening sockets and the HTTP/1.1 serving loop shared by the HTTP API and the server port.
+//! Listening sockets and the serving loops: HTTP/1.1 for the HTTP API, HTTP/1.1 and h2c for
+//! the server port.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
 
 /// Pending-connection queue length, as Go's listeners get from `somaxconn` (tokio's default of
 /// 128 drops bursts of new connections).
 const BACKLOG: u32 = 4096;
+
+/// Streams one HTTP/2 connection to the server port may hold open: every blocking query a client
+/// agent's cache parks is one stream, so the limit is sized for tens of thousands.
+const MAX_RPC_STREAMS: u32 = 1 << 20;
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,6 +55,45 @@ pub async fn serve_http1(listener: TcpListener, router: Router) {
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Serves the server port: HTTP/1.1, and HTTP/2 in the clear with prior knowledge (h2c), which
+/// client agents use so that every RPC and parked blocking query of an agent shares one
+/// connection, as Consul multiplexes its RPCs, instead of one connection (and its buffers)
+/// each.
+pub async fn serve_rpc(listener: TcpListener, router: Router) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(true);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_RPC_STREAMS)
+                .adaptive_window(true)
+                .keep_alive_interval(Some(Duration::from_secs(30)));
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "server-port connection ended with an error");
             }
         });
     }

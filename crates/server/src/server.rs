@@ -165,7 +165,7 @@ impl Server {
             last_contact: Mutex::new(Instant::now()),
         });
         let router = rpc::router(server.clone());
-        tokio::spawn(crate::listen::serve_http1(listener, router));
+        tokio::spawn(crate::listen::serve_rpc(listener, router));
         server.bootstrap().await?;
         tokio::spawn(crate::ca::run(
             Arc::downgrade(&server),
