@@ -79,11 +79,16 @@ impl LocalState {
     }
 
     fn changed(&self, sync: bool) -> Result<(), String> {
+        self.notify(sync);
+        self.persist()
+    }
+
+    /// Tells watchers (and, with `sync`, the anti-entropy loop) that something changed.
+    fn notify(&self, sync: bool) {
         self.version.send_modify(|v| *v += 1);
         if sync {
             self.sync_now.notify_one();
         }
-        self.persist()
     }
 
     fn persist(&self) -> Result<(), String> {
@@ -91,7 +96,7 @@ impl LocalState {
             return Ok(());
         };
         let _one_writer = self.persisting.lock();
-        let bytes = serde_json::to_vec_pretty(&*self.inner.lock()).expect("local state serialises");
+        let bytes = serde_json::to_vec(&*self.inner.lock()).expect("local state serialises");
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, bytes)
             .and_then(|_| std::fs::rename(&tmp, path))
@@ -186,9 +191,12 @@ impl LocalState {
     /// anything changed. A status change is synced at once; an output-only change waits for the
     /// next periodic sync, as Consul does, to spare the servers.
     pub fn update_check(&self, id: &str, new_status: &str, output: &str) -> Option<bool> {
-        let status_changed = {
+        let (status_changed, keep) = {
             let mut inner = self.inner.lock();
             let c = inner.checks.get_mut(id)?;
+            // Only a TTL check's status is worth keeping across a restart (as Consul keeps
+            // it): every other check runs again at start and finds its status anew.
+            let ttl = !c.definition.ttl.is_empty();
             if c.check.status == new_status && c.check.output == output {
                 return Some(false);
             }
@@ -203,10 +211,14 @@ impl LocalState {
             }
             c.check.status = new_status.to_string();
             c.check.output = output.to_string();
-            status_changed
+            (status_changed, ttl && status_changed)
         };
-        if let Err(e) = self.changed(status_changed) {
-            tracing::warn!(error = %e, "could not persist a check update");
+        if keep {
+            if let Err(e) = self.changed(status_changed) {
+                tracing::warn!(error = %e, "could not persist a check update");
+            }
+        } else {
+            self.notify(status_changed);
         }
         Some(true)
     }
