@@ -30,6 +30,10 @@ pub struct CachefillArgs {
     /// Requests in flight.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Seconds to wait after the fill before reading memory: the allocator returns freed
+    /// pages to the system over about ten seconds, and RSS before that counts them.
+    #[arg(long = "settle-secs", default_value_t = 20)]
+    pub settle_secs: u64,
 }
 
 /// Does the four steps for service `i`; returns the leaf's certificate and key bytes.
@@ -150,8 +154,10 @@ pub async fn run(args: CachefillArgs) -> anyhow::Result<()> {
         }
     }
     let elapsed = start.elapsed();
-    // Let background work (anti-entropy, refreshers) settle before reading memory.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Memory right after the fill still counts pages the allocator has freed but not yet
+    // returned; the settled figure is the one to compare.
+    let rss_at_end = rss_kb(args.pid)?;
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
     let rss_after = rss_kb(args.pid)?;
     let per_service = (rss_after.saturating_sub(rss_before) * 1024) as f64 / args.n as f64;
     let cert_per_service = cert_bytes as f64 / args.n.max(1) as f64;
@@ -159,6 +165,8 @@ pub async fn run(args: CachefillArgs) -> anyhow::Result<()> {
         "services": args.n,
         "elapsed_s": round3(elapsed.as_secs_f64()),
         "rss_before_kb": rss_before,
+        "rss_at_end_of_fill_kb": rss_at_end,
+        "settle_s": args.settle_secs,
         "rss_after_kb": rss_after,
         "bytes_per_service": per_service.round(),
         "certificate_bytes_per_service": cert_per_service.round(),
