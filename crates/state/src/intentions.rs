@@ -366,8 +366,16 @@ impl Tables {
                 }
             }
         }
-        let new_entry = with_source(entry(self, &destination), &destination, source);
-        if let Err(e) = validate_config_entry(&new_entry) {
+        // Everything the final write checks is checked before the first change, so that a
+        // refused move leaves the old intention where it was.
+        let new_entry = with_source(entry(self, &destination), &destination, source.clone());
+        if let Err(e) = validate_config_entry(&new_entry).and_then(|()| {
+            self.check_l7_protocols(
+                config_kind::SERVICE_INTENTIONS,
+                &destination,
+                Some(&new_entry),
+            )
+        }) {
             return Applied::Rejected(e);
         }
         // A legacy update may move the intention to another pair: drop it from where it was.
@@ -382,10 +390,8 @@ impl Tables {
                 }
             }
         }
-        let new_entry = with_source(entry(self, &destination), &destination, {
-            let (_, src) = find_source(&new_entry, &name).expect("just added");
-            src.clone()
-        });
+        // Built again: the removal above may have changed this destination's entry.
+        let new_entry = with_source(entry(self, &destination), &destination, source);
         match self.config_set(index, new_entry, None, true, keys) {
             Ok(a) => a,
             Err(e) => Applied::Rejected(e),

@@ -693,6 +693,30 @@ mod intentions {
     }
 
     #[test]
+    fn a_refused_move_leaves_the_intention_where_it_was() {
+        let s = Store::new("dc1");
+        s.apply(1, upsert("web", "db", "allow", true, Some(ID)));
+        let before = s.snapshot();
+        // L7 permissions on a destination that speaks tcp: refused by the final write's
+        // protocol rule, which must be checked before the intention leaves `db`.
+        let moved = Command::IntentionUpsert {
+            destination: "cache".into(),
+            source: json!({"Name": "api", "LegacyID": ID,
+                "Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/"}}]})
+            .as_object()
+            .unwrap()
+            .clone(),
+            create_only: false,
+            replace_id: Some(ID.into()),
+        };
+        let out = s.apply(2, moved);
+        assert!(matches!(out, Applied::Rejected(m) if m.contains("L7")));
+        let mut after = s.snapshot();
+        after.index = before.index;
+        assert_eq!(after, before);
+    }
+
+    #[test]
     fn config_writes_may_echo_legacy_fields_but_not_set_them() {
         let s = Store::new("dc1");
         s.apply(1, upsert("web", "db", "allow", true, Some(ID)));
