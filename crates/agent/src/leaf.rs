@@ -136,14 +136,13 @@ impl LeafStore {
         if let Some(view) = self.roots.lock().as_ref().filter(|v| v.index == hit.index) {
             return Ok(view.clone());
         }
-        let resp = hit;
-        let QueryOutput::Found(body) = resp.value else {
+        let QueryOutput::Found(body) = hit.value else {
             return Err(internal("CA roots not found"));
         };
         let roots: IndexedCaRoots =
             serde_json::from_slice(&body).map_err(|e| internal(e.to_string()))?;
         let view = Arc::new(RootsView {
-            index: resp.index,
+            index: hit.index,
             active_root_id: roots.active_root_id,
             trust_domain: roots.trust_domain,
         });

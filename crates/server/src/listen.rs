@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Pending-connection queue length, as Go's listeners get from `somaxconn` (tokio's default of
 /// 128 drops bursts of new connections).
@@ -32,27 +32,28 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Serves `router` over HTTP/1.1 with keep-alive until the listener fails. Consul's HTTP API
-/// is HTTP/1.1 in the clear; serving only that keeps each idle connection small.
-pub async fn serve_http1(listener: TcpListener, router: Router) {
+/// Accepts connections until the listener fails (backing off when accept errors, e.g. out of
+/// file descriptors) and serves each on its own task with `serve`.
+async fn accept_loop<F, Fut>(listener: TcpListener, router: Router, serve: F)
+where
+    F: Fn(TokioIo<TcpStream>, TowerToHyperService<Router>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let conn = serve(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        );
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
@@ -60,41 +61,43 @@ pub async fn serve_http1(listener: TcpListener, router: Router) {
     }
 }
 
+/// Serves `router` over HTTP/1.1 with keep-alive until the listener fails. Consul's HTTP API
+/// is HTTP/1.1 in the clear; serving only that keeps each idle connection small.
+pub async fn serve_http1(listener: TcpListener, router: Router) {
+    accept_loop(listener, router, |io, service| async move {
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(true)
+            .serve_connection(io, service)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
 /// Serves the server port: HTTP/1.1, and HTTP/2 in the clear with prior knowledge (h2c), which
 /// client agents use so that every RPC and parked blocking query of an agent shares one
 /// connection, as Consul multiplexes its RPCs, instead of one connection (and its buffers)
 /// each.
 pub async fn serve_rpc(listener: TcpListener, router: Router) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(true);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(MAX_RPC_STREAMS)
-                .adaptive_window(true)
-                .keep_alive_interval(Some(Duration::from_secs(30)));
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "server-port connection ended with an error");
-            }
-        });
-    }
+    accept_loop(listener, router, |io, service| async move {
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_RPC_STREAMS)
+            .adaptive_window(true)
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        builder
+            .serve_connection(io, service)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
 }

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use trellis_server::ServerError;
 
 mod types;
+pub(crate) use types::match_engine;
 pub use types::{IntentionMatch, StoreQuery};
 
 #[cfg(test)]

@@ -14,6 +14,35 @@ use super::{CacheType, FetchError, Key};
 use crate::intentions::engine_from_match;
 use crate::Backend;
 
+/// Fetches the intentions that apply to `destination` (blocking past `min_index` for up to
+/// `wait`) and builds them into an engine, with the answer's index.
+pub(crate) async fn match_engine(
+    backend: Backend,
+    destination: String,
+    min_index: u64,
+    wait: Duration,
+) -> Result<(Arc<Engine>, u64), FetchError> {
+    let query = Query::IntentionMatch {
+        by_source: false,
+        names: vec![destination.clone()],
+    };
+    let options = QueryOptions {
+        index: min_index,
+        wait,
+        stale: false,
+        consistent: false,
+    };
+    let answer = backend.query(query, options).await?;
+    let body = match answer.output {
+        QueryOutput::Found(body) => body,
+        QueryOutput::NotFound(msg) => return Err(FetchError::Invalid(msg)),
+    };
+    let mut by_name: HashMap<String, Vec<Intention>> = serde_json::from_slice(&body)
+        .map_err(|e| FetchError::Invalid(format!("decoding intention match: {e}")))?;
+    let list = by_name.remove(&destination).unwrap_or_default();
+    Ok((Arc::new(engine_from_match(&list)), answer.index))
+}
+
 /// The intentions that apply to one destination (its own and the wildcard destination's),
 /// as an [`Engine`] ready to decide `/v1/agent/connect/authorize`: Consul's
 /// `IntentionMatch` cache type, matched by destination.
@@ -44,29 +73,7 @@ impl CacheType for IntentionMatch {
         min_index: u64,
         wait: Duration,
     ) -> impl Future<Output = Result<(Arc<Engine>, u64), FetchError>> + Send {
-        let backend = self.backend.clone();
-        let destination = key.request.clone();
-        async move {
-            let query = Query::IntentionMatch {
-                by_source: false,
-                names: vec![destination.clone()],
-            };
-            let options = QueryOptions {
-                index: min_index,
-                wait,
-                stale: false,
-                consistent: false,
-            };
-            let answer = backend.query(query, options).await?;
-            let body = match answer.output {
-                QueryOutput::Found(body) => body,
-                QueryOutput::NotFound(msg) => return Err(FetchError::Invalid(msg)),
-            };
-            let mut by_name: HashMap<String, Vec<Intention>> = serde_json::from_slice(&body)
-                .map_err(|e| FetchError::Invalid(format!("decoding intention match: {e}")))?;
-            let list = by_name.remove(&destination).unwrap_or_default();
-            Ok((Arc::new(engine_from_match(&list)), answer.index))
-        }
+        match_engine(self.backend.clone(), key.request.clone(), min_index, wait)
     }
 }
 

@@ -84,7 +84,7 @@ pub(crate) async fn list(State(a): State<Arc<Agent>>, p: Params) -> Res {
             serde_json::to_vec(&kept).expect("JSON values serialise"),
         ));
     }
-    Ok(query_response(r, consistency))
+    Ok(query_response(r, Some(consistency)))
 }
 
 /// The fields of a legacy intention body that become the source object of an entry.
@@ -131,22 +131,15 @@ fn legacy_body(body: &Bytes) -> Result<(Intention, String, String), AgentError> 
     Ok((i, source, destination))
 }
 
-fn legacy_source(
-    i: &Intention,
-    source: &str,
-    id: &str,
-    created: Option<&str>,
-) -> Map<String, Value> {
-    let now = now_rfc3339();
+/// The source object a legacy write stores: the body's fields, the legacy ID and meta, and
+/// `now` as the update time (a create sets the creation time too; an update keeps the stored
+/// one, which the server carries over).
+fn legacy_source(i: &Intention, source: &str, id: &str, now: &str) -> Map<String, Value> {
     let mut src = source_object(i, source);
     src.insert("LegacyID".into(), id.into());
     src.insert(
         "LegacyMeta".into(),
         serde_json::to_value(&i.meta).expect("a string map serialises"),
-    );
-    src.insert(
-        "LegacyCreateTime".into(),
-        created.unwrap_or(&now).to_string().into(),
     );
     src.insert("LegacyUpdateTime".into(), now.into());
     src
@@ -162,7 +155,12 @@ pub(crate) async fn create(State(a): State<Arc<Agent>>, p: Params, body: Bytes) 
     let id = uuid::Uuid::new_v4().to_string();
     let cmd = Command::IntentionUpsert {
         destination,
-        source: legacy_source(&i, &source, &id, None),
+        source: {
+            let now = now_rfc3339();
+            let mut src = legacy_source(&i, &source, &id, &now);
+            src.insert("LegacyCreateTime".into(), now.into());
+            src
+        },
         create_only: true,
         replace_id: None,
     };
@@ -197,9 +195,7 @@ pub(crate) async fn update_id(
             i.id
         )));
     }
-    let mut src = legacy_source(&i, &source, &id, None);
-    // The stored creation time is kept by the server.
-    src.remove("LegacyCreateTime");
+    let src = legacy_source(&i, &source, &id, &now_rfc3339());
     let cmd = Command::IntentionUpsert {
         destination,
         source: src,
@@ -332,23 +328,10 @@ pub(crate) async fn check(State(a): State<Arc<Agent>>, p: Params) -> Res {
             return Err(bad(format!("unsupported source-type {t:?}")));
         }
     }
-    let (r, _) = fetch(
-        &a,
-        &Params::default(),
-        Query::IntentionMatch {
-            by_source: false,
-            names: vec![destination.clone()],
-        },
-    )
-    .await?;
-    let QueryOutput::Found(body) = r.output else {
-        return Err(AgentError::Unavailable("no intention match answer".into()));
-    };
-    let mut by_name: std::collections::HashMap<String, Vec<Intention>> =
-        serde_json::from_slice(&body)
-            .map_err(|e| AgentError::Unavailable(format!("decoding intentions: {e}")))?;
-    let engine =
-        crate::intentions::engine_from_match(&by_name.remove(&destination).unwrap_or_default());
+    // Straight from the servers, as Consul's check is: not through the agent's cache.
+    let (engine, _) =
+        crate::cache::match_engine(a.backend().clone(), destination.clone(), 0, Duration::ZERO)
+            .await?;
     let (default_allow, _) = default_decision(&a);
     let d = engine.decide(&source, &destination, default_allow);
     Ok(json(&json!({ "Allowed": d.allowed })))
@@ -357,33 +340,26 @@ pub(crate) async fn check(State(a): State<Arc<Agent>>, p: Params) -> Res {
 /// Consul's text for an intention in a reason:
 /// `default/web => default/db (Precedence: 9, Action: ALLOW)` (namespace/name; the partition
 /// prefix is empty in this edition).
-fn describe(intention: Option<&trellis_intentions::Intention>) -> String {
+fn describe(i: &trellis_intentions::Intention) -> String {
     const NS: &str = trellis_identity::DEFAULT_NAMESPACE;
-    match intention {
-        None => String::new(),
-        Some(i) => {
-            let detail = match i.action {
-                Some(Action::Allow) => "Action: ALLOW".to_string(),
-                Some(Action::Deny) => "Action: DENY".to_string(),
-                None => format!("Permissions: {}", i.permissions.len()),
-            };
-            format!(
-                "{NS}/{} => {NS}/{} (Precedence: {}, {detail})",
-                i.source, i.destination, i.precedence
-            )
-        }
-    }
+    let detail = match i.action {
+        Some(Action::Allow) => "Action: ALLOW".to_string(),
+        Some(Action::Deny) => "Action: DENY".to_string(),
+        None => format!("Permissions: {}", i.permissions.len()),
+    };
+    format!(
+        "{NS}/{} => {NS}/{} (Precedence: {}, {detail})",
+        i.source, i.destination, i.precedence
+    )
 }
 
 /// Consul's `Reason` for an authorization decision.
 pub(crate) fn reason_text(a: &Agent, d: &Decision) -> String {
     match &d.reason {
-        Reason::Intention { .. } => {
-            format!("Matched L4 intention: {}", describe(d.reason.intention()))
+        Reason::Intention { intention, .. } => {
+            format!("Matched L4 intention: {}", describe(intention))
         }
-        Reason::L7AtL4 { .. } => {
-            format!("Matched L7 intention: {}", describe(d.reason.intention()))
-        }
+        Reason::L7AtL4 { intention } => format!("Matched L7 intention: {}", describe(intention)),
         Reason::Default => default_decision(a).1.to_string(),
     }
 }

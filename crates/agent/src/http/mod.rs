@@ -247,7 +247,7 @@ pub(crate) async fn run_query(agent: &Agent, p: &Params, q: Query) -> Result<Res
         return run_cached(agent, p, q).await;
     }
     let (r, consistency) = fetch(agent, p, q).await?;
-    Ok(query_response(r, consistency))
+    Ok(query_response(r, Some(consistency)))
 }
 
 /// Answers a read from the agent's cache (`?cached`): a blocking `?index` waits on the cache
@@ -268,9 +268,8 @@ pub(crate) async fn run_cached(
             known_leader: hit.age.is_zero(),
             last_contact_ms: hit.age.as_millis() as u64,
         },
-        "leader",
+        None,
     );
-    resp.headers_mut().remove("x-consul-effective-consistency");
     cache_headers(&mut resp, hit.cache_hit, hit.age);
     Ok(resp)
 }
@@ -295,8 +294,9 @@ pub(crate) async fn fetch(
     Ok((r, consistency))
 }
 
-/// A read's answer with Consul's `X-Consul-*` headers.
-pub(crate) fn query_response(r: QueryResponse, consistency: &'static str) -> Response {
+/// A read's answer with Consul's `X-Consul-*` headers; `consistency` is the mode a server read
+/// was served with (`None` for an answer from the agent's cache).
+pub(crate) fn query_response(r: QueryResponse, consistency: Option<&'static str>) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert("x-consul-index", HeaderValue::from(r.index.max(1)));
     headers.insert(
@@ -304,10 +304,12 @@ pub(crate) fn query_response(r: QueryResponse, consistency: &'static str) -> Res
         HeaderValue::from_static(if r.known_leader { "true" } else { "false" }),
     );
     headers.insert("x-consul-lastcontact", HeaderValue::from(r.last_contact_ms));
-    headers.insert(
-        "x-consul-effective-consistency",
-        HeaderValue::from_static(consistency),
-    );
+    if let Some(c) = consistency {
+        headers.insert(
+            "x-consul-effective-consistency",
+            HeaderValue::from_static(c),
+        );
+    }
     match r.output {
         QueryOutput::Found(body) => {
             headers.insert("content-type", HeaderValue::from_static("application/json"));
