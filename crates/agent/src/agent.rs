@@ -62,6 +62,8 @@ pub struct Agent {
     register_lock: parking_lot::Mutex<()>,
     /// Leaf certificates of this agent's services.
     leafs: crate::leaf::LeafStore,
+    /// Each local proxy's configuration resolved from config entries.
+    service_configs: crate::service_config::ServiceConfigs,
     /// Intentions of the destinations asked about, by (datacenter, token, destination), kept
     /// fresh in the background.
     intentions: Arc<crate::cache::Cache<crate::cache::IntentionMatch>>,
@@ -165,6 +167,20 @@ impl Agent {
                 ..Default::default()
             },
         );
+        let service_configs = crate::service_config::ServiceConfigs::new(
+            crate::cache::Cache::new(
+                crate::cache::ResolvedServiceConfig::new(backend.clone()),
+                crate::cache::Options {
+                    last_get_ttl: config.cache_ttl,
+                    ..Default::default()
+                },
+            ),
+            local.clone(),
+            config.datacenter.clone(),
+        );
+        for svc in local.services().values() {
+            service_configs.track(svc);
+        }
         let agent = Arc::new(Agent {
             config,
             node_id,
@@ -173,6 +189,7 @@ impl Agent {
             checks,
             register_lock: parking_lot::Mutex::new(()),
             leafs,
+            service_configs,
             intentions,
             queries,
         });
@@ -254,14 +271,8 @@ impl Agent {
             def.id.clone()
         };
         let (svc, sidecar) = expand(def, &|sidecar_id| {
-            let existing = self.local.service(sidecar_id).map(|s| s.port);
-            let in_use: Vec<u16> = self
-                .local
-                .services()
-                .values()
-                .filter(|s| s.id != sidecar_id)
-                .map(|s| s.port)
-                .collect();
+            let existing = self.local.registration(sidecar_id).map(|s| s.port);
+            let in_use = self.local.ports_in_use(sidecar_id);
             pick_sidecar_port(&in_use, existing)
         })
         .map_err(bad)?;
@@ -272,10 +283,12 @@ impl Agent {
                 .iter()
                 .map(|c| (c.check.check_id.clone(), c.definition.clone()))
                 .collect();
+            let service = reg.service.clone();
             let removed = self
                 .local
                 .add_service(reg.service, reg.checks, replace_checks)
                 .map_err(AgentError::Persist)?;
+            self.service_configs.track(&service);
             for id in removed {
                 self.checks.stop(&id);
             }
@@ -294,6 +307,7 @@ impl Agent {
             .remove_service(id)
             .map_err(AgentError::Persist)?
             .ok_or_else(|| AgentError::NotFound(format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name.")))?;
+        self.service_configs.untrack(id);
         for c in removed {
             self.checks.stop(&c);
         }
@@ -304,12 +318,13 @@ impl Agent {
             .and_then(|s| s.proxy)
             .is_some_and(|p| p.destination_service_id == id);
         if is_our_sidecar {
-            for c in self
+            let removed = self
                 .local
                 .remove_service(&sidecar)
                 .map_err(AgentError::Persist)?
-                .unwrap_or_default()
-            {
+                .unwrap_or_default();
+            self.service_configs.untrack(&sidecar);
+            for c in removed {
                 self.checks.stop(&c);
             }
         }

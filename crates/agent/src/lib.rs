@@ -18,6 +18,7 @@ pub mod http;
 pub mod intentions;
 pub mod leaf;
 pub mod local;
+pub mod service_config;
 pub mod sync;
 
 pub use agent::{Agent, AgentConfig};

@@ -6,13 +6,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
-use trellis_api::{status, AgentService, CheckDefinition, HealthCheck};
+use trellis_api::{status, AgentService, CheckDefinition, HealthCheck, ServiceConfigResponse};
 
 /// A check the agent owns: its stored row and the definition it runs.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -33,6 +34,10 @@ struct Persisted {
 pub struct LocalState {
     node: String,
     inner: Mutex<Persisted>,
+    /// Each proxy's configuration resolved from config entries, merged under its registration
+    /// when read ([`crate::service_config`] keeps it current). Not persisted: it is fetched
+    /// again after a restart.
+    resolved: Mutex<HashMap<String, Arc<ServiceConfigResponse>>>,
     /// When each check last turned critical (for `DeregisterCriticalServiceAfter`).
     critical_since: Mutex<HashMap<String, Instant>>,
     version: watch::Sender<u64>,
@@ -65,6 +70,7 @@ impl LocalState {
         Ok(LocalState {
             node: node.to_string(),
             inner: Mutex::new(persisted),
+            resolved: Mutex::new(HashMap::new()),
             critical_since: Mutex::new(HashMap::new()),
             version: watch::channel(0).0,
             sync_now: Notify::new(),
@@ -154,6 +160,7 @@ impl LocalState {
             if inner.services.remove(id).is_none() {
                 return Ok(None);
             }
+            self.resolved.lock().remove(id);
             let ids: Vec<String> = inner
                 .checks
                 .iter()
@@ -239,14 +246,64 @@ impl LocalState {
         )
     }
 
-    /// One service by ID.
+    /// One service by ID, with any resolved proxy configuration merged under its own.
     pub fn service(&self, id: &str) -> Option<AgentService> {
+        let mut svc = self.inner.lock().services.get(id).cloned()?;
+        self.merge_resolved(&mut svc);
+        Some(svc)
+    }
+
+    /// Every service by ID, with resolved proxy configuration merged in.
+    pub fn services(&self) -> BTreeMap<String, AgentService> {
+        let mut all = self.inner.lock().services.clone();
+        let resolved = self.resolved.lock();
+        if !resolved.is_empty() {
+            for (id, svc) in all.iter_mut() {
+                if let (Some(r), Some(proxy)) = (resolved.get(id), svc.proxy.as_mut()) {
+                    r.merge_into(proxy);
+                }
+            }
+        }
+        all
+    }
+
+    /// One service by ID as it was registered, without resolved configuration.
+    pub fn registration(&self, id: &str) -> Option<AgentService> {
         self.inner.lock().services.get(id).cloned()
     }
 
-    /// Every service by ID.
-    pub fn services(&self) -> BTreeMap<String, AgentService> {
-        self.inner.lock().services.clone()
+    fn merge_resolved(&self, svc: &mut AgentService) {
+        let Some(proxy) = svc.proxy.as_mut() else {
+            return;
+        };
+        if let Some(r) = self.resolved.lock().get(&svc.id) {
+            r.merge_into(proxy);
+        }
+    }
+
+    /// Records (or with `None`, forgets) the resolved configuration of the proxy `id`. A
+    /// change wakes watchers and the sync loop, since the catalog holds the merged view.
+    pub fn set_resolved(&self, id: &str, value: Option<Arc<ServiceConfigResponse>>) {
+        // Lock order: `inner`, then `resolved` (as `remove_service`).
+        let changed = {
+            let inner = self.inner.lock();
+            let mut resolved = self.resolved.lock();
+            match value {
+                Some(v) if inner.services.contains_key(id) => {
+                    if resolved.get(id).is_some_and(|old| **old == *v) {
+                        false
+                    } else {
+                        resolved.insert(id.to_string(), v);
+                        true
+                    }
+                }
+                Some(_) => false,
+                None => resolved.remove(id).is_some(),
+            }
+        };
+        if changed {
+            self.notify(true);
+        }
     }
 
     /// One check by ID.
@@ -259,12 +316,13 @@ impl LocalState {
         self.inner.lock().checks.clone()
     }
 
-    /// Ports already held by services of this agent.
-    pub fn ports_in_use(&self) -> Vec<u16> {
+    /// Ports already held by services of this agent other than `except`.
+    pub fn ports_in_use(&self, except: &str) -> Vec<u16> {
         self.inner
             .lock()
             .services
             .values()
+            .filter(|s| s.id != except)
             .map(|s| s.port)
             .collect()
     }

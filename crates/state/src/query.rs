@@ -105,6 +105,14 @@ pub enum Query {
         /// The names.
         names: Vec<String>,
     },
+    /// A service's configuration resolved from `service-defaults` and `proxy-defaults`, with
+    /// its upstreams' (Consul's `ConfigEntry.ResolveServiceConfig`).
+    ResolveServiceConfig {
+        /// The service (a proxy's destination).
+        name: String,
+        /// The upstreams' destination names.
+        upstreams: Vec<String>,
+    },
 }
 
 /// The answer to a query: a JSON body, or "not found" with Consul's message.
@@ -152,6 +160,7 @@ impl Query {
             Query::IntentionList | Query::IntentionGet { .. } | Query::IntentionMatch { .. } => {
                 WatchKey::ConfigKind(config_kind::SERVICE_INTENTIONS.into())
             }
+            Query::ResolveServiceConfig { .. } => WatchKey::ServiceConfig,
         }
     }
 
@@ -310,6 +319,19 @@ impl Query {
             },
             Query::IntentionMatch { by_source, names } => {
                 json(&intentions::matches(t, *by_source, names))
+            }
+            Query::ResolveServiceConfig { name, upstreams } => {
+                let defaults = |service: &str| {
+                    t.config
+                        .get(&(config_kind::SERVICE_DEFAULTS.into(), service.into()))
+                };
+                json(&trellis_api::ServiceConfigResponse::resolve(
+                    defaults(name),
+                    t.config
+                        .get(&(config_kind::PROXY_DEFAULTS.into(), "global".into())),
+                    upstreams,
+                    defaults,
+                ))
             }
         }
     }

@@ -349,6 +349,9 @@ impl Tables {
             WatchKey::ConfigKind(entry.kind.clone()),
             WatchKey::Config(entry.kind.clone(), entry.name.clone()),
         ]);
+        if shapes_service_config(&entry.kind) {
+            keys.push(WatchKey::ServiceConfig);
+        }
         self.config.insert(key, entry);
         Ok(cas.map(|_| Applied::Cas(true)).unwrap_or(Applied::Done))
     }
@@ -372,6 +375,9 @@ impl Tables {
                 return Applied::Rejected(e);
             }
             self.config.remove(&key);
+            if shapes_service_config(&key.0) {
+                keys.push(WatchKey::ServiceConfig);
+            }
             keys.extend([
                 WatchKey::ConfigKind(key.0.clone()),
                 WatchKey::Config(key.0, key.1),
@@ -706,4 +712,10 @@ fn preflight_register(tables: &Tables, reg: &CatalogRegistration) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Whether entries of `kind` feed resolved service configuration.
+fn shapes_service_config(kind: &str) -> bool {
+    kind == trellis_api::config_kind::SERVICE_DEFAULTS
+        || kind == trellis_api::config_kind::PROXY_DEFAULTS
 }

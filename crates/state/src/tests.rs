@@ -385,6 +385,10 @@ mod properties {
             (svc, prop_oneof![Just("http"), Just("tcp")]).prop_map(|(s, p)| serde_json::json!({
                 "Type": "ConfigSet", "entry": {"Kind": "service-defaults", "Name": if s.is_empty() { "x" } else { s }, "Protocol": p}, "cas": null
             })),
+            prop_oneof![Just("http"), Just("grpc"), Just("tcp")].prop_map(|p| serde_json::json!({
+                "Type": "ConfigSet", "entry": {"Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": p}}, "cas": null
+            })),
+            Just(serde_json::json!({"Type": "ConfigDelete", "kind": "proxy-defaults", "name": "global", "cas": null})),
             (intention_name(), intention_name(), prop_oneof![Just("allow"), Just("deny"), Just("bogus")], any::<bool>(), prop::option::of(legacy_id()))
                 .prop_map(|(src, dst, action, create_only, id)| {
                     let mut source = serde_json::json!({"Name": src, "Action": action});
@@ -480,6 +484,10 @@ mod properties {
                 names: vec!["web".into(), "db".into()],
             });
         }
+        qs.push(ResolveServiceConfig {
+            name: "web".into(),
+            upstreams: vec!["db".into(), "api".into()],
+        });
         for src in ["web", "*"] {
             for dst in ["db", "*"] {
                 qs.push(IntentionExact {

@@ -31,6 +31,8 @@ pub enum WatchKey {
     CaRoots,
     /// The CA configuration.
     CaConfig,
+    /// Every `service-defaults` and `proxy-defaults` entry (resolved service configuration).
+    ServiceConfig,
 }
 
 /// Senders for keys that currently have waiters.

@@ -139,3 +139,113 @@ async fn a_client_agent_serves_cached_discovery_and_roots_while_its_server_is_do
     }
     assert!(saw_age, "Age never showed the lost contact");
 }
+
+/// A proxy's registration reads back with `service-defaults`/`proxy-defaults` merged under it
+/// (its protocol and its upstreams'), the registration's own values winning; a config change
+/// wakes a blocking read of the proxy, and the catalog gets the merged view too.
+#[tokio::test]
+async fn proxies_see_their_resolved_service_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Agent::dev("resolved-config", dir.path());
+    a.ready().await;
+    let set = |body: serde_json::Value| {
+        let a = &a;
+        async move {
+            let (status, text) = a.put("/v1/config", body.to_string()).await;
+            assert_eq!(status, 200, "{text}");
+        }
+    };
+    set(
+        serde_json::json!({"Kind": "proxy-defaults", "Name": "global",
+        "Config": {"protocol": "http2", "local_connect_timeout_ms": 900}}),
+    )
+    .await;
+    set(serde_json::json!({"Kind": "service-defaults", "Name": "web", "Protocol": "http"})).await;
+    set(serde_json::json!({"Kind": "service-defaults", "Name": "db", "Protocol": "grpc"})).await;
+    let body = serde_json::json!({
+        "Name": "web", "Port": 8080,
+        "Connect": {"SidecarService": {"Proxy": {
+            "Config": {"local_connect_timeout_ms": 100},
+            "Upstreams": [
+                {"DestinationName": "db", "LocalBindPort": 9191},
+                {"DestinationName": "cache", "LocalBindPort": 9192, "Config": {"protocol": "tcp"}}
+            ]}}}
+    });
+    let (status, text) = a.put("/v1/agent/service/register", body.to_string()).await;
+    assert_eq!(status, 200, "{text}");
+
+    let proxy = a
+        .wait_for(
+            "/v1/agent/service/web-sidecar-proxy",
+            "the resolved protocol",
+            |v| v["Proxy"]["Config"]["protocol"] == "http",
+        )
+        .await;
+    let p = &proxy["Proxy"];
+    assert_eq!(
+        p["Config"]["local_connect_timeout_ms"], 100,
+        "the registration's own value wins: {p}"
+    );
+    assert_eq!(p["Upstreams"][0]["Config"]["protocol"], "grpc", "{p}");
+    assert_eq!(p["Upstreams"][1]["Config"]["protocol"], "tcp", "{p}");
+
+    // A blocking read of the proxy wakes when its destination's defaults change.
+    let r = client()
+        .get(a.url("/v1/agent/service/web-sidecar-proxy"))
+        .send()
+        .await
+        .unwrap();
+    let hash = r.headers()["x-consul-contenthash"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let url = a.url(&format!(
+        "/v1/agent/service/web-sidecar-proxy?hash={hash}&wait=30s"
+    ));
+    let blocked = tokio::spawn(async move {
+        let started = Instant::now();
+        let body: Value = client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (started.elapsed(), body)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = client()
+        .delete(a.url("/v1/config/service-defaults/web"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (took, body) = blocked.await.unwrap();
+    assert!(
+        took < Duration::from_secs(10),
+        "woken by the change, took {took:?}"
+    );
+    assert_eq!(
+        body["Proxy"]["Config"]["protocol"], "http2",
+        "falls back to proxy-defaults: {body}"
+    );
+
+    // The catalog holds the merged view.
+    a.wait_for(
+        "/v1/catalog/service/web-sidecar-proxy",
+        "the merged proxy in the catalog",
+        |v| {
+            v[0]["ServiceProxy"]["Config"]["protocol"] == "http2"
+                && v[0]["ServiceProxy"]["Upstreams"][0]["Config"]["protocol"] == "grpc"
+        },
+    )
+    .await;
+
+    // The plain service gets nothing merged, and deregistering stops the watch.
+    let (_, _, web) = a.get("/v1/agent/service/web").await;
+    assert!(web.get("Proxy").is_none_or(|p| p.is_null()), "{web}");
+    assert_eq!(a.put("/v1/agent/service/deregister/web", "").await.0, 200);
+    let (status, _, _) = a.get("/v1/agent/service/web-sidecar-proxy").await;
+    assert_eq!(status, 404);
+}

@@ -33,7 +33,7 @@ use trellis_server::ServerError;
 
 mod types;
 pub(crate) use types::match_engine;
-pub use types::{IntentionMatch, StoreQuery};
+pub use types::{IntentionMatch, ResolvedServiceConfig, ServiceConfigRequest, StoreQuery};
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use trellis_api::Intention;
+use trellis_api::{Intention, ServiceConfigResponse};
 use trellis_intentions::Engine;
 use trellis_server::QueryOptions;
 use trellis_state::{Query, QueryOutput};
@@ -114,6 +114,80 @@ impl CacheType for StoreQuery {
             };
             let answer = backend.query(query, options).await?;
             Ok((answer.output, answer.index))
+        }
+    }
+}
+
+/// What a [`ResolvedServiceConfig`] entry is for: a service and its upstreams' names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceConfigRequest {
+    /// The service (a proxy's destination).
+    pub name: String,
+    /// The upstreams' destination names, sorted and without repeats, so that one set of
+    /// upstreams is one entry whatever order a registration lists them in.
+    pub upstreams: Vec<String>,
+}
+
+impl ServiceConfigRequest {
+    /// The request for `name` with `upstreams` in any order.
+    pub fn new(name: impl Into<String>, upstreams: impl IntoIterator<Item = String>) -> Self {
+        let mut upstreams: Vec<String> = upstreams.into_iter().collect();
+        upstreams.sort();
+        upstreams.dedup();
+        ServiceConfigRequest {
+            name: name.into(),
+            upstreams,
+        }
+    }
+}
+
+/// A service's configuration resolved from `service-defaults` and `proxy-defaults`, for its
+/// proxy: the protocol that decides L4 or L7, and each upstream's. Consul's
+/// `ResolvedServiceConfig` cache type.
+#[derive(Clone)]
+pub struct ResolvedServiceConfig {
+    backend: Backend,
+}
+
+impl ResolvedServiceConfig {
+    /// Fetches through `backend`.
+    pub fn new(backend: Backend) -> ResolvedServiceConfig {
+        ResolvedServiceConfig { backend }
+    }
+}
+
+impl CacheType for ResolvedServiceConfig {
+    type Request = ServiceConfigRequest;
+    type Value = Arc<ServiceConfigResponse>;
+    const NAME: &'static str = "resolved-service-config";
+
+    fn fetch(
+        &self,
+        key: &Key<ServiceConfigRequest>,
+        min_index: u64,
+        wait: Duration,
+    ) -> impl Future<Output = Result<(Self::Value, u64), FetchError>> + Send {
+        let backend = self.backend.clone();
+        let query = Query::ResolveServiceConfig {
+            name: key.request.name.clone(),
+            upstreams: key.request.upstreams.clone(),
+        };
+        async move {
+            let options = QueryOptions {
+                index: min_index,
+                wait,
+                stale: false,
+                consistent: false,
+            };
+            let answer = backend.query(query, options).await?;
+            let body = match answer.output {
+                QueryOutput::Found(body) => body,
+                QueryOutput::NotFound(msg) => return Err(FetchError::Invalid(msg)),
+            };
+            let resolved: ServiceConfigResponse = serde_json::from_slice(&body).map_err(|e| {
+                FetchError::Invalid(format!("decoding resolved service config: {e}"))
+            })?;
+            Ok((Arc::new(resolved), answer.index))
         }
     }
 }
