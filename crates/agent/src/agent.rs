@@ -60,8 +60,8 @@ pub struct Agent {
     checks: Arc<CheckRunner>,
     /// Serialises registrations so sidecar port choice and check runners stay consistent.
     register_lock: parking_lot::Mutex<()>,
-    /// Leaf certificates of this agent's services.
-    leafs: crate::leaf::LeafStore,
+    /// Leaf certificates of this agent's services, by (datacenter, token, service).
+    leafs: crate::leaf::LeafStore<crate::leaf::Servers>,
     /// Each local proxy's configuration resolved from config entries.
     service_configs: crate::service_config::ServiceConfigs,
     /// Intentions of the destinations asked about, by (datacenter, token, destination), kept
@@ -152,7 +152,6 @@ impl Agent {
             config.sync_interval,
         );
         tokio::spawn(syncer.run());
-        let leafs = crate::leaf::LeafStore::new(config.leaf_root_change_jitter);
         let intentions = crate::cache::Cache::new(
             crate::cache::IntentionMatch::new(backend.clone()),
             crate::cache::Options {
@@ -181,6 +180,16 @@ impl Agent {
         for svc in local.services().values() {
             service_configs.track(svc);
         }
+        // Leafs read the roots from the agent's cache, as the agent itself (anonymous token).
+        let roots = crate::leaf::Roots {
+            cache: queries.clone(),
+            key: crate::cache::Key::new(config.datacenter.clone(), "", Query::CaRoots),
+        };
+        let leafs = crate::leaf::LeafStore::new(
+            crate::leaf::Servers::new(backend.clone(), roots),
+            config.leaf_root_change_jitter,
+            config.cache_ttl,
+        );
         let agent = Arc::new(Agent {
             config,
             node_id,
@@ -223,7 +232,7 @@ impl Agent {
     }
 
     /// Leaf certificates.
-    pub fn leafs(&self) -> &crate::leaf::LeafStore {
+    pub fn leafs(&self) -> &crate::leaf::LeafStore<crate::leaf::Servers> {
         &self.leafs
     }
 

@@ -71,21 +71,9 @@ pub(crate) async fn leaf(
 ) -> Res {
     validate_name("service name", &service).map_err(bad)?;
     let opts = query_options(&p)?;
-    let roots = crate::leaf::Roots {
-        cache: a.queries().clone(),
-        key: crate::cache::Key::new(a.config().datacenter.clone(), "", Query::CaRoots),
-    };
-    let (body, index, hit) = a
-        .leafs()
-        .get(
-            a.backend(),
-            &roots,
-            &a.config().datacenter,
-            &service,
-            opts.index,
-            opts.wait,
-        )
-        .await?;
+    // Held per token: two tokens never share a leaf.
+    let key = crate::cache::Key::new(a.config().datacenter.clone(), p.token(), service);
+    let (body, index, hit) = a.leafs().get(&key, opts.index, opts.wait).await?;
     let mut out = ([("content-type", "application/json")], body).into_response();
     out.headers_mut()
         .insert("x-consul-index", HeaderValue::from(index.max(1)));
