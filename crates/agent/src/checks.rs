@@ -186,7 +186,7 @@ impl CheckRunner {
     }
 
     async fn run_alias(self: Arc<Self>, id: String, target: String) {
-        let mut changes = self.local.watch();
+        let mut changes = self.local.watch_service(&target);
         loop {
             let (st, output) = match self.local.service_health(&target, &id) {
                 Some(s) if s == status::PASSING => {
@@ -259,6 +259,83 @@ mod tests {
         assert_eq!(c.status, status::CRITICAL);
         assert!(c.output.starts_with("TTL expired"), "{}", c.output);
         assert!(!runner.update_ttl("missing", status::PASSING, ""));
+    }
+
+    /// An alias check follows its target's checks, and only changes to the target wake it.
+    #[tokio::test]
+    async fn alias_follows_its_target_only() {
+        let local = Arc::new(LocalState::open("n1", None).unwrap());
+        let service = |id: &str| trellis_api::AgentService {
+            id: id.into(),
+            service: id.into(),
+            ..Default::default()
+        };
+        let tags = Vec::new();
+        let web_ttl = CheckDefinition {
+            id: "web-ttl".into(),
+            name: "web-ttl".into(),
+            ttl: "1h".into(),
+            service_id: "web".into(),
+            ..Default::default()
+        };
+        local
+            .add_service(
+                service("web"),
+                vec![local_check(web_ttl, Some(("web", &tags))).unwrap()],
+                false,
+            )
+            .unwrap();
+        let alias = CheckDefinition {
+            id: "alias".into(),
+            name: "alias".into(),
+            alias_service: "web".into(),
+            service_id: "proxy".into(),
+            ..Default::default()
+        };
+        let alias = local_check(alias, Some(("proxy", &tags))).unwrap();
+        local
+            .add_service(service("proxy"), vec![alias.clone()], false)
+            .unwrap();
+        let runner = CheckRunner::new(local.clone());
+        runner.start("alias", &alias.definition);
+        let status_of = |id: &str| local.check(id).unwrap().check.status;
+        let wait_for = |want: &'static str| {
+            let local = local.clone();
+            async move {
+                for _ in 0..200 {
+                    if local.check("alias").unwrap().check.status == want {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let c = local.check("alias").unwrap().check;
+                let t = local.check("web-ttl").unwrap().check;
+                panic!(
+                    "alias never became {want}: {} {:?}; web-ttl {} {:?}",
+                    c.status, c.output, t.status, t.service_id
+                );
+            }
+        };
+        // The target's TTL check starts critical.
+        wait_for(status::CRITICAL).await;
+        assert!(runner.update_ttl("web-ttl", status::PASSING, "ok"));
+        wait_for(status::PASSING).await;
+        assert!(runner.update_ttl("web-ttl", status::WARNING, "hmm"));
+        wait_for(status::WARNING).await;
+        let output = local.check("alias").unwrap().check.output;
+        assert_eq!(output, "Aliased service \"web\" is warning");
+
+        // Another service's change does not wake the alias: its output, rewritten behind its
+        // back, stays as written.
+        local.update_check("alias", status::WARNING, "left alone");
+        local.add_service(service("other"), vec![], false).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(local.check("alias").unwrap().check.output, "left alone");
+        assert_eq!(status_of("alias"), status::WARNING);
+
+        // The target going away turns it critical.
+        local.remove_service("web").unwrap();
+        wait_for(status::CRITICAL).await;
     }
 
     #[tokio::test]

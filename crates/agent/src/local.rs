@@ -41,6 +41,9 @@ pub struct LocalState {
     /// When each check last turned critical (for `DeregisterCriticalServiceAfter`).
     critical_since: Mutex<HashMap<String, Instant>>,
     version: watch::Sender<u64>,
+    /// Per-service change signals, made on demand for the services someone watches (alias
+    /// checks): a change to one service or its checks wakes only its own watchers.
+    service_versions: Mutex<HashMap<String, watch::Sender<()>>>,
     sync_now: Notify,
     persist_path: Option<PathBuf>,
     /// Held while a snapshot is written and renamed into place: concurrent changes must not
@@ -73,6 +76,7 @@ impl LocalState {
             resolved: Mutex::new(HashMap::new()),
             critical_since: Mutex::new(HashMap::new()),
             version: watch::channel(0).0,
+            service_versions: Mutex::new(HashMap::new()),
             sync_now: Notify::new(),
             persist_path,
             persisting: Mutex::new(()),
@@ -117,7 +121,7 @@ impl LocalState {
         checks: Vec<LocalCheck>,
         replace_checks: bool,
     ) -> Result<Vec<String>, String> {
-        let removed = {
+        let (removed, id) = {
             let mut inner = self.inner.lock();
             let mut removed = Vec::new();
             if replace_checks {
@@ -146,9 +150,11 @@ impl LocalState {
                 }
                 inner.checks.insert(id, c);
             }
+            let id = svc.id.clone();
             inner.services.insert(svc.id.clone(), svc);
-            removed
+            (removed, id)
         };
+        self.service_changed(&id);
         self.changed(true)?;
         Ok(removed)
     }
@@ -172,24 +178,32 @@ impl LocalState {
             }
             ids
         };
+        self.service_changed(id);
         self.changed(true)?;
         Ok(Some(removed))
     }
 
     /// Adds or replaces a check.
     pub fn add_check(&self, check: LocalCheck) -> Result<(), String> {
-        self.inner
+        let service = check.check.service_id.clone();
+        let old = self
+            .inner
             .lock()
             .checks
             .insert(check.check.check_id.clone(), check);
+        self.service_changed(&service);
+        if let Some(old) = old.filter(|o| o.check.service_id != service) {
+            self.service_changed(&old.check.service_id);
+        }
         self.changed(true)
     }
 
     /// Removes a check; false if it was unknown.
     pub fn remove_check(&self, id: &str) -> Result<bool, String> {
-        if self.inner.lock().checks.remove(id).is_none() {
+        let Some(old) = self.inner.lock().checks.remove(id) else {
             return Ok(false);
-        }
+        };
+        self.service_changed(&old.check.service_id);
         self.changed(true)?;
         Ok(true)
     }
@@ -198,6 +212,7 @@ impl LocalState {
     /// anything changed. A status change is synced at once; an output-only change waits for the
     /// next periodic sync, as Consul does, to spare the servers.
     pub fn update_check(&self, id: &str, new_status: &str, output: &str) -> Option<bool> {
+        let mut service = None;
         let (status_changed, keep) = {
             let mut inner = self.inner.lock();
             let c = inner.checks.get_mut(id)?;
@@ -218,8 +233,14 @@ impl LocalState {
             }
             c.check.status = new_status.to_string();
             c.check.output = output.to_string();
+            if status_changed {
+                service = Some(c.check.service_id.clone());
+            }
             (status_changed, ttl && status_changed)
         };
+        if let Some(service) = service {
+            self.service_changed(&service);
+        }
         if keep {
             if let Err(e) = self.changed(status_changed) {
                 tracing::warn!(error = %e, "could not persist a check update");
@@ -345,9 +366,36 @@ impl LocalState {
         Some(worst.to_string())
     }
 
-    /// A receiver that sees every change (hash blocking, alias checks).
+    /// A receiver that sees every change (hash blocking).
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// A receiver that sees changes to the service `id`: its registration and its checks'
+    /// statuses (alias checks). Watching a service not registered yet is allowed.
+    pub fn watch_service(&self, id: &str) -> watch::Receiver<()> {
+        let mut versions = self.service_versions.lock();
+        if let Some(tx) = versions.get(id) {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(());
+        versions.insert(id.to_string(), tx);
+        rx
+    }
+
+    /// Wakes the watchers of service `id`, and forgets its signal once nobody watches it.
+    fn service_changed(&self, id: &str) {
+        if id.is_empty() {
+            return;
+        }
+        let mut versions = self.service_versions.lock();
+        if let Some(tx) = versions.get(id) {
+            if tx.receiver_count() == 0 {
+                versions.remove(id);
+            } else {
+                tx.send_replace(());
+            }
+        }
     }
 
     /// Resolves when a change needs to reach the catalog promptly.
