@@ -12,6 +12,7 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

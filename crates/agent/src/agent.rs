@@ -132,7 +132,7 @@ impl Agent {
                 Backend::Remote(Arc::new(Remote::new(config.retry_join.clone())))
             }
         };
-        let persist = config.data_dir.as_ref().map(|d| d.join("local-state.json"));
+        let persist = config.data_dir.as_ref().map(|d| d.join("local"));
         let local = Arc::new(LocalState::open(&config.node_name, persist).map_err(startup)?);
         let checks = CheckRunner::new(local.clone());
         for (id, c) in local.checks() {

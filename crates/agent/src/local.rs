@@ -5,7 +5,7 @@
 //! the catalog must learn of it promptly, wakes the sync loop.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,26 +45,41 @@ pub struct LocalState {
     /// checks): a change to one service or its checks wakes only its own watchers.
     service_versions: Mutex<HashMap<String, watch::Sender<()>>>,
     sync_now: Notify,
-    persist_path: Option<PathBuf>,
-    /// Held while a snapshot is written and renamed into place: concurrent changes must not
-    /// share the temporary file (one rename would find it gone), and the last to write must
-    /// write the latest state.
+    persist_dir: Option<PathBuf>,
+    /// Held while files are written and renamed into place: concurrent changes must not share
+    /// a temporary file (one rename would find it gone), and the last to write must write the
+    /// latest state.
     persisting: Mutex<()>,
 }
 
 impl LocalState {
-    /// Empty state for `node`; with `persist_path`, loaded from and saved to that file.
-    pub fn open(node: &str, persist_path: Option<PathBuf>) -> Result<LocalState, String> {
+    /// Empty state for `node`; with `persist_dir`, loaded from and saved to that directory:
+    /// one file per service and per check (`services/`, `checks/`), so a change rewrites only
+    /// what it touched, as Consul's agent does. A single-file state (`local-state.json` beside
+    /// the directory, as older Trellis wrote) is read once and moved into it.
+    pub fn open(node: &str, persist_dir: Option<PathBuf>) -> Result<LocalState, String> {
         let mut persisted = Persisted::default();
-        if let Some(path) = &persist_path {
-            match std::fs::read(path) {
+        if let Some(dir) = &persist_dir {
+            persisted = load_dir(dir)?;
+            let legacy = dir.with_file_name("local-state.json");
+            match std::fs::read(&legacy) {
                 Ok(bytes) => {
-                    persisted = serde_json::from_slice(&bytes).map_err(|e| {
-                        format!("agent state file {} is corrupt: {e}", path.display())
+                    let old: Persisted = serde_json::from_slice(&bytes).map_err(|e| {
+                        format!("agent state file {} is corrupt: {e}", legacy.display())
                     })?;
+                    persisted.services.extend(old.services);
+                    persisted.checks.extend(old.checks);
+                    for (id, svc) in &persisted.services {
+                        write_entity(dir, SERVICES, id, svc)?;
+                    }
+                    for (id, check) in &persisted.checks {
+                        write_entity(dir, CHECKS, id, check)?;
+                    }
+                    std::fs::remove_file(&legacy)
+                        .map_err(|e| format!("removing {}: {e}", legacy.display()))?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("reading {}: {e}", path.display())),
+                Err(e) => return Err(format!("reading {}: {e}", legacy.display())),
             }
         }
         for c in persisted.checks.values_mut() {
@@ -78,7 +93,7 @@ impl LocalState {
             version: watch::channel(0).0,
             service_versions: Mutex::new(HashMap::new()),
             sync_now: Notify::new(),
-            persist_path,
+            persist_dir,
             persisting: Mutex::new(()),
         })
     }
@@ -88,9 +103,11 @@ impl LocalState {
         &self.node
     }
 
-    fn changed(&self, sync: bool) -> Result<(), String> {
+    /// Tells watchers, and writes the named services and checks as they now are (a file
+    /// for each one present, none for each one gone).
+    fn changed(&self, sync: bool, services: &[&str], checks: &[&str]) -> Result<(), String> {
         self.notify(sync);
-        self.persist()
+        self.persist(services, checks)
     }
 
     /// Tells watchers (and, with `sync`, the anti-entropy loop) that something changed.
@@ -101,16 +118,33 @@ impl LocalState {
         }
     }
 
-    fn persist(&self) -> Result<(), String> {
-        let Some(path) = &self.persist_path else {
+    fn persist(&self, services: &[&str], checks: &[&str]) -> Result<(), String> {
+        let Some(dir) = &self.persist_dir else {
             return Ok(());
         };
         let _one_writer = self.persisting.lock();
-        let bytes = serde_json::to_vec(&*self.inner.lock()).expect("local state serialises");
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("writing {}: {e}", path.display()))
+        // Serialised under the state lock, written outside it.
+        let (service_bytes, check_bytes) = {
+            let inner = self.inner.lock();
+            let svc: Vec<(&str, Option<Vec<u8>>)> = services
+                .iter()
+                .map(|id| (*id, inner.services.get(*id).map(to_json)))
+                .collect();
+            let chk: Vec<(&str, Option<Vec<u8>>)> = checks
+                .iter()
+                .map(|id| (*id, inner.checks.get(*id).map(to_json)))
+                .collect();
+            (svc, chk)
+        };
+        for (kind, entries) in [(SERVICES, service_bytes), (CHECKS, check_bytes)] {
+            for (id, bytes) in entries {
+                match bytes {
+                    Some(bytes) => write_file(dir, kind, id, &bytes)?,
+                    None => remove_file(dir, kind, id)?,
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Adds or replaces a service with its checks. With `replace_checks`, the service's other
@@ -121,7 +155,7 @@ impl LocalState {
         checks: Vec<LocalCheck>,
         replace_checks: bool,
     ) -> Result<Vec<String>, String> {
-        let (removed, id) = {
+        let (removed, id, written) = {
             let mut inner = self.inner.lock();
             let mut removed = Vec::new();
             if replace_checks {
@@ -134,8 +168,10 @@ impl LocalState {
                     !drop
                 });
             }
+            let mut written = removed.clone();
             for c in checks {
                 let id = c.check.check_id.clone();
+                written.push(id.clone());
                 let keep_status = inner
                     .checks
                     .get(&id)
@@ -152,10 +188,11 @@ impl LocalState {
             }
             let id = svc.id.clone();
             inner.services.insert(svc.id.clone(), svc);
-            (removed, id)
+            (removed, id, written)
         };
         self.service_changed(&id);
-        self.changed(true)?;
+        let written: Vec<&str> = written.iter().map(String::as_str).collect();
+        self.changed(true, &[&id], &written)?;
         Ok(removed)
     }
 
@@ -179,13 +216,15 @@ impl LocalState {
             ids
         };
         self.service_changed(id);
-        self.changed(true)?;
+        let checks: Vec<&str> = removed.iter().map(String::as_str).collect();
+        self.changed(true, &[id], &checks)?;
         Ok(Some(removed))
     }
 
     /// Adds or replaces a check.
     pub fn add_check(&self, check: LocalCheck) -> Result<(), String> {
         let service = check.check.service_id.clone();
+        let id = check.check.check_id.clone();
         let old = self
             .inner
             .lock()
@@ -195,7 +234,7 @@ impl LocalState {
         if let Some(old) = old.filter(|o| o.check.service_id != service) {
             self.service_changed(&old.check.service_id);
         }
-        self.changed(true)
+        self.changed(true, &[], &[&id])
     }
 
     /// Removes a check; false if it was unknown.
@@ -204,7 +243,7 @@ impl LocalState {
             return Ok(false);
         };
         self.service_changed(&old.check.service_id);
-        self.changed(true)?;
+        self.changed(true, &[], &[id])?;
         Ok(true)
     }
 
@@ -242,7 +281,7 @@ impl LocalState {
             self.service_changed(&service);
         }
         if keep {
-            if let Err(e) = self.changed(status_changed) {
+            if let Err(e) = self.changed(status_changed, &[], &[id]) {
                 tracing::warn!(error = %e, "could not persist a check update");
             }
         } else {
@@ -404,6 +443,83 @@ impl LocalState {
     }
 }
 
+/// The subdirectory of the state directory holding services.
+const SERVICES: &str = "services";
+/// The subdirectory holding checks.
+const CHECKS: &str = "checks";
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("local state serialises")
+}
+
+/// A file name for an ID whatever characters it holds: its bytes in hex.
+fn file_name(id: &str) -> String {
+    let mut name = String::with_capacity(id.len() * 2 + 5);
+    for b in id.bytes() {
+        name.push_str(&format!("{b:02x}"));
+    }
+    name.push_str(".json");
+    name
+}
+
+fn write_file(dir: &Path, kind: &str, id: &str, bytes: &[u8]) -> Result<(), String> {
+    let sub = dir.join(kind);
+    std::fs::create_dir_all(&sub).map_err(|e| format!("creating {}: {e}", sub.display()))?;
+    let path = sub.join(file_name(id));
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+fn write_entity<T: Serialize>(dir: &Path, kind: &str, id: &str, v: &T) -> Result<(), String> {
+    write_file(dir, kind, id, &to_json(v))
+}
+
+fn remove_file(dir: &Path, kind: &str, id: &str) -> Result<(), String> {
+    let path = dir.join(kind).join(file_name(id));
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("removing {}: {e}", path.display())),
+    }
+}
+
+/// Reads every `*.json` file of `dir/kind`, keyed by the ID each holds.
+fn load_kind<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    kind: &str,
+    id_of: impl Fn(&T) -> String,
+) -> Result<BTreeMap<String, T>, String> {
+    let sub = dir.join(kind);
+    let mut out = BTreeMap::new();
+    let entries = match std::fs::read_dir(&sub) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(format!("reading {}: {e}", sub.display())),
+    };
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("reading {}: {e}", sub.display()))?
+            .path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let v: T = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("agent state file {} is corrupt: {e}", path.display()))?;
+        out.insert(id_of(&v), v);
+    }
+    Ok(out)
+}
+
+fn load_dir(dir: &Path) -> Result<Persisted, String> {
+    Ok(Persisted {
+        services: load_kind(dir, SERVICES, |s: &AgentService| s.id.clone())?,
+        checks: load_kind(dir, CHECKS, |c: &LocalCheck| c.check.check_id.clone())?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,7 +527,7 @@ mod tests {
     #[test]
     fn concurrent_changes_all_persist() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("local-state.json");
+        let path = dir.path().join("local");
         let state = std::sync::Arc::new(LocalState::open("n1", Some(path.clone())).unwrap());
         let threads: Vec<_> = (0..8)
             .map(|t| {
@@ -433,5 +549,36 @@ mod tests {
         }
         let reopened = LocalState::open("n1", Some(path)).unwrap();
         assert_eq!(reopened.services().len(), 200);
+    }
+
+    #[test]
+    fn each_service_and_check_has_its_own_file_and_old_state_files_move_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("local-state.json");
+        let svc = |id: &str| AgentService {
+            id: id.into(),
+            service: id.into(),
+            ..Default::default()
+        };
+        let old = Persisted {
+            services: [("old/one".to_string(), svc("old/one"))].into(),
+            checks: BTreeMap::new(),
+        };
+        std::fs::write(&legacy, serde_json::to_vec(&old).unwrap()).unwrap();
+        let path = dir.path().join("local");
+        let state = LocalState::open("n1", Some(path.clone())).unwrap();
+        assert!(!legacy.exists(), "the single file was moved in");
+        assert!(state.service("old/one").is_some());
+
+        state.add_service(svc("web"), Vec::new(), false).unwrap();
+        state.add_service(svc("db"), Vec::new(), false).unwrap();
+        let files = || std::fs::read_dir(path.join(SERVICES)).unwrap().count();
+        assert_eq!(files(), 3);
+        state.remove_service("web").unwrap();
+        assert_eq!(files(), 2);
+        drop(state);
+        let reopened = LocalState::open("n1", Some(path)).unwrap();
+        let ids: Vec<String> = reopened.services().into_keys().collect();
+        assert_eq!(ids, ["db", "old/one"]);
     }
 }

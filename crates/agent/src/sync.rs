@@ -5,7 +5,7 @@
 //! agent no longer has. It runs when local state changes, periodically (so a server that lost
 //! the node's rows gets them back), and with backoff while the servers are unreachable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -225,13 +225,19 @@ impl Syncer {
             }
         }
 
+        // Each service's checks, grouped once (not rescanned per service).
+        let mut by_service: HashMap<&str, Vec<&HealthCheck>> = HashMap::new();
+        for c in checks.values().filter(|c| !c.service_id.is_empty()) {
+            by_service.entry(c.service_id.as_str()).or_default().push(c);
+        }
         for (id, svc) in &services {
             let svc_changed = remote_services.get(id) != Some(&strip(svc.clone()));
-            let own_checks: Vec<HealthCheck> = checks
-                .values()
-                .filter(|c| c.service_id == *id)
-                .filter(|c| svc_changed || remote_checks.get(&c.check_id) != Some(*c))
-                .cloned()
+            let own_checks: Vec<HealthCheck> = by_service
+                .get(id.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|c| svc_changed || remote_checks.get(&c.check_id) != Some(**c))
+                .map(|c| (*c).clone())
                 .collect();
             if !svc_changed && own_checks.is_empty() {
                 continue;

@@ -52,6 +52,15 @@ async fn cached_reads_hit_and_block_on_the_cache() {
     let (_, x, age, index2, _) = cached(&a, path).await;
     assert_eq!((x.as_str(), age), ("HIT", Some(0)));
     assert_eq!(index2, index);
+    // These are background-refresh endpoints in Consul's terms: Cache-Control is ignored
+    // (the refresher keeps the entry current), so even "must revalidate" is a HIT.
+    let r = client()
+        .get(a.url(path))
+        .header("cache-control", "max-age=0, must-revalidate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
     // Without ?cached the endpoint does not say anything about a cache.
     let r = client()
         .get(a.url("/v1/health/connect/db"))
