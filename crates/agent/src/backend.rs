@@ -24,6 +24,8 @@ pub struct Remote {
     servers: Vec<String>,
     current: AtomicUsize,
     http: reqwest::Client,
+    /// The store keys this agent's blocking reads wait on, long-polled in shards.
+    watcher: crate::watcher::Watcher,
 }
 
 impl Remote {
@@ -45,11 +47,22 @@ impl Remote {
             servers,
             current: AtomicUsize::new(0),
             http,
+            watcher: crate::watcher::Watcher::default(),
         }
     }
 
+    /// The HTTP/2 client to the server ports.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The keys blocking reads wait on.
+    pub fn watcher(&self) -> &crate::watcher::Watcher {
+        &self.watcher
+    }
+
     /// Calls `f` against the current server, moving on to the next on a transport failure.
-    async fn with_failover<T, F, Fut>(&self, f: F) -> Result<T, ServerError>
+    pub(crate) async fn with_failover<T, F, Fut>(&self, f: F) -> Result<T, ServerError>
     where
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<T, ServerError>>,
@@ -101,6 +114,19 @@ impl Backend {
         match self {
             Backend::Local(s) => s.query(query, options).await,
             Backend::Remote(r) => {
+                let mut options = options;
+                if options.index > 0 {
+                    // A blocking read waits on the key's index with the agent's other
+                    // watches (one long-poll per few hundred keys), then reads at once.
+                    Box::pin(crate::watcher::wait_past(
+                        r,
+                        query.key(),
+                        options.index,
+                        options.wait,
+                    ))
+                    .await?;
+                    options.index = 0;
+                }
                 let req = QueryRequest { query, options };
                 // Boxed so the local path's parked futures stay small.
                 Box::pin(r.with_failover(|addr| {

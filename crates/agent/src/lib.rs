@@ -20,6 +20,7 @@ pub mod leaf;
 pub mod local;
 pub mod service_config;
 pub mod sync;
+pub mod watcher;
 
 pub use agent::{Agent, AgentConfig};
 pub use backend::Backend;

@@ -14,7 +14,8 @@ mod rpc;
 mod server;
 
 pub use rpc::{
-    error_status, post_json, remote_query, ApplyResponse, QueryRequest, SignRequest,
-    StatusResponse, RPC_APPLY, RPC_CA_CONFIG, RPC_CA_SIGN, RPC_QUERY, RPC_STATUS,
+    error_status, post_json, remote_query, remote_watch, ApplyResponse, QueryRequest, SignRequest,
+    StatusResponse, WatchRequest, WatchResponse, MAX_WATCH_KEYS, MAX_WATCH_WAIT, RPC_APPLY,
+    RPC_CA_CONFIG, RPC_CA_SIGN, RPC_QUERY, RPC_STATUS, RPC_WATCH,
 };
 pub use server::{QueryOptions, QueryResponse, Server, ServerConfig, ServerError};

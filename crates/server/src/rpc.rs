@@ -12,7 +12,7 @@ use bytes::Bytes;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::{Deserialize, Serialize};
 use trellis_raft::{TypeConfig, RPC_APPEND, RPC_SNAPSHOT, RPC_VOTE};
-use trellis_state::{Applied, Command, Query, QueryOutput};
+use trellis_state::{Applied, Command, Query, QueryOutput, WatchKey};
 
 use crate::{QueryOptions, QueryResponse, Server, ServerError};
 
@@ -27,6 +27,29 @@ pub const RPC_STATUS: &str = "/v1/internal/status";
 pub const RPC_CA_SIGN: &str = "/v1/internal/ca/sign";
 /// Path of the CA configuration RPC: a `CAConfiguration` in, `true` out.
 pub const RPC_CA_CONFIG: &str = "/v1/internal/ca/config";
+/// Path of the many-keys blocking wait: a [`WatchRequest`] in, a [`WatchResponse`] out.
+pub const RPC_WATCH: &str = "/v1/internal/watch";
+/// The most keys one [`WatchRequest`] may carry.
+pub const MAX_WATCH_KEYS: usize = 4096;
+/// The longest one [`WatchRequest`] waits (Consul's blocking-query ceiling).
+pub const MAX_WATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Watch keys and the change index the caller holds for each: answered when any key's index
+/// differs, or after the wait.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct WatchRequest {
+    /// The keys and the indexes held (0: none yet, answered at once).
+    pub keys: Vec<(WatchKey, u64)>,
+    /// How long to wait for a change, in milliseconds (capped at [`MAX_WATCH_WAIT`]).
+    pub wait_ms: u64,
+}
+
+/// The keys of a [`WatchRequest`] whose index moved: (position in the request, index now).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct WatchResponse {
+    /// The changed keys; empty when the wait passed without a change.
+    pub changed: Vec<(u32, u64)>,
+}
 
 /// A leaf CSR sent to a server for signing.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -81,6 +104,7 @@ pub(crate) fn router(server: Arc<Server>) -> Router {
         .route(RPC_STATUS, get(status))
         .route(RPC_CA_SIGN, post(ca_sign))
         .route(RPC_CA_CONFIG, post(ca_config))
+        .route(RPC_WATCH, post(watch))
         .layer(DefaultBodyLimit::max(64 << 20))
         .with_state(server)
 }
@@ -174,6 +198,24 @@ async fn query(State(s): State<Arc<Server>>, Json(req): Json<QueryRequest>) -> R
     }
 }
 
+/// Answered from this server's own copy (like a stale read): it only tells the caller when
+/// to read again, and that read goes where the caller's consistency mode sends it.
+async fn watch(State(s): State<Arc<Server>>, Json(req): Json<WatchRequest>) -> Response {
+    if req.keys.len() > MAX_WATCH_KEYS {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "a watch may carry at most {MAX_WATCH_KEYS} keys, not {}",
+                req.keys.len()
+            ),
+        )
+            .into_response();
+    }
+    let wait = std::time::Duration::from_millis(req.wait_ms).min(MAX_WATCH_WAIT);
+    let changed = s.store().wait_for_keys(&req.keys, wait).await;
+    Json(WatchResponse { changed }).into_response()
+}
+
 async fn status(State(s): State<Arc<Server>>) -> Json<StatusResponse> {
     let peers = s.peers();
     Json(StatusResponse {
@@ -205,6 +247,35 @@ where
         .post(format!("http://{addr}{path}"))
         .timeout(std::time::Duration::from_secs(30))
         .json(body)
+        .send()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    match resp.status() {
+        StatusCode::OK => resp.json().await.map_err(|e| err(e.to_string())),
+        StatusCode::SERVICE_UNAVAILABLE => Err(ServerError::NoLeader),
+        status => Err(ServerError::Remote {
+            addr: addr.to_string(),
+            status: status.as_u16(),
+            message: resp.text().await.unwrap_or_default(),
+        }),
+    }
+}
+
+/// Sends a many-keys wait to a server's port (client agents' cache refreshes).
+pub async fn remote_watch(
+    http: &reqwest::Client,
+    addr: &str,
+    req: &WatchRequest,
+) -> Result<WatchResponse, ServerError> {
+    let err = |message: String| ServerError::Rpc {
+        addr: addr.to_string(),
+        message,
+    };
+    let wait = std::time::Duration::from_millis(req.wait_ms).min(MAX_WATCH_WAIT);
+    let resp = http
+        .post(format!("http://{addr}{RPC_WATCH}"))
+        .timeout(wait + std::time::Duration::from_secs(10))
+        .json(req)
         .send()
         .await
         .map_err(|e| err(e.to_string()))?;

@@ -666,6 +666,43 @@ impl Store {
     pub fn watched_keys(&self) -> usize {
         self.inner.watches.len()
     }
+
+    /// Many blocking waits in one: for each `(key, index)`, the key's current change index
+    /// when it differs from `index`. Answers at once when any differs; otherwise waits until
+    /// one changes or `wait` passes (then answers with whatever differs, possibly nothing).
+    /// Positions in the answer are positions in `keys`. This is what lets an agent hold one
+    /// request per few hundred cache entries instead of one blocking query each.
+    pub async fn wait_for_keys(&self, keys: &[(WatchKey, u64)], wait: Duration) -> Vec<(u32, u64)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let changed = |tables: &Tables| -> Vec<(u32, u64)> {
+            keys.iter()
+                .enumerate()
+                .filter_map(|(i, (key, index))| {
+                    let now = tables.index_of(std::slice::from_ref(key));
+                    (now != *index).then_some((u32::try_from(i).unwrap_or(u32::MAX), now))
+                })
+                .collect()
+        };
+        loop {
+            let mut receivers = {
+                let tables = self.inner.tables.read();
+                let out = changed(&tables);
+                if !out.is_empty() {
+                    return out;
+                }
+                // Subscribe before the read lock goes, so no write slips in between.
+                keys.iter()
+                    .map(|(k, _)| self.inner.watches.subscribe(k))
+                    .collect::<Vec<_>>()
+            };
+            tokio::select! {
+                _ = futures_any(&mut receivers) => continue,
+                _ = tokio::time::sleep_until(deadline) => {
+                    return changed(&self.inner.tables.read());
+                }
+            }
+        }
+    }
 }
 
 /// Resolves when any receiver sees a change or its sender goes away.

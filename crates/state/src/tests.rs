@@ -268,6 +268,55 @@ fn snapshot_round_trip_keeps_rows_indexes_and_secondary_indexes() {
     assert!(t.restore_bytes(b"{not json").is_err());
 }
 
+/// The many-keys wait answers at once for keys whose index differs from the caller's, waits
+/// otherwise, wakes on a write to any of its keys (only), and reports each moved key's index
+/// at its position.
+#[tokio::test(start_paused = true)]
+async fn waiting_on_many_keys_reports_the_ones_that_moved() {
+    let s = Store::new("dc1");
+    s.apply(2, reg("n1", Some(("web1", "web"))));
+    s.apply(3, reg("n1", Some(("api1", "api"))));
+    let web = health("web", false).key();
+    let api = health("api", false).key();
+    let (_, web_idx) = s.query(&health("web", false));
+    let (_, api_idx) = s.query(&health("api", false));
+
+    // Unknown (0) and stale indexes answer at once.
+    let now = s
+        .wait_for_keys(
+            &[(web.clone(), 0), (api.clone(), api_idx)],
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(now, vec![(0, web_idx)]);
+
+    let keys = vec![(web.clone(), web_idx), (api.clone(), api_idx)];
+    let waiter = {
+        let s = s.clone();
+        let keys = keys.clone();
+        tokio::spawn(async move { s.wait_for_keys(&keys, Duration::from_secs(60)).await })
+    };
+    tokio::task::yield_now().await;
+    s.apply(4, reg("n2", Some(("db1", "db"))));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!waiter.is_finished(), "woken by a key it does not watch");
+    s.apply(5, reg("n2", Some(("api2", "api"))));
+    let changed = tokio::time::timeout(Duration::from_secs(1), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed, vec![(1, 5)]);
+
+    // Nothing moves: the wait passes and the answer is empty.
+    let keys = vec![(web, web_idx), (api, 5)];
+    let start = tokio::time::Instant::now();
+    assert!(s
+        .wait_for_keys(&keys, Duration::from_secs(30))
+        .await
+        .is_empty());
+    assert_eq!(start.elapsed(), Duration::from_secs(30));
+}
+
 #[tokio::test(start_paused = true)]
 async fn blocking_query_wakes_on_its_key_only() {
     let s = Store::new("dc1");
