@@ -126,10 +126,11 @@ impl CheckRunner {
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
+            // Boxed: the probe's state exists only while it runs, not in every idle task.
             let (st, output) = if !def.http.is_empty() {
-                self.probe_http(&def, timeout).await
+                Box::pin(self.probe_http(&def, timeout)).await
             } else {
-                probe_tcp(&def.tcp, timeout).await
+                Box::pin(probe_tcp(&def.tcp, timeout)).await
             };
             if self.local.update_check(&id, st, &output).is_none() {
                 return;

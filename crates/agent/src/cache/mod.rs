@@ -533,8 +533,9 @@ impl<T: CacheType> Driver<T> {
     /// One fetch. For a refreshing entry out of contact, a fetch still blocked after
     /// [`CONNECTED_AFTER`] means the servers answer again: the age drops back to zero.
     async fn fetch(&self, index: u64) -> Result<(T::Value, u64), FetchError> {
-        let fetch = self.ty.fetch(&self.key, index, self.opts.query_timeout);
-        tokio::pin!(fetch);
+        // Boxed: a fetch's state exists only while it runs, and the driver task that holds
+        // it for the entry's whole life stays small.
+        let mut fetch = Box::pin(self.ty.fetch(&self.key, index, self.opts.query_timeout));
         let lost = self.opts.refresh && self.entry.state.borrow().lost_contact.is_some();
         if lost {
             tokio::select! {
