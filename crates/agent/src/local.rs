@@ -24,6 +24,29 @@ pub struct LocalCheck {
     pub definition: CheckDefinition,
 }
 
+/// Services by ID (`None`: gone) and the present ones' checks by service ID.
+pub type ServiceRows = (
+    Vec<(String, Option<AgentService>)>,
+    HashMap<String, Vec<HealthCheck>>,
+);
+
+/// Services and checks (by ID) changed since the anti-entropy loop last synced them: present
+/// ones are registered again, absent ones deregistered.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dirty {
+    /// Service IDs.
+    pub services: std::collections::BTreeSet<String>,
+    /// Check IDs.
+    pub checks: std::collections::BTreeSet<String>,
+}
+
+impl Dirty {
+    /// Whether nothing is marked.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.checks.is_empty()
+    }
+}
+
 #[derive(Serialize, Deserialize, Default)]
 struct Persisted {
     services: BTreeMap<String, AgentService>,
@@ -44,6 +67,8 @@ pub struct LocalState {
     /// Per-service change signals, made on demand for the services someone watches (alias
     /// checks): a change to one service or its checks wakes only its own watchers.
     service_versions: Mutex<HashMap<String, watch::Sender<()>>>,
+    /// Services and checks changed since the sync loop last looked.
+    dirty: Mutex<Dirty>,
     sync_now: Notify,
     persist_dir: Option<PathBuf>,
     /// Held while files are written and renamed into place: concurrent changes must not share
@@ -92,6 +117,7 @@ impl LocalState {
             critical_since: Mutex::new(HashMap::new()),
             version: watch::channel(0).0,
             service_versions: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(Dirty::default()),
             sync_now: Notify::new(),
             persist_dir,
             persisting: Mutex::new(()),
@@ -106,8 +132,31 @@ impl LocalState {
     /// Tells watchers, and writes the named services and checks as they now are (a file
     /// for each one present, none for each one gone).
     fn changed(&self, sync: bool, services: &[&str], checks: &[&str]) -> Result<(), String> {
+        self.mark(services, checks);
         self.notify(sync);
         self.persist(services, checks)
+    }
+
+    /// Records services and checks the catalog has to learn about.
+    fn mark(&self, services: &[&str], checks: &[&str]) {
+        let mut dirty = self.dirty.lock();
+        dirty
+            .services
+            .extend(services.iter().map(|s| s.to_string()));
+        dirty.checks.extend(checks.iter().map(|c| c.to_string()));
+    }
+
+    /// What changed since the last call (the anti-entropy loop's partial sync), leaving
+    /// nothing marked.
+    pub fn take_dirty(&self) -> Dirty {
+        std::mem::take(&mut *self.dirty.lock())
+    }
+
+    /// Marks again what a failed partial sync took.
+    pub fn restore_dirty(&self, taken: Dirty) {
+        let mut dirty = self.dirty.lock();
+        dirty.services.extend(taken.services);
+        dirty.checks.extend(taken.checks);
     }
 
     /// Tells watchers (and, with `sync`, the anti-entropy loop) that something changed.
@@ -285,6 +334,7 @@ impl LocalState {
                 tracing::warn!(error = %e, "could not persist a check update");
             }
         } else {
+            self.mark(&[], &[id]);
             self.notify(status_changed);
         }
         Some(true)
@@ -327,6 +377,37 @@ impl LocalState {
         all
     }
 
+    /// For each of `ids`, the service (merged as [`LocalState::service`] merges it) or `None`
+    /// when gone, and the checks of the present ones by service ID: the anti-entropy loop's
+    /// partial sync, with one pass over the checks.
+    pub fn service_rows(&self, ids: &std::collections::BTreeSet<String>) -> ServiceRows {
+        let (mut services, checks) = {
+            let inner = self.inner.lock();
+            let services: Vec<(String, Option<AgentService>)> = ids
+                .iter()
+                .map(|id| (id.clone(), inner.services.get(id).cloned()))
+                .collect();
+            let mut checks: HashMap<String, Vec<HealthCheck>> = HashMap::new();
+            for c in inner.checks.values() {
+                if ids.contains(&c.check.service_id)
+                    && inner.services.contains_key(&c.check.service_id)
+                {
+                    checks
+                        .entry(c.check.service_id.clone())
+                        .or_default()
+                        .push(c.check.clone());
+                }
+            }
+            (services, checks)
+        };
+        for (_, svc) in services.iter_mut() {
+            if let Some(svc) = svc {
+                self.merge_resolved(svc);
+            }
+        }
+        (services, checks)
+    }
+
     /// One service by ID as it was registered, without resolved configuration.
     pub fn registration(&self, id: &str) -> Option<AgentService> {
         self.inner.lock().services.get(id).cloned()
@@ -362,6 +443,7 @@ impl LocalState {
             }
         };
         if changed {
+            self.mark(&[id], &[]);
             self.notify(true);
         }
     }

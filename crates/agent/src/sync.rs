@@ -89,21 +89,34 @@ impl Syncer {
         }
     }
 
-    /// Runs forever: a full sync at start, on local changes, every interval (with jitter), and
-    /// with capped exponential backoff while it fails.
+    /// Runs forever: a full sync at start and every interval (with jitter); on local changes,
+    /// a partial sync of what changed (Consul's `SyncChanges`), so registering a service costs
+    /// a write or two rather than a comparison of the whole node; capped exponential backoff
+    /// while the servers cannot be reached.
     pub async fn run(self) {
         let mut backoff = Duration::from_millis(500);
+        let mut full_due = true;
         loop {
-            match self.sync_full().await {
+            let outcome = if full_due {
+                self.sync_full().await
+            } else {
+                self.sync_changes().await
+            };
+            match outcome {
                 Ok(stats) => {
                     if stats != SyncStats::default() {
-                        tracing::debug!(?stats, "synced node state to the catalog");
+                        tracing::debug!(
+                            ?stats,
+                            full = full_due,
+                            "synced node state to the catalog"
+                        );
                     }
                     backoff = Duration::from_millis(500);
+                    full_due = false;
                     let jitter = self.interval.mul_f64(rand::random::<f64>() / 4.0);
                     tokio::select! {
                         _ = self.local.sync_requested() => {}
-                        _ = tokio::time::sleep(self.interval + jitter) => {}
+                        _ = tokio::time::sleep(self.interval + jitter) => full_due = true,
                     }
                 }
                 Err(e) => {
@@ -113,6 +126,90 @@ impl Syncer {
                 }
             }
         }
+    }
+
+    /// Writes what changed locally since the last sync: each changed service again with all
+    /// its checks (or its deregistration), then each other changed check. On failure what was
+    /// taken is marked again, and the next sync (partial or full) writes it.
+    pub async fn sync_changes(&self) -> Result<SyncStats, ServerError> {
+        let dirty = self.local.take_dirty();
+        if dirty.is_empty() {
+            return Ok(SyncStats::default());
+        }
+        let result = self.write_changes(&dirty).await;
+        if result.is_err() {
+            self.local.restore_dirty(dirty);
+        }
+        result
+    }
+
+    async fn write_changes(&self, dirty: &crate::local::Dirty) -> Result<SyncStats, ServerError> {
+        let mut stats = SyncStats::default();
+        let (services, mut checks) = self.local.service_rows(&dirty.services);
+        let mut covered = std::collections::HashSet::new();
+        for (id, svc) in services {
+            match svc {
+                Some(svc) => {
+                    let own = checks.remove(&id).unwrap_or_default();
+                    covered.extend(own.iter().map(|c| c.check_id.clone()));
+                    let mut reg = self.registration();
+                    reg.checks = own.into_iter().map(|c| self.check_row(c, &svc)).collect();
+                    reg.service = Some(svc);
+                    self.write(Command::Register(Box::new(reg))).await?;
+                    stats.registered += 1;
+                }
+                None => {
+                    self.write(Command::Deregister(CatalogDeregistration {
+                        node: self.node.name.clone(),
+                        service_id: id,
+                        ..Default::default()
+                    }))
+                    .await?;
+                    stats.deregistered += 1;
+                }
+            }
+        }
+        for id in dirty.checks.iter().filter(|id| !covered.contains(*id)) {
+            match self.local.check(id) {
+                Some(c) if c.check.service_id.is_empty() => {
+                    let mut reg = self.registration();
+                    let mut row = c.check;
+                    row.node = self.node.name.clone();
+                    reg.checks = vec![row];
+                    self.write(Command::Register(Box::new(reg))).await?;
+                    stats.registered += 1;
+                }
+                Some(c) => {
+                    // A service's check: written with its service, which the catalog needs.
+                    let Some(svc) = self.local.service(&c.check.service_id) else {
+                        continue;
+                    };
+                    let mut reg = self.registration();
+                    reg.checks = vec![self.check_row(c.check, &svc)];
+                    reg.service = Some(svc);
+                    self.write(Command::Register(Box::new(reg))).await?;
+                    stats.registered += 1;
+                }
+                None => {
+                    self.write(Command::Deregister(CatalogDeregistration {
+                        node: self.node.name.clone(),
+                        check_id: id.clone(),
+                        ..Default::default()
+                    }))
+                    .await?;
+                    stats.deregistered += 1;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// A service check's row as the catalog holds it.
+    fn check_row(&self, mut check: HealthCheck, svc: &AgentService) -> HealthCheck {
+        check.node = self.node.name.clone();
+        check.service_name = svc.service.clone();
+        check.service_tags = svc.tags.clone();
+        check
     }
 
     fn node_row_matches(&self, node: &Node) -> bool {
@@ -146,6 +243,16 @@ impl Syncer {
 
     /// One full comparison and the writes it needs.
     pub async fn sync_full(&self) -> Result<SyncStats, ServerError> {
+        // Everything is compared now; what changes from here on is marked again.
+        let taken = self.local.take_dirty();
+        let result = self.compare_and_write().await;
+        if result.is_err() {
+            self.local.restore_dirty(taken);
+        }
+        result
+    }
+
+    async fn compare_and_write(&self) -> Result<SyncStats, ServerError> {
         let resp = self
             .backend
             .query(
@@ -261,5 +368,114 @@ impl Syncer {
             stats.registered += 1;
         }
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::local_check;
+    use trellis_api::{status, CheckDefinition};
+    use trellis_server::{Server, ServerConfig};
+
+    async fn server() -> Arc<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let server = Server::start(ServerConfig {
+            node_name: "s1".into(),
+            datacenter: "dc1".into(),
+            data_dir: None,
+            rpc_addr: ([127, 0, 0, 1], port).into(),
+            bootstrap_expect: 1,
+            retry_join: vec![],
+            snapshot_threshold: 10_000,
+        })
+        .await
+        .expect("server starts");
+        assert!(server.wait_for_leader(Duration::from_secs(10)).await);
+        server
+    }
+
+    async fn catalog(backend: &Backend) -> Remote {
+        let out = backend
+            .query(
+                Query::NodeState { node: "n1".into() },
+                QueryOptions::default(),
+            )
+            .await
+            .expect("a read");
+        let QueryOutput::Found(body) = out.output else {
+            panic!("no node state");
+        };
+        serde_json::from_slice(&body).expect("node state")
+    }
+
+    /// Partial syncs write what changed, and only that: a new service with its checks, a
+    /// check's new status, a removed service; the periodic full sync finds nothing left.
+    #[tokio::test]
+    async fn partial_syncs_write_only_what_changed() {
+        let backend = Backend::Local(server().await);
+        let local = Arc::new(LocalState::open("n1", None).unwrap());
+        let node = NodeInfo {
+            id: "11111111-1111-1111-1111-111111111111".into(),
+            name: "n1".into(),
+            address: "10.0.0.1".into(),
+            meta: BTreeMap::new(),
+        };
+        let syncer = Syncer::new(
+            backend.clone(),
+            local.clone(),
+            node,
+            vec![],
+            Duration::from_secs(60),
+        );
+        syncer.sync_full().await.unwrap();
+        let svc = |id: &str| AgentService {
+            id: id.into(),
+            service: id.into(),
+            port: 80,
+            ..Default::default()
+        };
+        let ttl = |id: &str, service: &str| {
+            let def = CheckDefinition {
+                id: id.into(),
+                name: id.into(),
+                ttl: "1h".into(),
+                service_id: service.into(),
+                ..Default::default()
+            };
+            local_check(def, Some((service, &Vec::new()))).unwrap()
+        };
+        local
+            .add_service(svc("web"), vec![ttl("web-ttl", "web")], false)
+            .unwrap();
+        local.add_service(svc("db"), vec![], false).unwrap();
+        let stats = syncer.sync_changes().await.unwrap();
+        assert_eq!(stats.registered, 2);
+        let c = catalog(&backend).await;
+        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.checks.len(), 1);
+        assert_eq!(c.checks[0].service_name, "web");
+        assert_eq!(c.checks[0].status, status::CRITICAL);
+
+        // A status change: one write, the check with its service.
+        local.update_check("web-ttl", status::PASSING, "ok");
+        let stats = syncer.sync_changes().await.unwrap();
+        assert_eq!((stats.registered, stats.deregistered), (1, 0));
+        assert_eq!(catalog(&backend).await.checks[0].status, status::PASSING);
+
+        // A removal deregisters the service and its check.
+        local.remove_service("web").unwrap();
+        let stats = syncer.sync_changes().await.unwrap();
+        assert!(stats.deregistered >= 1);
+        let c = catalog(&backend).await;
+        assert_eq!(c.services.len(), 1);
+        assert!(c.checks.is_empty());
+
+        // Nothing left for the partial sync, and the full comparison agrees.
+        assert_eq!(syncer.sync_changes().await.unwrap(), SyncStats::default());
+        assert_eq!(syncer.sync_full().await.unwrap(), SyncStats::default());
     }
 }
