@@ -17,6 +17,7 @@
 mod engine;
 mod model;
 mod protocol;
+mod wire;
 
 pub use engine::{Decision, Engine, Reason};
 pub use model::{

@@ -40,7 +40,16 @@ pub(crate) async fn agent_self(State(a): State<Arc<Agent>>) -> Res {
         },
         "Member": a.member_self(),
         "Meta": {},
-        "DebugConfig": {"Datacenter": cfg.datacenter, "NodeName": cfg.node_name},
+        "DebugConfig": {
+            "Datacenter": cfg.datacenter,
+            "NodeName": cfg.node_name,
+            // What decides when no intention matches ("" → the ACL default policy, which
+            // `X-Consul-Default-ACL-Policy` carries); proxies deciding locally read it here.
+            "DefaultIntentionPolicy": cfg.default_intention_policy.map_or("", |a| match a {
+                crate::IntentionAction::Allow => "allow",
+                crate::IntentionAction::Deny => "deny",
+            }),
+        },
     })))
 }
 

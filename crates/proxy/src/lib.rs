@@ -1,0 +1,17 @@
+//! The Trellis sidecar proxy: a public mutual-TLS listener in front of the local application
+//! (authorizing each connection, or each HTTP request, against intentions) and one local
+//! listener per upstream (reaching the destination's sidecars over mutual TLS), all configured
+//! and kept current from the local agent's API.
+
+#![forbid(unsafe_code)]
+
+pub mod balance;
+pub mod config;
+
+/// What can go wrong configuring or running a proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The proxy's configuration (registration or flags) is unusable.
+    #[error("proxy configuration: {0}")]
+    Config(String),
+}
