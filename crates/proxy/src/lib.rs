@@ -5,8 +5,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent_api;
 pub mod balance;
 pub mod config;
+pub mod follow;
 
 /// What can go wrong configuring or running a proxy.
 #[derive(Debug, thiserror::Error)]
@@ -14,4 +16,7 @@ pub enum ProxyError {
     /// The proxy's configuration (registration or flags) is unusable.
     #[error("proxy configuration: {0}")]
     Config(String),
+    /// The local agent could not be asked, or refused.
+    #[error("agent: {0}")]
+    Agent(String),
 }
