@@ -11,9 +11,11 @@
 #                 agent's cache, against the baseline reading the same POST
 #   g. memory     a client agent filled with CACHE_N Connect services (sidecar, leaf, cached
 #                 intentions, cached upstream discovery each); its RSS per service
+#   h. rotation   ROTATION_N leafs on one dev agent, a blocking watcher on each, the root rotated:
+#                 when each new leaf arrives, and leafs signed per second against CSRMaxPerSecond
 #
 # Results go to stdout and benches/results/latest.txt. Knobs (environment): WRK_THREADS,
-# WRK_CONNS, WRK_DURATION, ROUNDS, POPULATE_N, FANOUT_N, WRITES_N, SCENARIOS (e.g. "a c").
+# WRK_CONNS, WRK_DURATION, ROUNDS, POPULATE_N, FANOUT_N, WRITES_N, ROTATION_N, SCENARIOS (e.g. "a c").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,7 +31,11 @@ POPULATE_N="${POPULATE_N:-1000}"
 FANOUT_N="${FANOUT_N:-10000}"
 WRITES_N="${WRITES_N:-5000}"
 CACHE_N="${CACHE_N:-10000}"
-SCENARIOS="${SCENARIOS:-a b c d e f g}"
+ROTATION_N="${ROTATION_N:-10000}"
+# Non-empty: scenario g fills step by step (registrations, leafs, intentions, discovery) and
+# reads memory after each.
+CACHE_STAGED="${CACHE_STAGED:-}"
+SCENARIOS="${SCENARIOS:-a b c d e f g h}"
 # A wrk Lua script (POST bodies); empty for plain GETs.
 WRK_SCRIPT=""
 # In the A/B scenarios (a, d, f) the server under test and the baseline are started on the
@@ -225,6 +231,12 @@ if ((NOFILE < FANOUT_N + 256)); then
   note "warning: open-files limit $NOFILE is too low for FANOUT_N=$FANOUT_N; using $((NOFILE - 256))"
   FANOUT_N=$((NOFILE - 256))
 fi
+# The same for the rotation's watchers (the agent also holds its own files and the fill's
+# connections).
+if ((NOFILE < ROTATION_N + 256)); then
+  note "warning: open-files limit $NOFILE is too low for ROTATION_N=$ROTATION_N; using $((NOFILE - 256))"
+  ROTATION_N=$((NOFILE - 256))
+fi
 
 mkdir -p "$TARGET_DIR"
 WORK=$(mktemp -d "$TARGET_DIR/bench-tmp.XXXXXX")
@@ -419,9 +431,35 @@ if [[ " $SCENARIOS " == *" g "* ]]; then
   say "## g. memory: one client agent, $CACHE_N services each with a sidecar, its leaf, its intentions and one upstream's discovery cached"
   G_RC=0
   "$BENCH" cachefill --addr "127.0.0.1:$g_chttp" --pid "$G_CLIENT" --trust-domain "$TD" --n "$CACHE_N" \
-    >"$WORK/cachefill.json" || G_RC=$?
+    ${CACHE_STAGED:+--staged} >"$WORK/cachefill.json" || G_RC=$?
   say "$(cat "$WORK/cachefill.json")"
   [[ $G_RC == 0 ]] || note "cachefill failed; the client's log: $(tail -5 "$WORK/g-client.log")"
+  stop_all
+fi
+
+# --- h. root rotation --------------------------------------------------------------------------
+if [[ " $SCENARIOS " == *" h "* ]]; then
+  note "h. rotation: starting a dev agent, $ROTATION_N leafs, then a root rotation..."
+  # The leaf store logs every issue the server refused for now (the CSR limit) at debug level;
+  # only that module is raised to debug, and the lines are counted below.
+  RUST_LOG="info,trellis_agent::leaf=debug,openraft=warn,hyper=warn,reqwest=warn" \
+    start_dev_agent rotation
+  say ""
+  say "## h. rotation: $ROTATION_N leafs on one dev agent, a blocking watcher on each, then the root rotated (CA key EC 256 -> 384); agent and client unpinned"
+  H_RC=0
+  "$BENCH" rotation --addr "$AGENT_ADDR" --leafs "$ROTATION_N" --pid "$AGENT_PID" \
+    >"$WORK/rotation.txt" 2> >(tee "$WORK/rotation.err" >&2) || H_RC=$?
+  say "$(cat "$WORK/rotation.txt")"
+  [[ $H_RC == 0 ]] || say "rotation FAILED (exit $H_RC): $(tail -5 "$WORK/rotation.err")"
+  H_REFUSED=$(grep -c "cannot issue a leaf now" "$WORK/rotation.log" || true)
+  H_RATE=$(grep "cannot issue a leaf now" "$WORK/rotation.log" | grep -ci "rate limit" || true)
+  say "issues refused for now, from the agent's debug log: $H_REFUSED (of which rate limit: $H_RATE)"
+  if kill -0 "$AGENT_PID" 2>/dev/null && curl -sf -m 5 "http://$AGENT_ADDR/v1/status/leader" >/dev/null; then
+    say "agent after the rotation: alive and answering"
+  else
+    say "agent after the rotation: NOT answering; log tail:"
+    say "$(tail -20 "$WORK/rotation.log")"
+  fi
   stop_all
 fi
 

@@ -7,8 +7,11 @@
 //! - `writes`: catalog registration throughput and latency at a given concurrency.
 //! - `populate`: registers N services, each with a connect sidecar, for read benchmarks.
 //! - `sign`: leaf signing through a server's signing RPC, per CPU-second of the server.
+//! - `rotation`: a root rotation with N leafs on one agent: how the re-issue spreads over
+//!   time, and leafs signed per second against the server's CSR limit.
 //!
-//! Every client command prints one JSON object on stdout.
+//! Every client command prints one JSON object on stdout; `rotation` prints a text report
+//! first, its JSON object on the last line.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +19,7 @@ mod baseline;
 mod cachefill;
 mod fanout;
 mod http1;
+mod rotation;
 mod sign;
 mod stats;
 mod writes;
@@ -56,6 +60,8 @@ enum Command {
     Sign(sign::SignArgs),
     /// Fill one agent with N Connect services and report its memory per service.
     Cachefill(cachefill::CachefillArgs),
+    /// Rotate the root with N leafs watched on one agent; time the re-issue, check the limit.
+    Rotation(rotation::RotationArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +91,7 @@ fn main() -> ExitCode {
             Command::Populate(args) => writes::run_populate(args).await,
             Command::Sign(args) => sign::run(args).await,
             Command::Cachefill(args) => cachefill::run(args).await,
+            Command::Rotation(args) => rotation::run(args).await,
         }
     });
     match result {
