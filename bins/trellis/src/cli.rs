@@ -43,6 +43,8 @@ pub enum ConnectCommand {
     /// The Connect certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Run a sidecar proxy: mutual TLS in front of a service and to its upstreams.
+    Proxy(Box<crate::proxy::ProxyArgs>),
 }
 
 /// `trellis connect ca ...`.
@@ -233,7 +235,7 @@ pub fn dash_aliases(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
         .collect()
 }
 
-fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
+pub(crate) fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| {
             tracing_subscriber::EnvFilter::try_new(format!(

@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod intention;
+mod proxy;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
             Command::Agent(args) => cli::run_agent(args).await,
             Command::Members(args) => cli::run_members(args).await,
             Command::Connect(cli::ConnectCommand::Ca(cmd)) => cli::run_ca(cmd).await,
+            Command::Connect(cli::ConnectCommand::Proxy(args)) => proxy::run(*args).await,
             // Reports its own errors: its exit codes are Consul's, per command.
             Command::Intention(cmd) => return Ok(intention::run(cmd).await),
             Command::Version => {

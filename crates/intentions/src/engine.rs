@@ -27,6 +27,24 @@ pub enum Reason {
     Default,
 }
 
+/// Consul's wording: `Matched L4 intention: default/web => default/db (Precedence: 9, Action:
+/// ALLOW)`, `Matched L7 intention: …`, or `Default behavior` when nothing matched.
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Intention {
+                intention,
+                permission,
+            } => match permission {
+                Some(p) => write!(f, "Matched L7 intention: {intention} (permission {p})"),
+                None => write!(f, "Matched L4 intention: {intention}"),
+            },
+            Reason::L7AtL4 { intention } => write!(f, "Matched L7 intention: {intention}"),
+            Reason::Default => f.write_str("Default behavior"),
+        }
+    }
+}
+
 impl Reason {
     /// The intention that decided, if any.
     pub fn intention(&self) -> Option<&Intention> {

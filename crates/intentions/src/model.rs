@@ -90,6 +90,24 @@ pub struct Intention {
     pub precedence: u8,
 }
 
+/// `default/web => default/db (Precedence: 9, Action: ALLOW)`: namespace/name on each side (the
+/// partition prefix is empty in this edition), as Consul's reasons print an intention.
+impl std::fmt::Display for Intention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const NS: &str = "default";
+        write!(
+            f,
+            "{NS}/{} => {NS}/{} (Precedence: {}, ",
+            self.source, self.destination, self.precedence
+        )?;
+        match self.action {
+            Some(Action::Allow) => f.write_str("Action: ALLOW)"),
+            Some(Action::Deny) => f.write_str("Action: DENY)"),
+            None => write!(f, "Permissions: {})", self.permissions.len()),
+        }
+    }
+}
+
 /// Consul's precedence for the default namespace: 9, 8, 6 or 5.
 pub fn precedence(source: &str, destination: &str) -> u8 {
     match (destination == "*", source == "*") {

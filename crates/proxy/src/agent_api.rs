@@ -191,6 +191,16 @@ impl AgentApi {
         })
     }
 
+    /// The agent's datacenter.
+    pub async fn datacenter(&self) -> Result<String, ProxyError> {
+        let me: serde_json::Value = self.get("/v1/agent/self", false).await?.value;
+        me.pointer("/Config/Datacenter")
+            .and_then(|v| v.as_str())
+            .filter(|dc| !dc.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| ProxyError::Agent("/v1/agent/self names no datacenter".into()))
+    }
+
     /// The agent's `default_intention_policy`: `Some(true)` allow, `Some(false)` deny, `None`
     /// when unset (the ACL default then decides).
     pub async fn default_intention_policy(&self) -> Result<Option<bool>, ProxyError> {

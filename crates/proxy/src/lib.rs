@@ -9,6 +9,9 @@ pub mod agent_api;
 pub mod balance;
 pub mod config;
 pub mod follow;
+pub mod inbound;
+pub mod outbound;
+pub mod run;
 
 /// What can go wrong configuring or running a proxy.
 #[derive(Debug, thiserror::Error)]
@@ -19,4 +22,13 @@ pub enum ProxyError {
     /// The local agent could not be asked, or refused.
     #[error("agent: {0}")]
     Agent(String),
+}
+
+/// Resolves once `stop` holds `true` (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
 }

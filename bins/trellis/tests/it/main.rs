@@ -7,4 +7,5 @@ mod cluster;
 mod connect_ca;
 mod intentions_api;
 mod intentions_cli;
+mod proxy;
 mod support;

@@ -338,28 +338,13 @@ pub(crate) async fn check(State(a): State<Arc<Agent>>, p: Params) -> Res {
 }
 
 /// Consul's text for an intention in a reason:
-/// `default/web => default/db (Precedence: 9, Action: ALLOW)` (namespace/name; the partition
-/// prefix is empty in this edition).
-fn describe(i: &trellis_intentions::Intention) -> String {
-    const NS: &str = trellis_identity::DEFAULT_NAMESPACE;
-    let detail = match i.action {
-        Some(Action::Allow) => "Action: ALLOW".to_string(),
-        Some(Action::Deny) => "Action: DENY".to_string(),
-        None => format!("Permissions: {}", i.permissions.len()),
-    };
-    format!(
-        "{NS}/{} => {NS}/{} (Precedence: {}, {detail})",
-        i.source, i.destination, i.precedence
-    )
-}
-
 /// Consul's `Reason` for an authorization decision.
 pub(crate) fn reason_text(a: &Agent, d: &Decision) -> String {
     match &d.reason {
         Reason::Intention { intention, .. } => {
-            format!("Matched L4 intention: {}", describe(intention))
+            format!("Matched L4 intention: {intention}")
         }
-        Reason::L7AtL4 { intention } => format!("Matched L7 intention: {}", describe(intention)),
+        Reason::L7AtL4 { intention } => format!("Matched L7 intention: {intention}"),
         Reason::Default => default_decision(a).1.to_string(),
     }
 }
