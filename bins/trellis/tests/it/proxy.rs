@@ -253,11 +253,11 @@ async fn l7_requests_are_decided_one_by_one() {
 
     // One keep-alive connection, three requests.
     let start = Instant::now();
-    let mut conn = loop {
+    let conn = loop {
         if let Ok(s) = TcpStream::connect(("127.0.0.1", upstream)).await {
             let mut r = BufReader::new(s);
             if request(&mut r, "/ok/1").await == Some((200, "app saw /ok/1".into())) {
-                break Some(r);
+                break r;
             }
         }
         assert!(
@@ -267,7 +267,7 @@ async fn l7_requests_are_decided_one_by_one() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let mut conn = conn.unwrap();
+    let mut conn = conn;
     assert_eq!(
         request(&mut conn, "/admin").await,
         Some((403, "RBAC: access denied".into()))
