@@ -5,7 +5,8 @@
 #                 with a minimal hyper server answering the same bytes (the baseline)
 #   b. fan-out    10000 blocking queries parked on one service, one write, time until all answer
 #   c. writes     PUT /v1/catalog/register on a persistent (fsynced) single server, C=32 and C=1
-#   d. leaf       GET /v1/agent/connect/ca/leaf/web from the agent's store, against the baseline
+#   d. leaf       GET /v1/agent/connect/ca/leaf/web from the agent's store, against the baseline;
+#                 then GET /v1/agent/connect/ca/roots from the agent's cache, the same way
 #   e. signing    POST /v1/internal/ca/sign, leafs per server CPU-second against raw sign+verify
 #   f. authorize  POST /v1/agent/connect/authorize (1000 intentions on the target) from the
 #                 agent's cache, against the baseline reading the same POST
@@ -343,6 +344,14 @@ if [[ " $SCENARIOS " == *" d "* ]]; then
   say ""
   say "## d. cached leaf: GET $LEAF_PATH ($(wc -c <"$WORK/leaf.json") bytes) from the agent's store"
   compare d "$AGENT_ADDR" "$BASE_ADDR" "$LEAF_PATH"
+  # The agent's roots, always answered from its cache.
+  ROOTS_PATH="/v1/agent/connect/ca/roots"
+  curl -sf "http://$AGENT_ADDR$ROOTS_PATH" -o "$WORK/roots.json" || die "no roots from $ROOTS_PATH"
+  cmp -s <(curl -sf "http://$AGENT_ADDR$ROOTS_PATH") "$WORK/roots.json" || die "the roots changed between reads"
+  start_baseline "$WORK/roots.json" "$ROOTS_PATH"
+  say ""
+  say "## d2. cached roots: GET $ROOTS_PATH ($(wc -c <"$WORK/roots.json") bytes) from the agent's cache"
+  compare d2 "$AGENT_ADDR" "$BASE_ADDR" "$ROOTS_PATH"
   stop_all
 fi
 
