@@ -328,6 +328,10 @@ struct Slot {
     generation: u64,
     /// Unix ms of the latest get.
     last_get: i64,
+    /// The key and CSR of an attempt the servers refused for now, with the SPIFFE ID they ask
+    /// for: the retry sends the same CSR rather than making a key per attempt (after a
+    /// rotation, with the CSR limit reached, attempts outnumber leafs several times over).
+    pending: Option<(String, trellis_ca::LeafKey)>,
 }
 
 /// One key: its state, the channel its watchers wait on, and the lock issuing takes.
@@ -472,7 +476,16 @@ impl<S: LeafSource> LeafStore<S> {
         let td = TrustDomain::parse(&roots.trust_domain)
             .map_err(|e| internal(format!("bad trust domain in roots: {e}")))?;
         let uri = SpiffeId::service(td, key.datacenter.as_str(), key.request.as_str()).to_string();
-        let leaf = trellis_ca::leaf_key_and_csr(&uri).map_err(ServerError::from)?;
+        let kept = entry
+            .slot
+            .lock()
+            .pending
+            .take()
+            .filter(|(id, _)| *id == uri);
+        let leaf = match kept {
+            Some((_, leaf)) => leaf,
+            None => trellis_ca::leaf_key_and_csr(&uri).map_err(ServerError::from)?,
+        };
         let mut cert = match self.source.sign(&leaf.csr_pem).await {
             Ok(cert) => cert,
             Err(e) => {
@@ -483,6 +496,7 @@ impl<S: LeafSource> LeafStore<S> {
                         slot.reissue_at = Some(retry_at);
                         slot.generation += 1;
                     }
+                    slot.pending = Some((uri, leaf));
                     drop(slot);
                     tracing::debug!(
                         service = %key.request,
@@ -676,6 +690,8 @@ mod tests {
         refusals: Mutex<(u32, Refusal)>,
         /// Sign calls, refused or not.
         signs: AtomicU64,
+        /// The CSRs of those calls.
+        csrs: Mutex<Vec<String>>,
     }
 
     impl TestCa {
@@ -695,6 +711,7 @@ mod tests {
                 roots: watch::channel(Arc::new(view)).0,
                 refusals: Mutex::new((0, Refusal::RateLimited)),
                 signs: AtomicU64::new(0),
+                csrs: Mutex::new(Vec::new()),
             })
         }
 
@@ -727,8 +744,14 @@ mod tests {
             self.signs.load(Ordering::SeqCst)
         }
 
+        /// The CSRs received, in order.
+        fn csrs(&self) -> Vec<String> {
+            self.csrs.lock().clone()
+        }
+
         fn sign_now(&self, csr_pem: &str) -> Result<IssuedCert, AgentError> {
             let n = self.signs.fetch_add(1, Ordering::SeqCst) + 1;
+            self.csrs.lock().push(csr_pem.to_string());
             {
                 let mut refusals = self.refusals.lock();
                 if refusals.0 > 0 {
@@ -1044,6 +1067,12 @@ mod tests {
             ca.signs(),
             signs + 3,
             "two refused retries, then the renewal"
+        );
+        let csrs = ca.csrs();
+        let tail = &csrs[csrs.len() - 3..];
+        assert!(
+            tail[0] == tail[1] && tail[1] == tail[2],
+            "a refused attempt's key and CSR are sent again, not made anew"
         );
         let took = at - started;
         assert!(
