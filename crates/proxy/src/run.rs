@@ -240,12 +240,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
     let local_dc = api.datacenter().await?;
-    let mut spec_rx: watch::Receiver<Option<Arc<ProxySpec>>> = match source {
-        Source::Flags(spec) => watch::channel(Some(Arc::new(spec))).1,
-        Source::ProxyId(id) => follow_spec(&api, id),
+    // A configuration from flags never changes, but its sender is kept for as long as the
+    // proxy runs: the loop below takes a closed channel for the end, so dropping the sender
+    // here would make a flags-only proxy drain and exit as soon as its listeners open.
+    let (_fixed_spec, mut spec_rx): (_, watch::Receiver<Option<Arc<ProxySpec>>>) = match source {
+        Source::Flags(spec) => {
+            let (tx, rx) = watch::channel(Some(Arc::new(spec)));
+            (Some(tx), rx)
+        }
+        Source::ProxyId(id) => (None, follow_spec(&api, id)),
         Source::SidecarFor(service) => {
             let id = sidecar_for(&api, &service).await?;
-            follow_spec(&api, id)
+            (None, follow_spec(&api, id))
         }
     };
     let spec = first(&mut spec_rx).await?;

@@ -12,14 +12,22 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{free_port, Agent};
 
+mod mtls;
+
 /// A running `trellis connect proxy`; killed on drop.
 struct Proxy(Child);
 
 impl Proxy {
     fn sidecar_for(agent: &Agent, service: &str, log_dir: &Path) -> Proxy {
-        let log = std::fs::File::create(log_dir.join(format!("proxy-{service}.log"))).unwrap();
+        Proxy::start(agent, service, &["-sidecar-for", service], log_dir)
+    }
+
+    /// `trellis connect proxy` with `flags`, logging to `proxy-<name>.log` in `log_dir`.
+    fn start(agent: &Agent, name: &str, flags: &[&str], log_dir: &Path) -> Proxy {
+        let log = std::fs::File::create(log_dir.join(format!("proxy-{name}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-            .args(["connect", "proxy", "-sidecar-for", service])
+            .args(["connect", "proxy"])
+            .args(flags)
             .env("TRELLIS_HTTP_ADDR", format!("127.0.0.1:{}", agent.http))
             .env("RUST_LOG", "info,trellis_proxy=debug")
             .stdout(Stdio::null())
