@@ -2,6 +2,7 @@
 //! `consul connect proxy` flags).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -45,7 +46,16 @@ pub struct ProxyArgs {
     /// Connections open at once, inbound and outbound together.
     #[arg(long = "max-connections", default_value_t = 10_000)]
     pub max_connections: usize,
-    /// Log level (trace, debug, info, warn, error).
+    /// Serve Prometheus metrics on `HOST:PORT` (`GET /metrics`); not served when absent.
+    #[arg(long = "metrics-addr")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Close a connection after this long with no byte either way (and, for HTTP, no request
+    /// in flight), e.g. `1h`, `90s`; `0` never closes one.
+    #[arg(long = "idle-timeout", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Log level (trace, debug, info, warn, error). The access log (target `trellis::access`)
+    /// writes denials and refused handshakes at info, allowed connections and requests at
+    /// debug: `RUST_LOG=info,trellis::access=debug` shows all of it.
     #[arg(long = "log-level", default_value = "info")]
     pub log_level: String,
     /// Log JSON lines.
@@ -100,6 +110,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let api = AgentApi::new(&addr, args.token.clone())?;
     let options = Options {
         max_connections: args.max_connections.max(1),
+        idle_timeout: Some(args.idle_timeout).filter(|d| !d.is_zero()),
+        metrics_addr: args.metrics_addr,
         ..Options::default()
     };
     let shutdown = async {
@@ -173,5 +185,24 @@ mod tests {
                 .contains("-service-addr")
         );
         assert!(source(&parse(&["--service", "web", "--protocol", "smtp"])).is_err());
+    }
+
+    #[test]
+    fn metrics_and_idle_timeout_flags() {
+        let a = parse(&["--sidecar-for", "web"]);
+        assert_eq!(a.metrics_addr, None, "metrics are off unless asked for");
+        assert_eq!(a.idle_timeout, trellis_proxy::run::DEFAULT_IDLE_TIMEOUT);
+        let a = parse(&[
+            "--sidecar-for",
+            "web",
+            "--metrics-addr",
+            "127.0.0.1:9102",
+            "--idle-timeout",
+            "90s",
+        ]);
+        assert_eq!(a.metrics_addr, Some("127.0.0.1:9102".parse().unwrap()));
+        assert_eq!(a.idle_timeout, Duration::from_secs(90));
+        assert_eq!(parse(&["--idle-timeout", "0"]).idle_timeout, Duration::ZERO);
+        assert!(T::try_parse_from(["proxy", "--metrics-addr", "nowhere"]).is_err());
     }
 }

@@ -4,9 +4,10 @@
 //! one answered 403 on a connection that stays open.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -21,9 +22,25 @@ use trellis_intentions::{Engine, HttpRequest, Protocol};
 use trellis_tls::TlsSnapshot;
 
 use crate::config::ProxySpec;
+use crate::metrics::{HandshakeFailure, Layer, Metrics};
+use crate::traffic::{End, Metered, Report, Traffic};
+use crate::{millis, ACCESS_LOG};
 
-/// The longest an HTTP/1.1 client may take to send a request's headers.
+/// The longest an HTTP/1.1 client may take to send a request's headers. hyper starts this
+/// clock when it begins reading a request head, which on a keep-alive connection is as soon as
+/// the previous response is written: an HTTP/1.1 connection idle this long between requests is
+/// closed too (the idle timeout matters for HTTP/2 and for requests still in flight).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most HTTP/2 streams a client may have open at once on one inbound connection.
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// The largest request head (request line and headers) accepted: HTTP/1.1's read buffer, which
+/// a head must fit in, and HTTP/2's `SETTINGS_MAX_HEADER_LIST_SIZE` (Envoy's default limit is
+/// 60 KiB). A larger HTTP/1.1 head is answered 431.
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// The most header fields in an HTTP/1.1 request (hyper's default).
+pub const HTTP1_MAX_HEADERS: usize = 100;
+/// How long a connection closed for idleness may take to finish after being told to.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Headers a proxy does not pass on (RFC 9110 §7.6.1 and the HTTP/2 ban list).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -48,10 +65,17 @@ pub struct Inbound {
     pub default_allow: Arc<AtomicBool>,
     /// Connections allowed at once.
     pub connections: Arc<Semaphore>,
+    /// Where connections, decisions, requests and bytes are counted.
+    pub metrics: Arc<Metrics>,
+    /// A connection with no byte either way (and, for HTTP, no request in flight) for this
+    /// long is closed; `None`: never.
+    pub idle_timeout: Option<Duration>,
     /// Pooled HTTP/1.1 connections to the application.
     http1: Client<HttpConnector, Incoming>,
     /// Pooled HTTP/2 (prior knowledge) connections to the application, for `http2` and `grpc`.
     http2: Client<HttpConnector, Incoming>,
+    /// How HTTP is served on inbound connections (limits and timeouts).
+    server: hyper_util::server::conn::auto::Builder<TokioExecutor>,
 }
 
 impl Inbound {
@@ -62,6 +86,8 @@ impl Inbound {
         engine: watch::Receiver<Option<Arc<Engine>>>,
         default_allow: Arc<AtomicBool>,
         max_connections: usize,
+        metrics: Arc<Metrics>,
+        idle_timeout: Option<Duration>,
     ) -> Inbound {
         let connector = || {
             let mut c = HttpConnector::new();
@@ -81,10 +107,31 @@ impl Inbound {
             engine,
             default_allow,
             connections: Arc::new(Semaphore::new(max_connections)),
+            metrics,
+            idle_timeout,
             http1,
             http2,
+            server: http_server(),
         }
     }
+}
+
+/// The HTTP server settings of inbound connections.
+fn http_server() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .max_headers(HTTP1_MAX_HEADERS)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_REQUEST_HEAD as u32);
+    builder
 }
 
 /// Accepts connections until `stop` turns true; each is served on its own task.
@@ -102,63 +149,85 @@ pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, mut stop: watch
             () = crate::stopped(&mut stop) => return,
         };
         let Ok(permit) = inbound.connections.clone().try_acquire_owned() else {
+            inbound.metrics.inbound().rejected();
             tracing::warn!(%peer, "connection limit reached; refusing a connection");
             continue;
         };
         let inbound = inbound.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = inbound.metrics.inbound().open();
             let _ = tcp.set_nodelay(true);
-            if let Err(why) = connection(tcp, &inbound).await {
-                tracing::debug!(%peer, %why, "inbound connection ended");
-            }
+            connection(tcp, peer, &inbound).await;
         });
     }
 }
 
-/// One inbound connection: handshake, identify the caller, then L4 or L7.
-async fn connection(tcp: TcpStream, inbound: &Arc<Inbound>) -> Result<(), String> {
+/// One inbound connection: handshake, identify the caller, then L4 or L7. Every way it ends
+/// is counted and written to the access log.
+async fn connection(tcp: TcpStream, peer: SocketAddr, inbound: &Arc<Inbound>) {
+    let started = Instant::now();
     let spec = inbound.spec.borrow().clone();
     let Some(tls) = inbound.tls.borrow().clone() else {
-        return Err("no certificate yet".into());
+        tracing::debug!(target: ACCESS_LOG, %peer, destination = %spec.service, duration_ms = 0.0, end = "no certificate yet", "connection closed");
+        return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config().clone());
+    let failed = |reason: HandshakeFailure, error: &dyn std::fmt::Display| {
+        inbound.metrics.inbound().handshake_failed(reason);
+        let duration_ms = millis(started.elapsed());
+        if reason.is_noise() {
+            tracing::debug!(target: ACCESS_LOG, %peer, destination = %spec.service, reason = %reason.as_str(), %error, duration_ms, "handshake failed");
+        } else {
+            tracing::info!(target: ACCESS_LOG, %peer, destination = %spec.service, reason = %reason.as_str(), %error, duration_ms, "handshake failed");
+        }
+    };
     let stream = match tokio::time::timeout(spec.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("handshake failed: {e}")),
-        Err(_) => return Err("handshake timed out".into()),
+        Ok(Err(e)) => return failed(HandshakeFailure::from_io(&e), &e),
+        Err(_) => return failed(HandshakeFailure::Timeout, &"timed out"),
     };
-    let Some(peer) = trellis_tls::peer_service(stream.get_ref().1) else {
-        return Err("the verified peer has no service identity".into());
+    let Some(caller) = trellis_tls::peer_service(stream.get_ref().1) else {
+        return failed(
+            HandshakeFailure::BadIdentity,
+            &"the verified peer has no service identity",
+        );
     };
-    let source = peer.service;
+    let source = caller.service;
     if spec.protocol.is_l7() {
-        serve_http(stream, source, spec, inbound.clone()).await
+        serve_http(stream, peer, source, spec, inbound.clone(), started).await;
     } else {
-        splice(stream, &source, &spec, inbound).await
+        splice(stream, peer, &source, &spec, inbound, started).await;
     }
 }
 
-/// L4: one decision for the connection, then bytes both ways (half-close passed on).
+/// L4: one decision for the connection, then bytes both ways (half-close passed on) until
+/// either side closes or the connection idles out.
 async fn splice(
-    mut stream: tokio_rustls::server::TlsStream<TcpStream>,
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
     source: &str,
     spec: &ProxySpec,
     inbound: &Inbound,
-) -> Result<(), String> {
+    started: Instant,
+) {
+    let destination = spec.service.as_str();
     let Some(engine) = inbound.engine.borrow().clone() else {
-        return Err("no intentions yet".into());
+        tracing::debug!(target: ACCESS_LOG, %peer, %source, %destination, duration_ms = millis(started.elapsed()), end = "no intentions yet", "connection closed");
+        return;
     };
     let decision = engine.decide(
         source,
-        &spec.service,
+        destination,
         inbound.default_allow.load(Ordering::Relaxed),
     );
+    inbound.metrics.decision(Layer::L4, decision.allowed);
     if !decision.allowed {
-        tracing::info!(target: "trellis::access", %source, destination = %spec.service, reason = %decision.reason, "connection denied");
-        return Ok(());
+        tracing::info!(target: ACCESS_LOG, %peer, %source, %destination, reason = %decision.reason, duration_ms = millis(started.elapsed()), "connection denied");
+        return;
     }
-    let mut app = match tokio::time::timeout(
+    tracing::debug!(target: ACCESS_LOG, %peer, %source, %destination, reason = %decision.reason, "connection allowed");
+    let app = match tokio::time::timeout(
         spec.local_connect_timeout,
         TcpStream::connect(&spec.local_app),
     )
@@ -166,26 +235,20 @@ async fn splice(
     {
         Ok(Ok(app)) => app,
         Ok(Err(e)) => {
-            return Err(format!(
-                "dialling the application at {}: {e}",
-                spec.local_app
-            ))
+            tracing::warn!(%destination, app = %spec.local_app, error = %e, "cannot reach the application");
+            tracing::debug!(target: ACCESS_LOG, %peer, %source, %destination, rx_bytes = 0, tx_bytes = 0, duration_ms = millis(started.elapsed()), end = "application unreachable", "connection closed");
+            return;
         }
         Err(_) => {
-            return Err(format!(
-                "dialling the application at {} timed out",
-                spec.local_app
-            ))
+            tracing::warn!(%destination, app = %spec.local_app, "dialling the application timed out");
+            tracing::debug!(target: ACCESS_LOG, %peer, %source, %destination, rx_bytes = 0, tx_bytes = 0, duration_ms = millis(started.elapsed()), end = "application unreachable", "connection closed");
+            return;
         }
     };
     let _ = app.set_nodelay(true);
-    match tokio::io::copy_bidirectional(&mut stream, &mut app).await {
-        Ok((up, down)) => {
-            tracing::debug!(target: "trellis::access", %source, destination = %spec.service, bytes_in = up, bytes_out = down, "connection closed");
-            Ok(())
-        }
-        Err(e) => Err(format!("splicing: {e}")),
-    }
+    let s =
+        crate::traffic::splice(stream, app, inbound.idle_timeout, inbound.metrics.inbound()).await;
+    tracing::debug!(target: ACCESS_LOG, %peer, %source, %destination, rx_bytes = s.rx, tx_bytes = s.tx, duration_ms = millis(started.elapsed()), end = %s.end, "connection closed");
 }
 
 fn status(code: StatusCode, msg: &'static str) -> Response<Body> {
@@ -198,38 +261,76 @@ fn status(code: StatusCode, msg: &'static str) -> Response<Body> {
     r
 }
 
-/// L7: HTTP/1.1 or HTTP/2 (by preface) over the TLS stream, each request decided.
-async fn serve_http(
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
+/// L7: HTTP/1.1 or HTTP/2 (by preface) over the TLS stream, each request decided, until the
+/// client closes, the connection fails or it idles out.
+async fn serve_http<S>(
+    stream: S,
+    peer: SocketAddr,
     source: String,
     spec: Arc<ProxySpec>,
     inbound: Arc<Inbound>,
-) -> Result<(), String> {
+    started: Instant,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let source: Arc<str> = source.into();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (source, inbound, spec) = (source.clone(), inbound.clone(), spec.clone());
-        async move { Ok::<_, Infallible>(handle(req, &source, &spec, &inbound).await) }
-    });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-        .map_err(|e| format!("serving HTTP: {e}"))
+    let traffic = Arc::new(Traffic::default());
+    let service = {
+        let (source, spec, inbound, traffic) = (
+            source.clone(),
+            spec.clone(),
+            inbound.clone(),
+            traffic.clone(),
+        );
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (source, inbound, spec, traffic) = (
+                source.clone(),
+                inbound.clone(),
+                spec.clone(),
+                traffic.clone(),
+            );
+            async move {
+                let _in_flight = traffic.request();
+                let start = Instant::now();
+                let resp = handle(req, peer, &source, &spec, &inbound, start).await;
+                inbound
+                    .metrics
+                    .http_response(resp.status().as_u16(), start.elapsed());
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let conn = inbound
+        .server
+        .serve_connection(TokioIo::new(Metered::new(stream, traffic.clone())), service);
+    tokio::pin!(conn);
+    let mut report = Report::new(inbound.metrics.inbound());
+    let end = tokio::select! {
+        r = conn.as_mut() => match r {
+            Ok(()) => End::Closed,
+            Err(e) => End::Error(std::io::Error::other(e.to_string())),
+        },
+        () = crate::traffic::idle(&traffic, inbound.idle_timeout, &mut report) => {
+            // HTTP/1.1: closes now (nothing in flight); HTTP/2: GOAWAY, then closes.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, conn.as_mut()).await;
+            End::Idle
+        }
+    };
+    report.flush(&traffic);
+    tracing::debug!(target: ACCESS_LOG, %peer, source = %source, destination = %spec.service, requests = traffic.requests(), rx_bytes = traffic.rx(), tx_bytes = traffic.tx(), duration_ms = millis(started.elapsed()), %end, "connection closed");
 }
 
 /// Decides one request and, when allowed, passes it to the application.
 async fn handle(
     mut req: Request<Incoming>,
+    peer: SocketAddr,
     source: &str,
     spec: &ProxySpec,
     inbound: &Inbound,
+    start: Instant,
 ) -> Response<Body> {
+    let destination = spec.service.as_str();
     let Some(engine) = inbound.engine.borrow().clone() else {
         return status(StatusCode::SERVICE_UNAVAILABLE, "no intentions yet\n");
     };
@@ -246,16 +347,18 @@ async fn handle(
         };
         engine.decide_request(
             source,
-            &spec.service,
+            destination,
             &view,
             inbound.default_allow.load(Ordering::Relaxed),
         )
     };
+    inbound.metrics.decision(Layer::L7, decision.allowed);
     if !decision.allowed {
-        tracing::info!(target: "trellis::access", %source, destination = %spec.service, method = %req.method(), path = %req.uri().path(), reason = %decision.reason, "request denied");
+        tracing::info!(target: ACCESS_LOG, %peer, %source, %destination, method = %req.method(), path = %req.uri().path(), reason = %decision.reason, duration_ms = millis(start.elapsed()), "request denied");
         // Envoy's answer to a request its RBAC filter refuses.
         return status(StatusCode::FORBIDDEN, "RBAC: access denied");
     }
+    let method = req.method().clone();
     let path = req
         .uri()
         .path_and_query()
@@ -276,11 +379,156 @@ async fn handle(
             &inbound.http1
         }
     };
-    match client.request(req).await {
+    let resp = match client.request(req).await {
         Ok(resp) => resp.map(BodyExt::boxed),
         Err(e) => {
-            tracing::warn!(destination = %spec.service, error = %e, "the application did not answer");
+            tracing::warn!(%destination, error = %e, "the application did not answer");
             status(StatusCode::BAD_GATEWAY, "the application did not answer\n")
         }
+    };
+    tracing::debug!(target: ACCESS_LOG, %peer, %source, %destination, %method, path = path.split_once('?').map_or(path.as_str(), |(p, _)| p), status = resp.status().as_u16(), reason = %decision.reason, duration_ms = millis(start.elapsed()), "request allowed");
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Empty;
+    use trellis_intentions::Protocol;
+
+    /// An inbound side for an `http` service with no intentions, denying by default (every
+    /// request is answered 403 by the proxy itself: no application needed).
+    fn denying(idle_timeout: Option<Duration>) -> Arc<Inbound> {
+        let spec = Arc::new(ProxySpec {
+            service: "api".into(),
+            public_listener: None,
+            local_app: "127.0.0.1:1".into(),
+            protocol: Protocol::Http2,
+            local_connect_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(1),
+            upstreams: Vec::new(),
+        });
+        let (engine, _) = Engine::from_intentions(&[]);
+        Arc::new(Inbound::new(
+            watch::channel(spec).1,
+            watch::channel(None).1,
+            watch::channel(Some(Arc::new(engine))).1,
+            Arc::new(AtomicBool::new(false)),
+            10,
+            Arc::new(Metrics::new()),
+            idle_timeout,
+        ))
+    }
+
+    fn sample(m: &Metrics, series: &str) -> f64 {
+        let text = m.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// HTTP/2: requests are decided and counted; once none is in flight and nothing moves for
+    /// the idle timeout, the proxy sends GOAWAY and the connection ends.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_http2_connection_is_closed() {
+        let inbound = denying(Some(Duration::from_secs(60)));
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let peer: SocketAddr = "10.0.0.9:50000".parse().unwrap();
+        let started = Instant::now();
+        let server = tokio::spawn(serve_http(
+            server_io,
+            peer,
+            "web".into(),
+            inbound.spec.borrow().clone(),
+            inbound.clone(),
+            started,
+        ));
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client_io))
+                .await
+                .unwrap();
+        let client = tokio::spawn(conn);
+        for _ in 0..3 {
+            let req = Request::get("http://api/admin")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        }
+        let quiet_from = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(120), server)
+            .await
+            .expect("the idle connection is closed")
+            .unwrap();
+        let idle_for = quiet_from.elapsed();
+        assert!(
+            idle_for >= Duration::from_secs(60) && idle_for <= Duration::from_secs(80),
+            "closed after {idle_for:?} of silence"
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(5), client)
+            .await
+            .expect("the client sees the end");
+        let m = &inbound.metrics;
+        assert_eq!(
+            sample(
+                m,
+                r#"trellis_proxy_authz_decisions_total{layer="l7",decision="deny"}"#
+            ),
+            3.0
+        );
+        assert_eq!(
+            sample(
+                m,
+                r#"trellis_proxy_http_requests_total{status_class="4xx"}"#
+            ),
+            3.0
+        );
+        assert_eq!(
+            sample(m, "trellis_proxy_http_request_duration_seconds_count"),
+            3.0
+        );
+        assert!(
+            sample(
+                m,
+                r#"trellis_proxy_connection_bytes_total{direction="inbound",way="rx"}"#
+            ) > 0.0
+        );
+        assert!(
+            sample(
+                m,
+                r#"trellis_proxy_connection_bytes_total{direction="inbound",way="tx"}"#
+            ) > 0.0
+        );
+    }
+
+    /// Without an idle timeout an HTTP/2 connection stays open however long it is quiet.
+    #[tokio::test(start_paused = true)]
+    async fn without_an_idle_timeout_http2_stays_open() {
+        let inbound = denying(None);
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(serve_http(
+            server_io,
+            "10.0.0.9:50000".parse().unwrap(),
+            "web".into(),
+            inbound.spec.borrow().clone(),
+            inbound.clone(),
+            Instant::now(),
+        ));
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client_io))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        tokio::time::sleep(Duration::from_secs(10 * 3600)).await;
+        assert!(!server.is_finished());
+        let req = Request::get("http://api/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        assert_eq!(
+            send.send_request(req).await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
     }
 }

@@ -5,13 +5,18 @@
 
 #![forbid(unsafe_code)]
 
+/// The `tracing` target of the access log: one event per decision and per closed connection.
+pub const ACCESS_LOG: &str = "trellis::access";
+
 pub mod agent_api;
 pub mod balance;
 pub mod config;
 pub mod follow;
 pub mod inbound;
+pub mod metrics;
 pub mod outbound;
 pub mod run;
+pub mod traffic;
 
 /// What can go wrong configuring or running a proxy.
 #[derive(Debug, thiserror::Error)]
@@ -31,4 +36,9 @@ pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
             return;
         }
     }
+}
+
+/// A duration in milliseconds, to the microsecond, for logs.
+pub(crate) fn millis(d: std::time::Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
 }

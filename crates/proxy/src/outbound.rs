@@ -4,8 +4,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use trellis_api::ServiceEntry;
@@ -14,6 +15,8 @@ use trellis_tls::{ExpectedService, TlsSnapshot};
 
 use crate::balance::{Balancer, Endpoint, Policy};
 use crate::config::UpstreamSpec;
+use crate::metrics::{HandshakeFailure, Metrics};
+use crate::{millis, ACCESS_LOG};
 
 /// Turns a discovery answer into endpoints: each instance's address (its service address, else
 /// its node's) and port, and its datacenter (`local_dc` when the node does not say).
@@ -50,6 +53,12 @@ pub struct Upstream {
     pub tls: watch::Receiver<Option<Arc<TlsSnapshot>>>,
     /// Connections allowed at once (shared by all listeners of the proxy).
     pub connections: Arc<Semaphore>,
+    /// Where connections, handshakes and bytes are counted.
+    pub metrics: Arc<Metrics>,
+    /// This upstream's failed dials (from [`Metrics::upstream_dial_failures`]).
+    pub dial_failures: Counter,
+    /// A connection with no byte either way for this long is closed; `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Upstream {
@@ -78,22 +87,30 @@ pub async fn serve(
             () = crate::stopped(&mut stop) => return,
         };
         let Ok(permit) = upstream.connections.clone().try_acquire_owned() else {
+            upstream.metrics.outbound().rejected();
             tracing::warn!(%peer, "connection limit reached; refusing a connection");
             continue;
         };
         let upstream = upstream.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(why) = connection(local, &upstream).await {
-                tracing::info!(upstream = %upstream.spec.name, %why, "upstream connection failed");
+            let _open = upstream.metrics.outbound().open();
+            let started = Instant::now();
+            if let Err(why) = connection(local, peer, &upstream, started).await {
+                tracing::info!(upstream = %upstream.spec.name, %peer, %why, duration_ms = millis(started.elapsed()), "upstream connection failed");
             }
         });
     }
 }
 
 /// One local connection: dial an instance over mutual TLS (trying others on failure), then
-/// splice.
-async fn connection(mut local: TcpStream, upstream: &Upstream) -> Result<(), String> {
+/// splice until either side closes or the connection idles out.
+async fn connection(
+    local: TcpStream,
+    peer: SocketAddr,
+    upstream: &Upstream,
+    started: Instant,
+) -> Result<(), String> {
     let _ = local.set_nodelay(true);
     let Some(tls) = upstream.tls.borrow().clone() else {
         return Err("no certificate yet".into());
@@ -110,13 +127,19 @@ async fn connection(mut local: TcpStream, upstream: &Upstream) -> Result<(), Str
         tried.push(i);
         let endpoint = in_flight.endpoint().clone();
         match dial(&endpoint, upstream, &tls).await {
-            Ok(mut remote) => {
-                return match tokio::io::copy_bidirectional(&mut local, &mut remote).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(format!("splicing with {}: {e}", endpoint.addr)),
-                };
+            Ok(remote) => {
+                let s = crate::traffic::splice(
+                    local,
+                    remote,
+                    upstream.idle_timeout,
+                    upstream.metrics.outbound(),
+                )
+                .await;
+                tracing::debug!(target: ACCESS_LOG, %peer, upstream = %upstream.spec.name, instance = %endpoint.addr, rx_bytes = s.rx, tx_bytes = s.tx, duration_ms = millis(started.elapsed()), end = %s.end, "connection closed");
+                return Ok(());
             }
             Err(e) => {
+                upstream.dial_failures.inc();
                 tracing::debug!(upstream = %upstream.spec.name, addr = %endpoint.addr, error = %e, "dial failed; trying another instance");
                 last = e;
             }
@@ -140,20 +163,32 @@ async fn dial(
         .client_config(&expected, &[])
         .map_err(|e| e.to_string())?;
     let name = expected.server_name().map_err(|e| e.to_string())?;
-    let timeout = upstream.spec.connect_timeout;
-    let attempt = async {
-        let tcp = TcpStream::connect(endpoint.addr)
-            .await
-            .map_err(|e| format!("dialling {}: {e}", endpoint.addr))?;
-        let _ = tcp.set_nodelay(true);
-        tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("handshake with {}: {e}", endpoint.addr))
+    // One deadline for the connect and the handshake together.
+    let deadline = tokio::time::Instant::now() + upstream.spec.connect_timeout;
+    let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(endpoint.addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(format!("dialling {}: {e}", endpoint.addr)),
+        Err(_) => return Err(format!("dialling {} timed out", endpoint.addr)),
     };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .map_err(|_| format!("dialling {} timed out", endpoint.addr))?
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    let failed = |reason: HandshakeFailure| {
+        upstream.metrics.outbound().handshake_failed(reason);
+        reason.as_str()
+    };
+    match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(format!(
+            "handshake with {} ({}): {e}",
+            endpoint.addr,
+            failed(HandshakeFailure::from_io(&e))
+        )),
+        Err(_) => Err(format!(
+            "handshake with {} timed out ({})",
+            endpoint.addr,
+            failed(HandshakeFailure::Timeout)
+        )),
+    }
 }
 
 #[cfg(test)]

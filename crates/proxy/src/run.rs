@@ -19,6 +19,7 @@ use crate::agent_api::{AgentApi, Answer};
 use crate::config::{ProxySpec, UpstreamSpec};
 use crate::follow::{follow_hash, follow_index};
 use crate::inbound::Inbound;
+use crate::metrics::Metrics;
 use crate::outbound::Upstream;
 use crate::ProxyError;
 
@@ -43,13 +44,23 @@ pub struct Options {
     pub max_connections: usize,
     /// How long to wait for open connections after shutdown is asked.
     pub drain_timeout: Duration,
+    /// A connection (spliced, or HTTP with no request in flight) with no byte either way for
+    /// this long is closed; `None`: never. Envoy's TCP proxy default, an hour.
+    pub idle_timeout: Option<Duration>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); `None`: not served.
+    pub metrics_addr: Option<SocketAddr>,
 }
+
+/// The default idle timeout (Envoy's TCP proxy and HTTP connection manager default).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             max_connections: 10_000,
             drain_timeout: Duration::from_secs(15),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            metrics_addr: None,
         }
     }
 }
@@ -89,8 +100,13 @@ async fn first<T: ?Sized>(rx: &mut watch::Receiver<Option<Arc<T>>>) -> Result<Ar
     Ok(v.clone().expect("waited for Some"))
 }
 
-/// Keeps the TLS state in step with the leaf and the roots; publishes snapshots.
-fn follow_tls(api: &AgentApi, service: &str) -> watch::Receiver<Option<Arc<TlsSnapshot>>> {
+/// Keeps the TLS state in step with the leaf and the roots; publishes snapshots (and the
+/// leaf's expiry to the metrics).
+fn follow_tls(
+    api: &AgentApi,
+    service: &str,
+    metrics: Arc<Metrics>,
+) -> watch::Receiver<Option<Arc<TlsSnapshot>>> {
     let (tx, rx) = watch::channel(None);
     let mut leaf = {
         let (api, service) = (api.clone(), service.to_string());
@@ -126,6 +142,7 @@ fn follow_tls(api: &AgentApi, service: &str) -> watch::Receiver<Option<Arc<TlsSn
                             Ok(()) => {
                                 if let Some(s) = &state {
                                     tracing::info!(identity = %s.current().identity(), not_after = s.not_after(), "TLS credentials loaded");
+                                    metrics.set_leaf_expiry(s.not_after());
                                     tx.send_replace(Some(s.current()));
                                 }
                             }
@@ -189,6 +206,8 @@ async fn start_upstream(
     local_dc: &str,
     tls: &watch::Receiver<Option<Arc<TlsSnapshot>>>,
     connections: &Arc<Semaphore>,
+    metrics: &Arc<Metrics>,
+    idle_timeout: Option<Duration>,
 ) -> Result<RunningUpstream, ProxyError> {
     let listener = TcpListener::bind(spec.bind).await.map_err(|e| {
         ProxyError::Config(format!(
@@ -225,6 +244,9 @@ async fn start_upstream(
         balancer,
         tls: tls.clone(),
         connections: connections.clone(),
+        metrics: metrics.clone(),
+        dial_failures: metrics.upstream_dial_failures(&spec.name),
+        idle_timeout,
     });
     tracing::info!(upstream = %spec.name, listen = %spec.bind, "upstream listener open");
     let task = tokio::spawn(crate::outbound::serve(listener, upstream, stop_rx));
@@ -239,6 +261,20 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
+    let metrics = Arc::new(Metrics::new());
+    // Served from the start (a proxy waiting on the agent can be scraped) until `run` returns.
+    let (_metrics_stop, metrics_stop_rx) = watch::channel(false);
+    if let Some(addr) = options.metrics_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| ProxyError::Config(format!("metrics: cannot listen on {addr}: {e}")))?;
+        tracing::info!(%addr, "metrics listener open (GET /metrics)");
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            metrics.clone(),
+            metrics_stop_rx,
+        ));
+    }
     let local_dc = api.datacenter().await?;
     // A configuration from flags never changes, but its sender is kept for as long as the
     // proxy runs: the loop below takes a closed channel for the end, so dropping the sender
@@ -261,7 +297,7 @@ pub async fn run(
     let default_intention = api.default_intention_policy().await?;
     let acl_default = Arc::new(AtomicBool::new(true));
     let mut engine = follow_intentions(&api, &service, acl_default.clone());
-    let mut tls = follow_tls(&api, &service);
+    let mut tls = follow_tls(&api, &service, metrics.clone());
     first(&mut tls).await?;
     first(&mut engine).await?;
     // The decision when nothing matches: the agent's default_intention_policy, else the ACL
@@ -280,6 +316,8 @@ pub async fn run(
         engine.clone(),
         default_allow,
         options.max_connections,
+        metrics.clone(),
+        options.idle_timeout,
     ));
     let mut public: Option<(SocketAddr, JoinHandle<()>, watch::Sender<bool>)> = None;
     let mut upstreams: HashMap<SocketAddr, RunningUpstream> = HashMap::new();
@@ -326,7 +364,16 @@ pub async fn run(
         for (addr, spec) in wanted {
             if let std::collections::hash_map::Entry::Vacant(slot) = upstreams.entry(addr) {
                 slot.insert(
-                    start_upstream(&api, spec.clone(), &local_dc, &tls, &connections).await?,
+                    start_upstream(
+                        &api,
+                        spec.clone(),
+                        &local_dc,
+                        &tls,
+                        &connections,
+                        &metrics,
+                        options.idle_timeout,
+                    )
+                    .await?,
                 );
             }
         }

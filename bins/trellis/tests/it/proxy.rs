@@ -148,6 +148,68 @@ async fn intention(a: &Agent, src: &str, dst: &str, body: serde_json::Value) {
     assert_eq!(status, 200, "{text}");
 }
 
+/// The metrics a proxy serves on `127.0.0.1:port` (`None` while it does not answer).
+async fn scrape(port: u16) -> Option<String> {
+    let r = crate::support::client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    r.text().await.ok()
+}
+
+/// The value of `series` (name and labels exactly as rendered) in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Scrapes `port` until `ok` holds for the text (up to `secs` seconds); the last scrape.
+async fn metrics_until(
+    port: u16,
+    secs: u64,
+    what: &str,
+    dir: &Path,
+    ok: impl Fn(&str) -> bool,
+) -> String {
+    let start = Instant::now();
+    loop {
+        let text = scrape(port).await.unwrap_or_default();
+        if ok(&text) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}; last scrape:\n{text}\n{}",
+            logs(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A log without its terminal colours (`ESC [ … m`).
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Waits until `f` holds, polling every 100 ms for up to `secs` seconds.
 async fn eventually<F, Fut>(secs: u64, what: &str, dir: &Path, mut f: F)
 where
@@ -185,8 +247,29 @@ async fn l4_traffic_follows_intentions() {
             "Proxy": {"Upstreams": [{"DestinationName": "db", "LocalBindPort": upstream}]}}}}),
     )
     .await;
-    let _db = Proxy::sidecar_for(&a, "db", dir.path());
-    let _web = Proxy::sidecar_for(&a, "web", dir.path());
+    let (db_metrics, web_metrics) = (free_port(), free_port());
+    let _db = Proxy::start(
+        &a,
+        "db",
+        &[
+            "-sidecar-for",
+            "db",
+            "--metrics-addr",
+            &format!("127.0.0.1:{db_metrics}"),
+        ],
+        dir.path(),
+    );
+    let _web = Proxy::start(
+        &a,
+        "web",
+        &[
+            "-sidecar-for",
+            "web",
+            "--metrics-addr",
+            &format!("127.0.0.1:{web_metrics}"),
+        ],
+        dir.path(),
+    );
 
     // No intention and no ACLs: the default allows.
     eventually(20, "traffic through the proxies", dir.path(), || async {
@@ -215,6 +298,89 @@ async fn l4_traffic_follows_intentions() {
     // A large payload goes through whole, in both directions.
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(echo_through(upstream, &big).await, big);
+
+    // db's proxy counted the decisions both ways and the spliced bytes (the counts land as
+    // each connection closes, just after the client has seen the end); its leaf is current.
+    let l4 =
+        |d: &str| format!(r#"trellis_proxy_authz_decisions_total{{layer="l4",decision="{d}"}}"#);
+    let bytes = |dir: &str, way: &str| {
+        format!(r#"trellis_proxy_connection_bytes_total{{direction="{dir}",way="{way}"}}"#)
+    };
+    let (allow, deny) = (l4("allow"), l4("deny"));
+    let (in_rx, in_tx) = (bytes("inbound", "rx"), bytes("inbound", "tx"));
+    let text = metrics_until(
+        db_metrics,
+        10,
+        "db's proxy to count the traffic",
+        dir.path(),
+        |t| {
+            sample(t, &allow).unwrap_or(0.0) >= 3.0
+                && sample(t, &deny).unwrap_or(0.0) >= 1.0
+                && sample(t, &in_rx).unwrap_or(0.0) >= 1_000_000.0
+                && sample(t, &in_tx).unwrap_or(0.0) >= 1_000_000.0
+        },
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let expiry = sample(&text, "trellis_proxy_leaf_cert_expiry_timestamp_seconds").unwrap();
+    assert!(
+        expiry > now + 60.0,
+        "the leaf expires at {expiry}, now is {now}\n{text}"
+    );
+    let left = sample(&text, "trellis_proxy_leaf_cert_expires_in_seconds").unwrap();
+    assert!(
+        left > 60.0 && (expiry - now - left).abs() < 30.0,
+        "{left}\n{text}"
+    );
+    let decided = sample(&text, &allow).unwrap() + sample(&text, &deny).unwrap();
+    let closed = sample(
+        &text,
+        r#"trellis_proxy_connections_closed_total{direction="inbound"}"#,
+    );
+    assert!(closed.unwrap() >= decided, "{text}");
+    // No HTTP on a tcp service.
+    assert_eq!(
+        sample(
+            &text,
+            r#"trellis_proxy_authz_decisions_total{layer="l7",decision="allow"}"#
+        ),
+        Some(0.0)
+    );
+
+    // web's proxy saw the same bytes on its upstream listener, and has a dial-failure series
+    // for its one upstream.
+    let (out_rx, out_tx) = (bytes("outbound", "rx"), bytes("outbound", "tx"));
+    let text = metrics_until(
+        web_metrics,
+        10,
+        "web's proxy to count the traffic",
+        dir.path(),
+        |t| {
+            sample(t, &out_rx).unwrap_or(0.0) >= 1_000_000.0
+                && sample(t, &out_tx).unwrap_or(0.0) >= 1_000_000.0
+        },
+    )
+    .await;
+    assert!(
+        sample(
+            &text,
+            r#"trellis_proxy_upstream_dial_failures_total{upstream="db"}"#
+        )
+        .is_some(),
+        "{text}"
+    );
+
+    // The denials are in db's access log.
+    let log = plain(&std::fs::read_to_string(dir.path().join("proxy-db.log")).unwrap());
+    assert!(
+        log.lines().any(|l| l.contains("trellis::access")
+            && l.contains("connection denied")
+            && l.contains("source=web")),
+        "no denial in the access log:\n{log}"
+    );
 }
 
 /// An HTTP service: each request on one keep-alive connection is decided by the L7

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::{echo_app, echo_through, eventually, logs, register, Proxy};
+use super::{echo_app, echo_through, eventually, logs, metrics_until, register, sample, Proxy};
 use crate::support::{client, free_port, Agent};
 
 /// A TLS client: connects, verifies the server against `cafile` (no host name: mesh leafs
@@ -445,7 +445,18 @@ async fn outside_tls_clients_need_a_leaf_of_the_mesh_ca() {
         json!({"Name": "db", "Port": app, "Connect": {"SidecarService": {"Port": db_public}}}),
     )
     .await;
-    let _db = Proxy::sidecar_for(&a, "db", dir.path());
+    let metrics = free_port();
+    let _db = Proxy::start(
+        &a,
+        "db",
+        &[
+            "-sidecar-for",
+            "db",
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+        ],
+        dir.path(),
+    );
 
     let ca = roots_pem(&a).await;
     let outside = leaf(&a, "outside").await;
@@ -505,6 +516,16 @@ async fn outside_tls_clients_need_a_leaf_of_the_mesh_ca() {
         log.contains("handshake failed"),
         "the refusals are not in the log:\n{log}"
     );
+    // Each refusal counted under its reason (once per TLS version, at least).
+    let reason = |r: &str| {
+        format!(r#"trellis_proxy_tls_handshake_failures_total{{direction="inbound",reason="{r}"}}"#)
+    };
+    let (none, foreign) = (reason("no_certificate"), reason("unknown_issuer"));
+    let text = metrics_until(metrics, 10, "the refusals counted", dir.path(), |t| {
+        sample(t, &none).unwrap_or(0.0) >= 2.0 && sample(t, &foreign).unwrap_or(0.0) >= 2.0
+    })
+    .await;
+    assert_eq!(sample(&text, &reason("bad_identity")), Some(0.0), "{text}");
 }
 
 /// An instance of `db` whose public port is served by a proxy for another service: the
