@@ -15,6 +15,7 @@ pub mod follow;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
+pub mod outbound_http;
 pub mod run;
 pub mod traffic;
 

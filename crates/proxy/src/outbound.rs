@@ -59,6 +59,8 @@ pub struct Upstream {
     pub dial_failures: Counter,
     /// A connection with no byte either way for this long is closed; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// For `http`, `http2` and `grpc` upstreams: the pooled client requests go through.
+    pub http: Option<crate::outbound_http::MeshClient>,
 }
 
 impl Upstream {
@@ -112,6 +114,16 @@ async fn connection(
     started: Instant,
 ) -> Result<(), String> {
     let _ = local.set_nodelay(true);
+    if let Some(client) = &upstream.http {
+        return crate::outbound_http::serve(
+            local,
+            client.clone(),
+            upstream.balancer.clone(),
+            upstream.spec.protocol,
+            upstream.spec.name.as_str().into(),
+        )
+        .await;
+    }
     let Some(tls) = upstream.tls.borrow().clone() else {
         return Err("no certificate yet".into());
     };

@@ -239,6 +239,15 @@ async fn start_upstream(
         })
     };
     let (stop, stop_rx) = watch::channel(false);
+    let http = spec.protocol.is_l7().then(|| {
+        crate::outbound_http::client(
+            &spec.name,
+            spec.protocol,
+            tls.clone(),
+            balancer.clone(),
+            spec.connect_timeout,
+        )
+    });
     let upstream = Arc::new(Upstream {
         spec: spec.clone(),
         balancer,
@@ -247,6 +256,7 @@ async fn start_upstream(
         metrics: metrics.clone(),
         dial_failures: metrics.upstream_dial_failures(&spec.name),
         idle_timeout,
+        http,
     });
     tracing::info!(upstream = %spec.name, listen = %spec.bind, "upstream listener open");
     let task = tokio::spawn(crate::outbound::serve(listener, upstream, stop_rx));

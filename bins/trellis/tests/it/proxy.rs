@@ -422,7 +422,14 @@ async fn l7_requests_are_decided_one_by_one() {
             "Proxy": {"Upstreams": [{"DestinationName": "api", "LocalBindPort": upstream}]}}}}),
     )
     .await;
-    let _api = Proxy::sidecar_for(&a, "api", dir.path());
+    let api_metrics = free_port();
+    let api_metrics_flag = format!("127.0.0.1:{api_metrics}");
+    let _api = Proxy::start(
+        &a,
+        "api",
+        &["-sidecar-for", "api", "-metrics-addr", &api_metrics_flag],
+        dir.path(),
+    );
     let _web = Proxy::sidecar_for(&a, "web", dir.path());
 
     // One keep-alive connection, three requests.
@@ -449,6 +456,45 @@ async fn l7_requests_are_decided_one_by_one() {
     assert_eq!(
         request(&mut conn, "/ok/2").await,
         Some((200, "app saw /ok/2".into()))
+    );
+    drop(conn);
+
+    // `api` speaks HTTP, so web's upstream listener does too: requests from several local
+    // connections share one pooled mutual-TLS connection to api's proxy.
+    for i in 3..6 {
+        let s = TcpStream::connect(("127.0.0.1", upstream)).await.unwrap();
+        let mut r = BufReader::new(s);
+        let path = format!("/ok/{i}");
+        assert_eq!(
+            request(&mut r, &path).await,
+            Some((200, format!("app saw {path}")))
+        );
+    }
+    let text = metrics_until(api_metrics, 10, "api's proxy metrics", dir.path(), |t| {
+        sample(
+            t,
+            r#"trellis_proxy_authz_decisions_total{layer="l7",decision="allow"}"#,
+        )
+        .is_some_and(|n| n >= 5.0)
+    })
+    .await;
+    let accepted = sample(
+        &text,
+        r#"trellis_proxy_connections_accepted_total{direction="inbound"}"#,
+    )
+    .unwrap_or(0.0);
+    // Connections that never completed a handshake (the agent's TCP health check, for one).
+    let failed: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("trellis_proxy_tls_handshake_failures_total{direction=\"inbound\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        accepted - failed,
+        1.0,
+        "one mutual-TLS connection carried every request\n{text}"
     );
 }
 
