@@ -141,7 +141,7 @@ fn follow_tls(
                         match applied {
                             Ok(()) => {
                                 if let Some(s) = &state {
-                                    tracing::info!(identity = %s.current().identity(), not_after = s.not_after(), "TLS credentials loaded");
+                                    // TlsState logs the identity and expiry it loads.
                                     metrics.set_leaf_expiry(s.not_after());
                                     tx.send_replace(Some(s.current()));
                                 }
