@@ -79,13 +79,14 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// An inbound side reading from these channels, allowing `max_connections` at once.
+    /// An inbound side reading from these channels, taking a permit from `connections` (the
+    /// proxy's limit, shared with the upstream listeners) for each connection.
     pub fn new(
         spec: watch::Receiver<Arc<ProxySpec>>,
         tls: watch::Receiver<Option<Arc<TlsSnapshot>>>,
         engine: watch::Receiver<Option<Arc<Engine>>>,
         default_allow: Arc<AtomicBool>,
-        max_connections: usize,
+        connections: Arc<Semaphore>,
         metrics: Arc<Metrics>,
         idle_timeout: Option<Duration>,
     ) -> Inbound {
@@ -106,7 +107,7 @@ impl Inbound {
             tls,
             engine,
             default_allow,
-            connections: Arc::new(Semaphore::new(max_connections)),
+            connections,
             metrics,
             idle_timeout,
             http1,
@@ -414,7 +415,7 @@ mod tests {
             watch::channel(None).1,
             watch::channel(Some(Arc::new(engine))).1,
             Arc::new(AtomicBool::new(false)),
-            10,
+            Arc::new(Semaphore::new(10)),
             Arc::new(Metrics::new()),
             idle_timeout,
         ))

@@ -325,7 +325,7 @@ pub async fn run(
         tls.clone(),
         engine.clone(),
         default_allow,
-        options.max_connections,
+        connections.clone(),
         metrics.clone(),
         options.idle_timeout,
     ));
