@@ -121,6 +121,7 @@ async fn connection(
             upstream.balancer.clone(),
             upstream.spec.protocol,
             upstream.spec.name.as_str().into(),
+            upstream.dial_failures.clone(),
         )
         .await;
     }

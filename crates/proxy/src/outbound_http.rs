@@ -23,6 +23,8 @@ use trellis_identity::ServiceId;
 use trellis_intentions::Protocol;
 use trellis_tls::{ExpectedService, TlsSnapshot};
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::balance::Balancer;
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -133,7 +135,7 @@ impl tower_service::Service<Uri> for MeshConnector {
 }
 
 /// The pooled client of one HTTP upstream.
-pub type MeshClient = Client<MeshConnector, Incoming>;
+pub type MeshClient = Client<MeshConnector, Body>;
 
 /// A client for `service`'s instances, HTTP/2 only for `http2` and `grpc`.
 pub fn client(
@@ -176,10 +178,20 @@ pub async fn serve(
     balancer: watch::Receiver<Option<Arc<Balancer>>>,
     protocol: Protocol,
     service: Arc<str>,
+    dial_failures: Counter,
 ) -> Result<(), String> {
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (client, balancer, service) = (client.clone(), balancer.clone(), service.clone());
-        async move { Ok::<_, Infallible>(forward(req, &client, &balancer, protocol, &service).await) }
+        let (client, balancer, service, failures) = (
+            client.clone(),
+            balancer.clone(),
+            service.clone(),
+            dial_failures.clone(),
+        );
+        async move {
+            Ok::<_, Infallible>(
+                forward(req, &client, &balancer, protocol, &service, &failures).await,
+            )
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -195,11 +207,12 @@ pub async fn serve(
 }
 
 async fn forward(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     client: &MeshClient,
     balancer: &watch::Receiver<Option<Arc<Balancer>>>,
     protocol: Protocol,
     service: &str,
+    dial_failures: &Counter,
 ) -> Response<Body> {
     let Some(balancer) = balancer.borrow().clone() else {
         return status(
@@ -207,32 +220,56 @@ async fn forward(
             "instances not discovered yet\n",
         );
     };
-    let Some((_, in_flight)) = balancer.pick(&[], |n| rand::random_range(0..n)) else {
-        return status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no healthy instances found\n",
-        );
-    };
-    let path = req
-        .uri()
+    let (mut parts, body) = req.into_parts();
+    if !matches!(protocol, Protocol::Http2 | Protocol::Grpc) {
+        // An HTTP/2 caller of an HTTP/1.1 upstream: the request goes on as HTTP/1.1.
+        parts.version = hyper::Version::HTTP_11;
+    }
+    let path = parts
+        .uri
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    let Ok(uri) = format!("http://{}{path}", in_flight.endpoint().addr).parse::<Uri>() else {
-        return status(StatusCode::BAD_REQUEST, "bad request target\n");
-    };
-    *req.uri_mut() = uri;
-    if !matches!(protocol, Protocol::Http2 | Protocol::Grpc) {
-        // An HTTP/2 caller of an HTTP/1.1 upstream: the request goes on as HTTP/1.1.
-        *req.version_mut() = hyper::Version::HTTP_11;
-    }
-    let result = client.request(req).await;
-    drop(in_flight);
-    match result {
-        Ok(resp) => resp.map(BodyExt::boxed),
-        Err(e) => {
-            tracing::info!(upstream = %service, error = %e, "upstream request failed");
-            status(StatusCode::BAD_GATEWAY, "upstream request failed\n")
+    // A request without a body can be sent again when its instance cannot be reached; one
+    // with a body goes once (its body is consumed by the attempt).
+    let replayable = hyper::body::Body::is_end_stream(&body);
+    let mut body = Some(body.boxed());
+    let mut tried = Vec::new();
+    loop {
+        let Some((i, in_flight)) = balancer.pick(&tried, |n| rand::random_range(0..n)) else {
+            return status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy instances found\n",
+            );
+        };
+        tried.push(i);
+        let Ok(uri) = format!("http://{}{path}", in_flight.endpoint().addr).parse::<Uri>() else {
+            return status(StatusCode::BAD_REQUEST, "bad request target\n");
+        };
+        let mut attempt = Request::from_parts(parts.clone(), ());
+        *attempt.uri_mut() = uri;
+        let attempt = attempt.map(|()| {
+            body.take().unwrap_or_else(|| {
+                Full::new(Bytes::new())
+                    .map_err(|never: Infallible| match never {})
+                    .boxed()
+            })
+        });
+        let result = client.request(attempt).await;
+        drop(in_flight);
+        match result {
+            Ok(resp) => return resp.map(BodyExt::boxed),
+            Err(e) if e.is_connect() && replayable => {
+                dial_failures.inc();
+                tracing::debug!(upstream = %service, error = %e, "instance unreachable; trying another");
+            }
+            Err(e) => {
+                if e.is_connect() {
+                    dial_failures.inc();
+                }
+                tracing::info!(upstream = %service, error = %e, "upstream request failed");
+                return status(StatusCode::BAD_GATEWAY, "upstream request failed\n");
+            }
         }
     }
 }

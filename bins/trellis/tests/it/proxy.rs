@@ -430,7 +430,14 @@ async fn l7_requests_are_decided_one_by_one() {
         &["-sidecar-for", "api", "-metrics-addr", &api_metrics_flag],
         dir.path(),
     );
-    let _web = Proxy::sidecar_for(&a, "web", dir.path());
+    let web_metrics = free_port();
+    let web_metrics_flag = format!("127.0.0.1:{web_metrics}");
+    let _web = Proxy::start(
+        &a,
+        "web",
+        &["-sidecar-for", "web", "-metrics-addr", &web_metrics_flag],
+        dir.path(),
+    );
 
     // One keep-alive connection, three requests.
     let start = Instant::now();
@@ -496,6 +503,64 @@ async fn l7_requests_are_decided_one_by_one() {
         1.0,
         "one mutual-TLS connection carried every request\n{text}"
     );
+
+    // A second instance of api that cannot be reached (on another node, registered straight
+    // into the catalog with no checks, so it counts as passing): requests without a body that
+    // land on it are sent again to the live one, so none fails.
+    let dead = free_port();
+    let (status, text) = a
+        .put(
+            "/v1/catalog/register",
+            json!({"Node": "elsewhere", "Address": "127.0.0.1",
+                "Service": {"ID": "api-dead-proxy", "Service": "api-sidecar-proxy",
+                    "Kind": "connect-proxy", "Port": dead,
+                    "Proxy": {"DestinationServiceName": "api", "DestinationServiceID": "api"}}})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    a.wait_for("/v1/health/connect/api?passing", "two api instances", |v| {
+        v.as_array().is_some_and(|l| l.len() == 2)
+    })
+    .await;
+    // Until web's proxy has tried the dead instance at least once (it learns of it through
+    // the agent's cache), and then for 20 more, every request succeeds.
+    let dial_failures = r#"trellis_proxy_upstream_dial_failures_total{upstream="api"}"#;
+    let start = Instant::now();
+    let mut i = 0;
+    while scrape(web_metrics)
+        .await
+        .and_then(|t| sample(&t, dial_failures))
+        .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "web's proxy never tried the dead instance\n{}",
+            logs(dir.path())
+        );
+        let s = TcpStream::connect(("127.0.0.1", upstream)).await.unwrap();
+        let mut r = BufReader::new(s);
+        let path = format!("/ok/before-{i}");
+        assert_eq!(
+            request(&mut r, &path).await,
+            Some((200, format!("app saw {path}"))),
+            "request {i}\n{}",
+            logs(dir.path())
+        );
+        i += 1;
+    }
+    for i in 0..20 {
+        let s = TcpStream::connect(("127.0.0.1", upstream)).await.unwrap();
+        let mut r = BufReader::new(s);
+        let path = format!("/ok/retry-{i}");
+        assert_eq!(
+            request(&mut r, &path).await,
+            Some((200, format!("app saw {path}"))),
+            "request {i}\n{}",
+            logs(dir.path())
+        );
+    }
 }
 
 /// One HTTP/1.1 request on `conn`; the status and body (by content-length).
