@@ -1,0 +1,606 @@
+#!/usr/bin/env bash
+# The sidecar data path against Debian's proxies, side by side in one run.
+#
+# For every pair the same topology:
+#
+#   wrk ──plain──▶ client-side proxy ══mTLS══▶ server-side proxy ──plain──▶ backend
+#   direct:  wrk ─────────────────────────────────────────────────────────▶ backend
+#
+# pairs: trellis (two `trellis connect proxy -sidecar-for` processes), haproxy (two processes,
+# `nbthread 1`), stunnel (stunnel4, two processes, a thread per connection), nginx (`stream {}`,
+# two processes, `worker_processes 1`). Every peer uses TLS 1.3, TLS_AES_128_GCM_SHA256, X25519
+# only, and the leaf certificates and roots of the Trellis agent's CA; the peers verify the
+# chain only, Trellis also checks the SPIFFE IDs and the intentions. The backend is
+# `trellis-bench baseline` answering a fixed BODY_BYTES body.
+#
+# Pinning: wrk, the backend and the agent on CPU 0, both proxies of every pair on the last CPU,
+# one worker thread each (TOKIO_WORKER_THREADS=1 for Trellis). CPU time is utime+stime of the
+# two proxy processes (and their children) from /proc/<pid>/stat, read before and after each run.
+#
+# Order within a round alternates: direct, peers..., trellis, then reversed, ROUNDS rounds.
+#
+# Knobs (environment): MODE (tcp: L4; http: L7, Trellis' HTTP path and haproxy `mode http`),
+# PEERS (tcp: "haproxy stunnel nginx", http: "haproxy"), ROUNDS (3), DURATION (10s),
+# CONNS (16), WARMUP (2s), BODY_BYTES (1024), RATE (1000: a fixed-rate open-loop run with
+# h2load --rps at RATE req/s in total after the saturation runs; 0 skips it), INSTALL (1: apt-get
+# the missing Debian packages), BUILD (1), OUT (the result file, under the target directory).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+MODE="${MODE:-tcp}"
+case "$MODE" in
+  tcp) PEERS="${PEERS:-haproxy stunnel nginx}" ;;
+  http) PEERS="${PEERS:-haproxy}" ;;
+  *) echo "MODE must be tcp or http" >&2; exit 2 ;;
+esac
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-10s}"
+CONNS="${CONNS:-16}"
+WARMUP="${WARMUP:-2s}"
+BODY_BYTES="${BODY_BYTES:-1024}"
+RATE="${RATE:-1000}"
+INSTALL="${INSTALL:-1}"
+BUILD="${BUILD:-1}"
+OUT="${OUT:-$TARGET_DIR/proxy-bench-$MODE.txt}"
+SUITE=TLS_AES_128_GCM_SHA256
+GROUP=X25519
+
+NCPU=$(nproc)
+LOAD_CPU=0
+PROXY_CPU=$((NCPU - 1))
+LOAD_PIN=(taskset -c "$LOAD_CPU")
+PROXY_PIN=(taskset -c "$PROXY_CPU")
+CLK_TCK=$(getconf CLK_TCK)
+
+PIDS=()
+USED_PORTS=" "
+WORK=""
+
+note() { printf '%s\n' "$*" >&2; }
+say() { printf '%s\n' "$*" | tee -a "$OUT"; }
+die() { note "error: $*"; exit 1; }
+
+cleanup() {
+  local pid
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill "$pid" 2>/dev/null || true; done
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do wait "$pid" 2>/dev/null || true; done
+  if [[ -n "$WORK" && -d "$WORK" && -z "${KEEP_WORK:-}" ]]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# Packages and binaries.
+
+install_packages() {
+  local need=() started=()
+  command -v haproxy >/dev/null || need+=(haproxy)
+  command -v nginx >/dev/null || need+=(nginx)
+  [[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || need+=(libnginx-mod-stream)
+  command -v stunnel4 >/dev/null || need+=(stunnel4)
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v h2load >/dev/null || need+=(nghttp2-client)
+  command -v iperf3 >/dev/null || need+=(iperf3)
+  command -v jq >/dev/null || need+=(jq)
+  command -v openssl >/dev/null || need+=(openssl)
+  [[ ${#need[@]} -eq 0 ]] && return 0
+  [[ $INSTALL == 1 ]] || die "missing packages: ${need[*]} (INSTALL=0)"
+  note "installing ${need[*]}..."
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2 \
+    || { apt-get update -q >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2; }
+  # The packages' own services, if their scripts started them, are not part of the benchmark.
+  for s in haproxy nginx stunnel4 iperf3; do
+    if [[ " ${need[*]} " == *" $s "* ]] && command -v service >/dev/null; then
+      service "$s" stop >/dev/null 2>&1 || true
+    fi
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Small tools.
+
+free_port() {
+  local p i
+  for i in $(seq 1 500); do
+    p=$((20000 + RANDOM % 12000))
+    [[ "$USED_PORTS" == *" $p "* ]] && continue
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
+    USED_PORTS+="$p "
+    PORT=$p
+    return 0
+  done
+  die "no free port found"
+}
+
+# Starts "$@" in the background with output to $WORK/$LOG_NAME.log; sets LAST_PID.
+spawn() {
+  "$@" >"$WORK/$LOG_NAME.log" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+# utime+stime in clock ticks of the given processes and their children.
+cpu_ticks() {
+  local total=0 pid c t
+  for pid in "$@"; do
+    for c in "$pid" $(pgrep -P "$pid" 2>/dev/null || true); do
+      [[ -r /proc/$c/stat ]] || continue
+      t=$(sed 's/.*) //' "/proc/$c/stat" | awk '{ print $12 + $13 }')
+      total=$((total + t))
+    done
+  done
+  echo "$total"
+}
+
+# Waits until http://$1/ answers with the backend's body, through whatever is in between.
+wait_http() {
+  local addr=$1 what=$2 i
+  for i in $(seq 1 150); do
+    if [[ "$(curl -s --max-time 2 "http://$addr/" 2>/dev/null | wc -c)" -eq $BODY_BYTES ]]; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  note "$what at $addr does not answer; logs:"
+  tail -n 20 "$WORK"/*.log >&2 || true
+  die "$what not ready"
+}
+
+# Busy ticks (user, nice, system, irq, softirq, steal) of the proxy CPU, from /proc/stat.
+cpu_busy() { awk -v c="cpu$PROXY_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+# Sets OTHER_S: seconds the proxy CPU spent on anything but the pair measured (another load on
+# the machine shows here; it should stay near 0).
+other_cpu() {
+  OTHER_S=$(awk -v b0="$1" -v b1="$2" -v p0="$3" -v p1="$4" -v hz="$CLK_TCK" \
+    'BEGIN { printf "%.2f", ((b1 - b0) - (p1 - p0)) / hz }')
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+minmax() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0 || a == "n/a" || b == "n/a") print "n/a"; else printf "%.2f\n", a / b }'; }
+
+# ---------------------------------------------------------------------------------------------
+# Certificates from the Trellis CA.
+
+fetch_certs() {
+  local svc
+  for svc in web db; do
+    curl -sf "http://$AGENT_ADDR/v1/agent/connect/ca/leaf/$svc" >"$WORK/leaf-$svc.json"
+    jq -r .CertPEM "$WORK/leaf-$svc.json" >"$WORK/$svc.crt"
+    jq -r .PrivateKeyPEM "$WORK/leaf-$svc.json" >"$WORK/$svc.key"
+    cat "$WORK/$svc.crt" "$WORK/$svc.key" >"$WORK/$svc.pem"
+  done
+  curl -sf "http://$AGENT_ADDR/v1/connect/ca/roots?pem=true" >"$WORK/ca.pem"
+  openssl verify -CAfile "$WORK/ca.pem" "$WORK/db.crt" >/dev/null \
+    || die "the db leaf does not verify against the roots"
+  KEY_ALG=$(openssl x509 -in "$WORK/db.crt" -noout -text | sed -n 's/^ *Public Key Algorithm: //p' | head -1)
+  KEY_CURVE=$(openssl x509 -in "$WORK/db.crt" -noout -text | sed -n 's/^ *NIST CURVE: //p' | head -1)
+}
+
+# ---------------------------------------------------------------------------------------------
+# The pairs. Each sets OUT_ADDR[pair] (where wrk connects) and PAIR_PIDS[pair].
+
+declare -A OUT_ADDR PAIR_PIDS IN_ADDR
+
+start_backend() {
+  head -c "$BODY_BYTES" /dev/zero | tr '\0' 'x' >"$WORK/body"
+  free_port; BACKEND=127.0.0.1:$PORT
+  LOG_NAME=backend spawn "${LOAD_PIN[@]}" "$BENCH" baseline --listen "$BACKEND" --body-file "$WORK/body"
+  wait_http "$BACKEND" backend
+  OUT_ADDR[direct]=$BACKEND
+  PAIR_PIDS[direct]=""
+}
+
+start_trellis() {
+  local http srv tin tout webpub
+  free_port; http=$PORT; free_port; srv=$PORT
+  free_port; tin=$PORT; free_port; tout=$PORT; free_port; webpub=$PORT
+  LOG_NAME=agent spawn "${LOAD_PIN[@]}" "$TRELLIS" agent -dev -http-port "$http" -server-port "$srv" -node bench
+  AGENT_PID=$LAST_PID
+  AGENT_ADDR=127.0.0.1:$http
+  local i leader
+  for i in $(seq 1 150); do
+    kill -0 "$AGENT_PID" 2>/dev/null || die "the agent exited: $(tail -20 "$WORK/agent.log")"
+    leader=$(curl -sf "http://$AGENT_ADDR/v1/status/leader" 2>/dev/null || true)
+    [[ -n "$leader" && "$leader" != '""' ]] && break
+    sleep 0.2
+  done
+  if [[ $MODE == http ]]; then
+    curl -sf -X PUT "http://$AGENT_ADDR/v1/config" \
+      -d '{"Kind":"service-defaults","Name":"db","Protocol":"http"}' >/dev/null
+  fi
+  curl -sf -X PUT "http://$AGENT_ADDR/v1/agent/service/register" -d "{\"Name\":\"db\",\"Port\":${BACKEND##*:},
+    \"Connect\":{\"SidecarService\":{\"Port\":$tin}}}" >/dev/null
+  curl -sf -X PUT "http://$AGENT_ADDR/v1/agent/service/register" -d "{\"Name\":\"web\",\"Port\":8080,
+    \"Connect\":{\"SidecarService\":{\"Port\":$webpub,\"Proxy\":{\"Upstreams\":
+    [{\"DestinationName\":\"db\",\"LocalBindPort\":$tout}]}}}}" >/dev/null
+  local svc pids=()
+  for svc in db web; do
+    LOG_NAME=trellis-$svc spawn env TRELLIS_HTTP_ADDR="$AGENT_ADDR" TOKIO_WORKER_THREADS=1 \
+      "${PROXY_PIN[@]}" "$TRELLIS" connect proxy -sidecar-for "$svc"
+    pids+=("$LAST_PID")
+  done
+  OUT_ADDR[trellis]=127.0.0.1:$tout
+  PAIR_PIDS[trellis]="${pids[*]}"
+  wait_http "${OUT_ADDR[trellis]}" "the trellis pair"
+}
+
+start_haproxy() {
+  local hin hout
+  free_port; hin=$PORT; free_port; hout=$PORT
+  local global="global
+  nbthread 1
+  maxconn 4096
+  ssl-default-bind-ciphersuites $SUITE
+  ssl-default-bind-options ssl-min-ver TLSv1.3
+  ssl-default-server-ciphersuites $SUITE
+  ssl-default-server-options ssl-min-ver TLSv1.3
+  ssl-server-verify required
+defaults
+  mode $MODE
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s"
+  cat >"$WORK/haproxy-in.cfg" <<EOF
+$global
+frontend in
+  bind 127.0.0.1:$hin ssl crt $WORK/db.pem ca-file $WORK/ca.pem verify required curves $GROUP
+  default_backend app
+backend app
+  server app $BACKEND
+EOF
+  cat >"$WORK/haproxy-out.cfg" <<EOF
+$global
+frontend out
+  bind 127.0.0.1:$hout
+  default_backend mesh
+backend mesh
+  server db 127.0.0.1:$hin ssl crt $WORK/web.pem ca-file $WORK/ca.pem verify required
+EOF
+  local pids=() side
+  for side in in out; do
+    LOG_NAME=haproxy-$side spawn "${PROXY_PIN[@]}" haproxy -db -f "$WORK/haproxy-$side.cfg"
+    pids+=("$LAST_PID")
+  done
+  OUT_ADDR[haproxy]=127.0.0.1:$hout
+  IN_ADDR[haproxy]=127.0.0.1:$hin
+  PAIR_PIDS[haproxy]="${pids[*]}"
+  wait_http "${OUT_ADDR[haproxy]}" "the haproxy pair"
+}
+
+start_stunnel() {
+  local sin sout
+  free_port; sin=$PORT; free_port; sout=$PORT
+  local common="foreground = yes
+pid =
+debug = 3
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1
+sslVersionMin = TLSv1.3
+ciphersuites = $SUITE
+curves = $GROUP
+CAfile = $WORK/ca.pem
+verifyChain = yes"
+  cat >"$WORK/stunnel-in.conf" <<EOF
+$common
+[in]
+accept = 127.0.0.1:$sin
+connect = $BACKEND
+cert = $WORK/db.crt
+key = $WORK/db.key
+requireCert = yes
+EOF
+  cat >"$WORK/stunnel-out.conf" <<EOF
+$common
+[out]
+client = yes
+accept = 127.0.0.1:$sout
+connect = 127.0.0.1:$sin
+cert = $WORK/web.crt
+key = $WORK/web.key
+EOF
+  local pids=() side
+  for side in in out; do
+    LOG_NAME=stunnel-$side spawn "${PROXY_PIN[@]}" stunnel4 "$WORK/stunnel-$side.conf"
+    pids+=("$LAST_PID")
+  done
+  OUT_ADDR[stunnel]=127.0.0.1:$sout
+  IN_ADDR[stunnel]=127.0.0.1:$sin
+  PAIR_PIDS[stunnel]="${pids[*]}"
+  wait_http "${OUT_ADDR[stunnel]}" "the stunnel pair"
+}
+
+start_nginx() {
+  local nin nout
+  free_port; nin=$PORT; free_port; nout=$PORT
+  local head="load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+daemon off;
+error_log stderr error;
+events { worker_connections 4096; }"
+  cat >"$WORK/nginx-in.conf" <<EOF
+$head
+pid $WORK/nginx-in.pid;
+stream {
+  server {
+    listen 127.0.0.1:$nin ssl;
+    ssl_certificate $WORK/db.crt;
+    ssl_certificate_key $WORK/db.key;
+    ssl_client_certificate $WORK/ca.pem;
+    ssl_verify_client on;
+    ssl_protocols TLSv1.3;
+    ssl_conf_command Ciphersuites $SUITE;
+    ssl_ecdh_curve $GROUP;
+    proxy_pass $BACKEND;
+  }
+}
+EOF
+  cat >"$WORK/nginx-out.conf" <<EOF
+$head
+pid $WORK/nginx-out.pid;
+stream {
+  server {
+    listen 127.0.0.1:$nout;
+    proxy_pass 127.0.0.1:$nin;
+    proxy_ssl on;
+    proxy_ssl_certificate $WORK/web.crt;
+    proxy_ssl_certificate_key $WORK/web.key;
+    # The Trellis leafs carry only a SPIFFE URI SAN, no DNS name and an empty subject, and
+    # proxy_ssl_verify always checks a host name; so OpenSSL verifies the chain itself.
+    proxy_ssl_verify off;
+    proxy_ssl_conf_command VerifyCAFile $WORK/ca.pem;
+    proxy_ssl_conf_command VerifyMode Peer;
+    proxy_ssl_protocols TLSv1.3;
+    proxy_ssl_conf_command Ciphersuites $SUITE;
+    proxy_ssl_conf_command Groups $GROUP;
+  }
+}
+EOF
+  local pids=() side
+  for side in in out; do
+    LOG_NAME=nginx-$side spawn "${PROXY_PIN[@]}" nginx -e stderr -c "$WORK/nginx-$side.conf"
+    pids+=("$LAST_PID")
+  done
+  OUT_ADDR[nginx]=127.0.0.1:$nout
+  IN_ADDR[nginx]=127.0.0.1:$nin
+  PAIR_PIDS[nginx]="${pids[*]}"
+  wait_http "${OUT_ADDR[nginx]}" "the nginx pair"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Measuring.
+
+# wrk through $1 (a pair name); sets RPS P50 P99 REQS BAD CPU_S (proxy CPU seconds).
+run_wrk() {
+  local pair=$1 file=$2 before after busy0 busy1
+  # shellcheck disable=SC2086
+  before=$(cpu_ticks ${PAIR_PIDS[$pair]}); busy0=$(cpu_busy)
+  "${LOAD_PIN[@]}" wrk -t1 "-c$CONNS" "-d$DURATION" --latency "http://${OUT_ADDR[$pair]}/" >"$file"
+  # shellcheck disable=SC2086
+  after=$(cpu_ticks ${PAIR_PIDS[$pair]}); busy1=$(cpu_busy)
+  other_cpu "$busy0" "$busy1" "$before" "$after"
+  CPU_S=$(awk -v a="$after" -v b="$before" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (a - b) / hz }')
+  read -r P50 P99 RPS REQS BAD < <(awk '
+    function ms(v,  n) {
+      n = v + 0
+      if (v ~ /us$/) return n / 1000
+      if (v ~ /ms$/) return n
+      if (v ~ /[0-9]m$/) return n * 60000
+      if (v ~ /s$/) return n * 1000
+      return n
+    }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    $1 == "Requests/sec:" { rps = $2 }
+    $2 == "requests" && $3 == "in" { reqs = $1 }
+    /Non-2xx or 3xx responses:/ { bad += $NF }
+    /Socket errors:/ { for (i = 3; i <= NF; i++) { gsub(/,/, "", $i); if ($i ~ /^[0-9]+$/) bad += $i } }
+    END { printf "%.3f %.3f %.0f %d %d\n", p50, p99, rps, reqs, bad }
+  ' "$file")
+}
+
+# h2load at a fixed total rate through $1, open loop; sets P50 P99 (ms, from the per-request
+# log), ACHIEVED (req/s) and CPU_S.
+run_rate() {
+  local pair=$1 file=$2 before after busy0 busy1 secs per_conn
+  secs=${DURATION%s}
+  per_conn=$(( (RATE + CONNS - 1) / CONNS ))
+  # shellcheck disable=SC2086
+  before=$(cpu_ticks ${PAIR_PIDS[$pair]}); busy0=$(cpu_busy)
+  "${LOAD_PIN[@]}" h2load --h1 -c "$CONNS" --rps "$per_conn" -D "$secs" --log-file "$file.log" \
+    "http://${OUT_ADDR[$pair]}/" >"$file" 2>&1 || true
+  # shellcheck disable=SC2086
+  after=$(cpu_ticks ${PAIR_PIDS[$pair]}); busy1=$(cpu_busy)
+  other_cpu "$busy0" "$busy1" "$before" "$after"
+  CPU_S=$(awk -v a="$after" -v b="$before" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (a - b) / hz }')
+  # Log lines: start (µs since the epoch), status, duration (µs).
+  read -r P50 P99 ACHIEVED BAD < <(awk -v secs="$secs" '
+    { n++; if ($2 != 200) bad++ } END { printf "%d %d\n", n, bad + 0 }' "$file.log" | {
+      read -r n bad
+      sort -n -k3 "$file.log" | awk -v n="$n" -v secs="$secs" -v bad="$bad" '
+        { d[NR] = $3 }
+        END {
+          if (n == 0) { print "0 0 0 0"; exit }
+          i50 = int(n * 0.50); if (i50 < 1) i50 = 1
+          i99 = int(n * 0.99); if (i99 < 1) i99 = 1
+          printf "%.3f %.3f %.0f %d\n", d[i50] / 1000, d[i99] / 1000, n / secs, bad
+        }'
+    })
+}
+
+# ---------------------------------------------------------------------------------------------
+
+main() {
+  install_packages
+  if [[ $BUILD == 1 ]]; then
+    note "building release binaries..."
+    (cd "$ROOT" && cargo build --release -q -p trellis -p trellis-bench)
+  fi
+  TRELLIS="$TARGET_DIR/release/trellis"
+  BENCH="$TARGET_DIR/release/trellis-bench"
+  mkdir -p "$TARGET_DIR" "$(dirname "$OUT")"
+  WORK=$(mktemp -d "$TARGET_DIR/proxy-bench.XXXXXX")
+  : >"$OUT"
+
+  start_backend
+  start_trellis
+  fetch_certs
+  local p pairs=(direct)
+  for p in $PEERS; do
+    case "$p" in
+      haproxy | stunnel | nginx) "start_$p"; pairs+=("$p") ;;
+      *) die "unknown peer $p" ;;
+    esac
+  done
+  pairs+=(trellis)
+
+  say "# benches/proxy.sh, MODE=$MODE ($( [[ $MODE == tcp ]] && echo L4 || echo L7)), $(date -u +%Y-%m-%dT%H:%MZ)"
+  say "# machine: nproc $NCPU, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)"
+  say "# versions: $(haproxy -v 2>/dev/null | head -1 | awk '{print "haproxy", $3}'), $(nginx -v 2>&1 | sed 's/.*\///;s/^/nginx /'),\
+ $(stunnel4 -version 2>&1 | sed -n 's/^stunnel \([0-9.]*\).*/stunnel \1/p' | head -1), $(openssl version | awk '{print "OpenSSL", $2}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'), $("$TRELLIS" version)"
+  say "# certificates: Trellis CA, $KEY_ALG ${KEY_CURVE:-}, root -> leaf; peers: TLS 1.3 $SUITE $GROUP, verify the chain only;"
+  say "#   Trellis: its own rustls settings (see README), checks SPIFFE IDs and intentions"
+  say "# pinning: wrk + backend + agent on CPU $LOAD_CPU, proxy pairs on CPU $PROXY_CPU, one worker thread each"
+  say "# backend: trellis-bench baseline, $BODY_BYTES-byte body; wrk -t1 -c$CONNS -d$DURATION (closed loop, saturation)"
+
+  # What each peer's server side negotiates with an OpenSSL client holding the web leaf.
+  for p in $PEERS; do
+    say "# $p inbound: $(openssl s_client -connect "${IN_ADDR[$p]}" -cert "$WORK/web.crt" -key "$WORK/web.key" \
+      -CAfile "$WORK/ca.pem" -brief </dev/null 2>&1 | grep -E '^(Protocol version|Ciphersuite|Server Temp Key|Verification)' \
+      | paste -sd ';' -)"
+  done
+
+  note "warming up every pair ($WARMUP)..."
+  for p in "${pairs[@]}"; do
+    "${LOAD_PIN[@]}" wrk -t1 "-c$CONNS" "-d$WARMUP" "http://${OUT_ADDR[$p]}/" >/dev/null
+  done
+
+  declare -A R_RPS R_P50 R_P99 R_EFF R_CPU
+  local r order i
+  say ""
+  say "## saturation (wrk -t1 -c$CONNS -d$DURATION)"
+  say "$(printf '%-5s %-8s %9s %8s %8s %9s %12s %12s %6s %10s' round pair req/s p50_ms p99_ms proxy_cpu req/proxy_cpu cpu_us/req errors "cpu${PROXY_CPU}_other")"
+  for r in $(seq 1 "$ROUNDS"); do
+    order=("${pairs[@]}")
+    if (( r % 2 == 0 )); then
+      order=(); for (( i=${#pairs[@]}-1; i>=0; i-- )); do order+=("${pairs[$i]}"); done
+    fi
+    for p in "${order[@]}"; do
+      note "round $r: $p..."
+      run_wrk "$p" "$WORK/wrk-$p-$r.txt"
+      local eff="n/a" us="n/a"
+      if [[ $p != direct ]]; then
+        eff=$(awk -v n="$REQS" -v c="$CPU_S" 'BEGIN { if (c > 0) printf "%.0f", n / c; else print "n/a" }')
+        us=$(awk -v n="$REQS" -v c="$CPU_S" 'BEGIN { if (n > 0) printf "%.1f", c * 1e6 / n; else print "n/a" }')
+      fi
+      say "$(printf '%-5s %-8s %9s %8s %8s %9s %12s %12s %6s %10s' "$r" "$p" "$RPS" "$P50" "$P99" \
+        "$( [[ $p == direct ]] && echo - || echo "$CPU_S")" "$eff" "$us" "$BAD" "$OTHER_S")"
+      R_RPS[$p]+="$RPS "; R_P50[$p]+="$P50 "; R_P99[$p]+="$P99 "; R_EFF[$p]+="$eff "
+    done
+  done
+
+  summarize "${pairs[@]}"
+
+  if [[ $RATE -gt 0 ]]; then
+    if [[ "$(h2load --help 2>&1 | grep -c -- '--rps' || true)" == 0 ]]; then
+      say ""; say "## fixed rate: skipped (this h2load has no --rps)"
+    else
+      R_RPS=(); R_P50=(); R_P99=(); R_EFF=()
+      say ""
+      say "## fixed rate, open loop (h2load --h1 -c$CONNS --rps $(( (RATE + CONNS - 1) / CONNS )) per connection -D ${DURATION%s}; target $RATE req/s)"
+      say "$(printf '%-5s %-8s %9s %8s %8s %9s %12s %6s %10s' round pair achieved p50_ms p99_ms proxy_cpu cpu_us/req errors "cpu${PROXY_CPU}_other")"
+      for r in $(seq 1 "$ROUNDS"); do
+        order=("${pairs[@]}")
+        if (( r % 2 == 0 )); then
+          order=(); for (( i=${#pairs[@]}-1; i>=0; i-- )); do order+=("${pairs[$i]}"); done
+        fi
+        for p in "${order[@]}"; do
+          note "fixed rate, round $r: $p..."
+          run_rate "$p" "$WORK/h2load-$p-$r.txt"
+          local us="n/a"
+          if [[ $p != direct ]]; then
+            us=$(awk -v a="$ACHIEVED" -v c="$CPU_S" -v s="${DURATION%s}" 'BEGIN { if (a > 0) printf "%.1f", c * 1e6 / (a * s); else print "n/a" }')
+          fi
+          say "$(printf '%-5s %-8s %9s %8s %8s %9s %12s %6s %10s' "$r" "$p" "$ACHIEVED" "$P50" "$P99" \
+            "$( [[ $p == direct ]] && echo - || echo "$CPU_S")" "$us" "$BAD" "$OTHER_S")"
+          R_RPS[$p]+="$ACHIEVED "; R_P50[$p]+="$P50 "; R_P99[$p]+="$P99 "; R_EFF[$p]+="$us "
+        done
+      done
+      summarize_rate "${pairs[@]}"
+    fi
+  fi
+  note "results in $OUT"
+}
+
+# Medians (min-max) per pair and ratios to the best peer (peers: every pair but direct and
+# trellis). r = value / best peer's value: above 1 is better for req/s and req/proxy-CPU-s,
+# below 1 is better for latencies.
+summarize() {
+  local p best_rps=0 best_p50=0 best_p99=0 best_eff=0 m
+  declare -A M_RPS M_P50 M_P99 M_EFF
+  for p in "$@"; do
+    # shellcheck disable=SC2086
+    M_RPS[$p]=$(median ${R_RPS[$p]}); M_P50[$p]=$(median ${R_P50[$p]}); M_P99[$p]=$(median ${R_P99[$p]})
+    # shellcheck disable=SC2086
+    M_EFF[$p]=$( [[ $p == direct ]] && echo n/a || median ${R_EFF[$p]})
+    if [[ $p != direct && $p != trellis ]]; then
+      m=${M_RPS[$p]}; awk -v a="$m" -v b="$best_rps" 'BEGIN { exit !(a > b) }' && best_rps=$m
+      m=${M_EFF[$p]}; awk -v a="$m" -v b="$best_eff" 'BEGIN { exit !(a > b) }' && best_eff=$m
+      m=${M_P50[$p]}; awk -v a="$m" -v b="$best_p50" 'BEGIN { exit !(b == 0 || a < b) }' && best_p50=$m
+      m=${M_P99[$p]}; awk -v a="$m" -v b="$best_p99" 'BEGIN { exit !(b == 0 || a < b) }' && best_p99=$m
+    fi
+  done
+  say ""
+  say "## saturation: medians of $ROUNDS rounds (min-max); r = value / best peer (req/s, req/CPU-s: >1 better; p50, p99: <1 better)"
+  say "$(printf '%-8s %-22s %-6s %-22s %-6s %-24s %-6s %-22s %-6s' pair req/s r p50_ms r p99_ms r req/proxy_cpu_s r)"
+  for p in "$@"; do
+    # shellcheck disable=SC2086
+    say "$(printf '%-8s %-22s %-6s %-22s %-6s %-24s %-6s %-22s %-6s' "$p" \
+      "${M_RPS[$p]} ($(minmax ${R_RPS[$p]}))" "$(ratio "${M_RPS[$p]}" "$best_rps")" \
+      "${M_P50[$p]} ($(minmax ${R_P50[$p]}))" "$(ratio "${M_P50[$p]}" "$best_p50")" \
+      "${M_P99[$p]} ($(minmax ${R_P99[$p]}))" "$(ratio "${M_P99[$p]}" "$best_p99")" \
+      "$( [[ $p == direct ]] && echo - || echo "${M_EFF[$p]} ($(minmax ${R_EFF[$p]}))")" \
+      "$( [[ $p == direct ]] && echo - || ratio "${M_EFF[$p]}" "$best_eff")")"
+  done
+  say "(the peers verify the certificate chain only; Trellis also checks the SPIFFE IDs and the intentions)"
+}
+
+summarize_rate() {
+  local p best_p50=0 best_p99=0 best_us=0 m d50 d99
+  declare -A M_P50 M_P99 M_US M_ACH
+  for p in "$@"; do
+    # shellcheck disable=SC2086
+    M_ACH[$p]=$(median ${R_RPS[$p]}); M_P50[$p]=$(median ${R_P50[$p]}); M_P99[$p]=$(median ${R_P99[$p]})
+    # shellcheck disable=SC2086
+    M_US[$p]=$( [[ $p == direct ]] && echo n/a || median ${R_EFF[$p]})
+  done
+  d50=${M_P50[direct]}; d99=${M_P99[direct]}
+  for p in "$@"; do
+    if [[ $p != direct && $p != trellis ]]; then
+      m=$(awk -v a="${M_P50[$p]}" -v d="$d50" 'BEGIN { printf "%.3f", a - d }')
+      awk -v a="$m" -v b="$best_p50" 'BEGIN { exit !(b == 0 || a < b) }' && best_p50=$m
+      m=$(awk -v a="${M_P99[$p]}" -v d="$d99" 'BEGIN { printf "%.3f", a - d }')
+      awk -v a="$m" -v b="$best_p99" 'BEGIN { exit !(b == 0 || a < b) }' && best_p99=$m
+      m=${M_US[$p]}; awk -v a="$m" -v b="$best_us" 'BEGIN { exit !(b == 0 || a < b) }' && best_us=$m
+    fi
+  done
+  say ""
+  say "## fixed rate: medians of $ROUNDS rounds; added = pair - direct; r = value / best peer (<1 better)"
+  say "$(printf '%-8s %-10s %-14s %-8s %-14s %-8s %-12s %-6s' pair achieved added_p50_ms r added_p99_ms r cpu_us/req r)"
+  for p in "$@"; do
+    local a50 a99
+    a50=$(awk -v a="${M_P50[$p]}" -v d="$d50" 'BEGIN { printf "%.3f", a - d }')
+    a99=$(awk -v a="${M_P99[$p]}" -v d="$d99" 'BEGIN { printf "%.3f", a - d }')
+    if [[ $p == direct ]]; then
+      say "$(printf '%-8s %-10s %-14s %-8s %-14s %-8s %-12s %-6s' "$p" "${M_ACH[$p]}" "p50 ${M_P50[$p]}" - "p99 ${M_P99[$p]}" - - -)"
+    else
+      say "$(printf '%-8s %-10s %-14s %-8s %-14s %-8s %-12s %-6s' "$p" "${M_ACH[$p]}" "$a50" "$(ratio "$a50" "$best_p50")" \
+        "$a99" "$(ratio "$a99" "$best_p99")" "${M_US[$p]}" "$(ratio "${M_US[$p]}" "$best_us")")"
+    fi
+  done
+  say "(a pair whose achieved rate is below the target is saturated: read its latency as such)"
+}
+
+main "$@"
