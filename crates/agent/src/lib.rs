@@ -27,3 +27,30 @@ pub use backend::Backend;
 pub use error::AgentError;
 /// Allow or deny, as `default_intention_policy` takes it.
 pub use trellis_intentions::Action as IntentionAction;
+
+/// A one-voter dev server in-process on a free loopback port, with a leader: the real server
+/// the agent's unit tests run against.
+#[cfg(test)]
+pub(crate) async fn test_server() -> std::sync::Arc<trellis_server::Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let server = trellis_server::Server::start(trellis_server::ServerConfig {
+        node_name: "s1".into(),
+        datacenter: "dc1".into(),
+        data_dir: None,
+        rpc_addr: ([127, 0, 0, 1], port).into(),
+        bootstrap_expect: 1,
+        retry_join: vec![],
+        snapshot_threshold: 10_000,
+    })
+    .await
+    .expect("server starts");
+    assert!(
+        server
+            .wait_for_leader(std::time::Duration::from_secs(10))
+            .await
+    );
+    server
+}

@@ -376,27 +376,6 @@ mod tests {
     use super::*;
     use crate::definition::local_check;
     use trellis_api::{status, CheckDefinition};
-    use trellis_server::{Server, ServerConfig};
-
-    async fn server() -> Arc<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let server = Server::start(ServerConfig {
-            node_name: "s1".into(),
-            datacenter: "dc1".into(),
-            data_dir: None,
-            rpc_addr: ([127, 0, 0, 1], port).into(),
-            bootstrap_expect: 1,
-            retry_join: vec![],
-            snapshot_threshold: 10_000,
-        })
-        .await
-        .expect("server starts");
-        assert!(server.wait_for_leader(Duration::from_secs(10)).await);
-        server
-    }
 
     async fn catalog(backend: &Backend) -> Remote {
         let out = backend
@@ -416,7 +395,7 @@ mod tests {
     /// check's new status, a removed service; the periodic full sync finds nothing left.
     #[tokio::test]
     async fn partial_syncs_write_only_what_changed() {
-        let backend = Backend::Local(server().await);
+        let backend = Backend::Local(crate::test_server().await);
         let local = Arc::new(LocalState::open("n1", None).unwrap());
         let node = NodeInfo {
             id: "11111111-1111-1111-1111-111111111111".into(),

@@ -296,7 +296,7 @@ mod tests {
     use super::*;
     use crate::Backend;
     use trellis_api::{AgentService, CatalogRegistration};
-    use trellis_server::{QueryOptions, Server, ServerConfig};
+    use trellis_server::QueryOptions;
     use trellis_state::{Command, Query};
 
     fn health(name: &str) -> Query {
@@ -326,30 +326,10 @@ mod tests {
     /// server; a write wakes exactly the read of the key it changed.
     #[tokio::test]
     async fn many_blocking_reads_share_a_few_long_polls() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let server = Server::start(ServerConfig {
-            node_name: "s1".into(),
-            datacenter: "dc1".into(),
-            data_dir: None,
-            rpc_addr: ([127, 0, 0, 1], port).into(),
-            bootstrap_expect: 1,
-            retry_join: vec![],
-            snapshot_threshold: 10_000,
-        })
-        .await
-        .expect("server starts");
-        assert!(server.wait_for_leader(Duration::from_secs(10)).await);
-        let remote = Arc::new(Remote::new(vec![format!("127.0.0.1:{port}")]));
+        let server = crate::test_server().await;
+        let remote = Arc::new(Remote::new(vec![server.config().rpc_addr.to_string()]));
         let client = Backend::Remote(remote.clone());
-        let now = |index| QueryOptions {
-            index,
-            wait: Duration::from_secs(60),
-            stale: false,
-            consistent: false,
-        };
+        let now = |index| QueryOptions::blocking(index, Duration::from_secs(60));
         let mut waiters = Vec::new();
         for i in 0..300 {
             let first = client

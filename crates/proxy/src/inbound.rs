@@ -51,7 +51,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// A response body from either the application or the proxy itself.
-type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Everything the public listener reads per connection, each part current.
 pub struct Inbound {
@@ -252,7 +252,8 @@ async fn splice(
     tracing::debug!(target: ACCESS_LOG, %peer, %source, %destination, rx_bytes = s.rx, tx_bytes = s.tx, duration_ms = millis(started.elapsed()), end = %s.end, "connection closed");
 }
 
-fn status(code: StatusCode, msg: &'static str) -> Response<Body> {
+/// A response the proxy makes itself (a refusal or an error), with a fixed body.
+pub(crate) fn status(code: StatusCode, msg: &'static str) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::from_static(msg.as_bytes()))
             .map_err(|never: Infallible| match never {})

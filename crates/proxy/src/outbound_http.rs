@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -27,7 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::balance::Balancer;
 
-type Body = BoxBody<Bytes, hyper::Error>;
+use crate::inbound::{status, Body};
 
 /// A pooled mTLS connection to one instance.
 pub struct MeshConn(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>);
@@ -159,16 +159,6 @@ pub fn client(
         builder.http2_only(true);
     }
     builder.build(connector)
-}
-
-fn status(code: StatusCode, msg: &'static str) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from_static(msg.as_bytes()))
-            .map_err(|never: Infallible| match never {})
-            .boxed(),
-    );
-    *r.status_mut() = code;
-    r
 }
 
 /// Serves one local connection as HTTP, sending each request to an instance.

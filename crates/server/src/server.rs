@@ -90,6 +90,18 @@ pub struct QueryOptions {
     pub consistent: bool,
 }
 
+impl QueryOptions {
+    /// A default-consistency read, blocking past `index` for up to `wait` (0: at once).
+    pub fn blocking(index: u64, wait: Duration) -> QueryOptions {
+        QueryOptions {
+            index,
+            wait,
+            stale: false,
+            consistent: false,
+        }
+    }
+}
+
 /// A read's answer with the metadata Consul returns in headers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueryResponse {

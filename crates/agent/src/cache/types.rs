@@ -26,12 +26,7 @@ pub(crate) async fn match_engine(
         by_source: false,
         names: vec![destination.clone()],
     };
-    let options = QueryOptions {
-        index: min_index,
-        wait,
-        stale: false,
-        consistent: false,
-    };
+    let options = QueryOptions::blocking(min_index, wait);
     let answer = backend.query(query, options).await?;
     let body = match answer.output {
         QueryOutput::Found(body) => body,
@@ -106,12 +101,7 @@ impl CacheType for StoreQuery {
         let backend = self.backend.clone();
         let query = key.request.clone();
         async move {
-            let options = QueryOptions {
-                index: min_index,
-                wait,
-                stale: false,
-                consistent: false,
-            };
+            let options = QueryOptions::blocking(min_index, wait);
             let answer = backend.query(query, options).await?;
             Ok((answer.output, answer.index))
         }
@@ -173,12 +163,7 @@ impl CacheType for ResolvedServiceConfig {
             upstreams: key.request.upstreams.clone(),
         };
         async move {
-            let options = QueryOptions {
-                index: min_index,
-                wait,
-                stale: false,
-                consistent: false,
-            };
+            let options = QueryOptions::blocking(min_index, wait);
             let answer = backend.query(query, options).await?;
             let body = match answer.output {
                 QueryOutput::Found(body) => body,
@@ -196,29 +181,13 @@ impl CacheType for ResolvedServiceConfig {
 mod tests {
     use super::*;
     use crate::cache::{Cache, Options};
-    use trellis_server::{Server, ServerConfig};
     use trellis_state::Command;
 
     /// The abstraction fits a real type: a dev server in-process, the cache in front of it,
     /// and a write on the server reaching a getter blocked on the cache.
     #[tokio::test]
     async fn intention_match_through_the_cache() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let server = Server::start(ServerConfig {
-            node_name: "s1".into(),
-            datacenter: "dc1".into(),
-            data_dir: None,
-            rpc_addr: ([127, 0, 0, 1], port).into(),
-            bootstrap_expect: 1,
-            retry_join: vec![],
-            snapshot_threshold: 10_000,
-        })
-        .await
-        .expect("server starts");
-        assert!(server.wait_for_leader(Duration::from_secs(10)).await);
+        let server = crate::test_server().await;
         let backend = Backend::Local(server);
         let cache = Cache::new(IntentionMatch::new(backend.clone()), Options::default());
         let key = Key::new("dc1", "", "db".to_string());
