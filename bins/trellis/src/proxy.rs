@@ -53,6 +53,14 @@ pub struct ProxyArgs {
     /// in flight), e.g. `1h`, `90s`; `0` never closes one.
     #[arg(long = "idle-timeout", default_value = "1h", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// TLS cipher suites to offer and accept, most preferred first, comma-separated (IANA
+    /// names, e.g. `TLS_AES_128_GCM_SHA256`); the default is rustls' list, AES-256-GCM first.
+    #[arg(long = "tls-cipher-suites", value_delimiter = ',')]
+    pub tls_cipher_suites: Vec<String>,
+    /// TLS key exchange groups, most preferred first, comma-separated (`X25519MLKEM768`,
+    /// `X25519`, `secp256r1`, `secp384r1`); the default puts the post-quantum hybrid first.
+    #[arg(long = "tls-groups", value_delimiter = ',')]
+    pub tls_groups: Vec<String>,
     /// Log level (trace, debug, info, warn, error). The access log (target `trellis::access`)
     /// writes denials and refused handshakes at info, allowed connections and requests at
     /// debug: `RUST_LOG=info,trellis::access=debug` shows all of it.
@@ -101,6 +109,11 @@ fn source(args: &ProxyArgs) -> anyhow::Result<Source> {
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     crate::cli::init_logging(&args.log_level, args.log_json)?;
     let source = source(&args)?;
+    trellis_tls::set_crypto_policy(&trellis_tls::CryptoPolicy {
+        cipher_suites: args.tls_cipher_suites.clone(),
+        kx_groups: args.tls_groups.clone(),
+    })
+    .context("invalid -tls-cipher-suites or -tls-groups")?;
     let addr = args
         .http_addr
         .clone()
@@ -204,5 +217,24 @@ mod tests {
         assert_eq!(a.idle_timeout, Duration::from_secs(90));
         assert_eq!(parse(&["--idle-timeout", "0"]).idle_timeout, Duration::ZERO);
         assert!(T::try_parse_from(["proxy", "--metrics-addr", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn tls_policy_flags() {
+        let a = parse(&["--sidecar-for", "web"]);
+        assert!(a.tls_cipher_suites.is_empty() && a.tls_groups.is_empty());
+        let a = parse(&[
+            "--sidecar-for",
+            "web",
+            "--tls-cipher-suites",
+            "TLS_AES_128_GCM_SHA256,TLS_AES_256_GCM_SHA384",
+            "--tls-groups",
+            "X25519",
+        ]);
+        assert_eq!(
+            a.tls_cipher_suites,
+            ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"]
+        );
+        assert_eq!(a.tls_groups, ["X25519"]);
     }
 }

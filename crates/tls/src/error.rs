@@ -83,6 +83,18 @@ pub enum TlsError {
         /// Why it is invalid.
         reason: String,
     },
+    /// A cipher suite named in a [`crate::CryptoPolicy`] is not one the provider has.
+    #[error("unknown cipher suite {0:?} (e.g. TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)")]
+    UnknownCipherSuite(String),
+    /// A key exchange group named in a [`crate::CryptoPolicy`] is not one the provider has.
+    #[error("unknown key exchange group {0:?} (X25519MLKEM768, X25519, secp256r1, secp384r1)")]
+    UnknownKxGroup(String),
+    /// A policy left no TLS 1.3 suite, and the mesh always offers TLS 1.3.
+    #[error("the cipher suites must include a TLS 1.3 suite")]
+    NoTls13CipherSuite,
+    /// The crypto policy was set, or the provider used, before this attempt to set it.
+    #[error("the TLS crypto policy can only be set once, before any TLS configuration is built")]
+    PolicyAlreadySet,
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),

@@ -44,11 +44,84 @@ pub use identity::{
 pub use state::{TlsSnapshot, TlsState, MAX_CACHED_CLIENT_CONFIGS};
 pub use verify::{ServiceClientVerifier, UpstreamVerifier};
 
+/// Which cipher suites and key exchange groups the mesh's TLS offers, most preferred first.
+///
+/// An empty list keeps the provider's default (TLS 1.3 suites, then TLS 1.2 ECDHE AEAD
+/// suites; the X25519MLKEM768 hybrid first among the groups). Names are IANA's
+/// (`TLS_AES_128_GCM_SHA256`, `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`) or rustls'
+/// (`TLS13_AES_128_GCM_SHA256`), and the groups' (`X25519MLKEM768`, `X25519`, `secp256r1`,
+/// `secp384r1`), matched without regard to case.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CryptoPolicy {
+    /// Cipher suites, most preferred first; empty for the default.
+    pub cipher_suites: Vec<String>,
+    /// Key exchange groups, most preferred first; empty for the default.
+    pub kx_groups: Vec<String>,
+}
+
+static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+
+/// Builds the provider `policy` describes, without installing it.
+pub fn provider_for(policy: &CryptoPolicy) -> Result<CryptoProvider, TlsError> {
+    use rustls::crypto::aws_lc_rs::{ALL_CIPHER_SUITES, ALL_KX_GROUPS};
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !policy.cipher_suites.is_empty() {
+        provider.cipher_suites = policy
+            .cipher_suites
+            .iter()
+            .map(|want| {
+                ALL_CIPHER_SUITES
+                    .iter()
+                    .find(|s| {
+                        s.suite().as_str().is_some_and(|name| {
+                            name.eq_ignore_ascii_case(want)
+                                || name
+                                    .replacen("TLS13_", "TLS_", 1)
+                                    .eq_ignore_ascii_case(want)
+                        })
+                    })
+                    .copied()
+                    .ok_or_else(|| TlsError::UnknownCipherSuite(want.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if !policy.kx_groups.is_empty() {
+        provider.kx_groups = policy
+            .kx_groups
+            .iter()
+            .map(|want| {
+                ALL_KX_GROUPS
+                    .iter()
+                    .find(|g| {
+                        g.name()
+                            .as_str()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(want))
+                    })
+                    .copied()
+                    .ok_or_else(|| TlsError::UnknownKxGroup(want.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if !provider.cipher_suites.iter().any(|s| s.tls13().is_some()) {
+        return Err(TlsError::NoTls13CipherSuite);
+    }
+    Ok(provider)
+}
+
+/// Installs `policy` for every configuration this process builds from now on. Call it once,
+/// before any configuration is built; it fails if the provider is already in use or a name
+/// is unknown.
+pub fn set_crypto_policy(policy: &CryptoPolicy) -> Result<(), TlsError> {
+    let provider = Arc::new(provider_for(policy)?);
+    PROVIDER
+        .set(provider)
+        .map_err(|_| TlsError::PolicyAlreadySet)
+}
+
 /// The crypto provider every configuration of this crate uses: aws-lc-rs with its default
 /// cipher suites (TLS 1.3 suites, and TLS 1.2 ECDHE with AES-GCM or ChaCha20-Poly1305 only)
-/// and key exchange groups. Built once and shared.
+/// and key exchange groups, unless [`set_crypto_policy`] chose others. Built once and shared.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .clone()

@@ -305,3 +305,64 @@ async fn dial_and_ping(
 fn any_name() -> ServerName<'static> {
     ServerName::try_from("upstream.invalid").unwrap()
 }
+
+#[test]
+fn crypto_policy_names_suites_and_groups_in_order() {
+    use crate::{provider_for, CryptoPolicy};
+    let default = provider_for(&CryptoPolicy::default()).unwrap();
+    assert_eq!(
+        default.cipher_suites.len(),
+        rustls::crypto::aws_lc_rs::default_provider()
+            .cipher_suites
+            .len()
+    );
+    let p = provider_for(&CryptoPolicy {
+        cipher_suites: vec![
+            "TLS_AES_128_GCM_SHA256".into(),
+            "tls13_aes_256_gcm_sha384".into(),
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into(),
+        ],
+        kx_groups: vec!["x25519".into(), "secp256r1".into()],
+    })
+    .unwrap();
+    let suites: Vec<_> = p.cipher_suites.iter().map(|s| s.suite()).collect();
+    assert_eq!(
+        suites,
+        [
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ]
+    );
+    let groups: Vec<_> = p.kx_groups.iter().map(|g| g.name()).collect();
+    assert_eq!(
+        groups,
+        [rustls::NamedGroup::X25519, rustls::NamedGroup::secp256r1]
+    );
+}
+
+#[test]
+fn crypto_policy_refuses_unknown_names_and_no_tls13() {
+    use crate::{provider_for, CryptoPolicy, TlsError};
+    let err = provider_for(&CryptoPolicy {
+        cipher_suites: vec!["TLS_RSA_WITH_RC4_128_MD5".into()],
+        ..CryptoPolicy::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        err,
+        TlsError::UnknownCipherSuite("TLS_RSA_WITH_RC4_128_MD5".into())
+    );
+    let err = provider_for(&CryptoPolicy {
+        kx_groups: vec!["ffdhe2048".into()],
+        ..CryptoPolicy::default()
+    })
+    .unwrap_err();
+    assert_eq!(err, TlsError::UnknownKxGroup("ffdhe2048".into()));
+    let err = provider_for(&CryptoPolicy {
+        cipher_suites: vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into()],
+        ..CryptoPolicy::default()
+    })
+    .unwrap_err();
+    assert_eq!(err, TlsError::NoTls13CipherSuite);
+}
