@@ -23,6 +23,7 @@ use trellis_tls::TlsSnapshot;
 
 use crate::config::ProxySpec;
 use crate::metrics::{HandshakeFailure, Layer, Metrics};
+use crate::pipe::{BufferedRead, InboundTls};
 use crate::traffic::{End, Metered, Report, Traffic};
 use crate::{millis, ACCESS_LOG};
 
@@ -183,7 +184,12 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, inbound: &Arc<Inbound>) {
             tracing::info!(target: ACCESS_LOG, %peer, destination = %spec.service, reason = %reason.as_str(), %error, duration_ms, "handshake failed");
         }
     };
-    let stream = match tokio::time::timeout(spec.handshake_timeout, acceptor.accept(tcp)).await {
+    let stream = match tokio::time::timeout(
+        spec.handshake_timeout,
+        acceptor.accept(BufferedRead::new(tcp)),
+    )
+    .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return failed(HandshakeFailure::from_io(&e), &e),
         Err(_) => return failed(HandshakeFailure::Timeout, &"timed out"),
@@ -205,7 +211,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, inbound: &Arc<Inbound>) {
 /// L4: one decision for the connection, then bytes both ways (half-close passed on) until
 /// either side closes or the connection idles out.
 async fn splice(
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    stream: InboundTls,
     peer: SocketAddr,
     source: &str,
     spec: &ProxySpec,

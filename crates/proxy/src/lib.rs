@@ -16,6 +16,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 pub mod outbound_http;
+pub mod pipe;
 pub mod run;
 pub mod traffic;
 

@@ -165,7 +165,7 @@ async fn dial(
     endpoint: &Endpoint,
     upstream: &Upstream,
     tls: &TlsSnapshot,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+) -> Result<crate::pipe::OutboundTls, String> {
     let own = tls.identity();
     let expected = ExpectedService::new(ServiceId::new(
         own.trust_domain.clone(),
@@ -184,7 +184,8 @@ async fn dial(
         Err(_) => return Err(format!("dialling {} timed out", endpoint.addr)),
     };
     let _ = tcp.set_nodelay(true);
-    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    let handshake =
+        tokio_rustls::TlsConnector::from(config).connect(name, crate::pipe::BufferedRead::new(tcp));
     let failed = |reason: HandshakeFailure| {
         upstream.metrics.outbound().handshake_failed(reason);
         reason.as_str()

@@ -30,7 +30,7 @@ use crate::balance::Balancer;
 use crate::inbound::{status, Body};
 
 /// A pooled mTLS connection to one instance.
-pub struct MeshConn(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>);
+pub struct MeshConn(TokioIo<crate::pipe::OutboundTls>);
 
 impl Connection for MeshConn {
     fn connected(&self) -> Connected {
@@ -123,7 +123,7 @@ impl tower_service::Service<Uri> for MeshConnector {
                 let tcp = TcpStream::connect(addr).await?;
                 let _ = tcp.set_nodelay(true);
                 tokio_rustls::TlsConnector::from(config)
-                    .connect(name, tcp)
+                    .connect(name, crate::pipe::BufferedRead::new(tcp))
                     .await
             };
             let stream = tokio::time::timeout(this.connect_timeout, attempt)

@@ -233,7 +233,7 @@ where
     let mut peer = Metered::new(peer, traffic.clone());
     let mut report = Report::new(counters);
     let end = tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut peer, &mut app) => match r {
+        r = crate::pipe::copy_bidirectional(&mut peer, &mut app) => match r {
             Ok(_) => End::Closed,
             Err(e) => End::Error(e),
         },
