@@ -739,6 +739,20 @@ rss_kb() {
   echo "$total"
 }
 
+# Private anonymous memory (RssAnon) in KiB of the given processes and their children: what
+# RSS counts minus the mapped binary and libraries, which every process of the host running
+# the same files shares.
+anon_kb() {
+  local total=0 pid c v
+  for pid in "$@"; do
+    for c in "$pid" $(pgrep -P "$pid" 2>/dev/null || true); do
+      v=$(awk '$1 == "RssAnon:" { print $2 }' "/proc/$c/status" 2>/dev/null || true)
+      total=$((total + ${v:-0}))
+    done
+  done
+  echo "$total"
+}
+
 # Open file descriptors of the given processes and their children.
 fd_count() {
   local total=0 pid c
@@ -799,10 +813,13 @@ idle() {
   say "## idle: RSS at rest and holding N idle connections (each carried one request first)"
   say "   per_conn_KB = (RSS held - RSS at rest) of both proxies / N: one idle mTLS connection,"
   say "   both of its ends, with the plain connections on either side"
-  say "$(printf '%-8s %-18s %7s %-18s %12s %12s %8s %7s %s' pair rest_MB_out+in N held_MB_out+in per_conn_KB out/in_KB fds opened failed)"
+  say "   rest: RSS of each proxy, and in brackets its private anonymous memory (RssAnon)"
+  say "$(printf '%-8s %-26s %7s %-18s %12s %12s %8s %7s %s' pair rest_MB_out+in N held_MB_out+in per_conn_KB out/in_KB fds opened failed)"
   for p in "$@"; do
     read -r out_pid in_pid <<<"$(pair_sides "$p")"
     base_out=$(rss_kb "$out_pid"); base_in=$(rss_kb "$in_pid")
+    local anon
+    anon=$(awk -v a="$(anon_kb "$out_pid")" -v b="$(anon_kb "$in_pid")" 'BEGIN { printf "(%.1f+%.1f)", a / 1024, b / 1024 }')
     for n in $IDLE_CONNS; do
       note "idle: $p holding $n connections..."
       ready="$WORK/ready-$p-$n"
@@ -817,8 +834,8 @@ idle() {
       kill "$hpid" 2>/dev/null || true; wait "$hpid" 2>/dev/null || true
       per=$(awk -v a="$held_out" -v b="$held_in" -v c="$base_out" -v d="$base_in" -v n="$n" \
         'BEGIN { printf "%.1f", ((a + b) - (c + d)) / n }')
-      say "$(printf '%-8s %-18s %7s %-18s %12s %12s %8s %s' "$p" \
-        "$(awk -v a="$base_out" -v b="$base_in" 'BEGIN { printf "%.1f+%.1f", a / 1024, b / 1024 }')" "$n" \
+      say "$(printf '%-8s %-26s %7s %-18s %12s %12s %8s %s' "$p" \
+        "$(awk -v a="$base_out" -v b="$base_in" 'BEGIN { printf "%.1f+%.1f", a / 1024, b / 1024 }') $anon" "$n" \
         "$(awk -v a="$held_out" -v b="$held_in" 'BEGIN { printf "%.1f+%.1f", a / 1024, b / 1024 }')" "$per" \
         "$(awk -v a="$held_out" -v b="$held_in" -v c="$base_out" -v d="$base_in" -v n="$n" \
           'BEGIN { printf "%.1f/%.1f", (a - c) / n, (b - d) / n }')" "$fds" "$res")"
