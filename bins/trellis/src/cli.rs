@@ -33,8 +33,37 @@ pub enum Command {
     /// Intentions: which services may connect to which (Consul's `consul intention`).
     #[command(subcommand)]
     Intention(IntentionCommand),
+    /// Cluster operator commands.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Print the version.
     Version,
+}
+
+/// `trellis operator ...`.
+#[derive(Subcommand, Debug)]
+pub enum OperatorCommand {
+    /// The servers' Raft group.
+    #[command(subcommand)]
+    Raft(RaftCommand),
+}
+
+/// `trellis operator raft ...` (Consul's `consul operator raft`).
+#[derive(Subcommand, Debug)]
+pub enum RaftCommand {
+    /// List the servers of the Raft configuration: node, ID, address, state, voter.
+    ListPeers(HttpArgs),
+    /// Remove a server from the Raft configuration, by `-id` or `-address`.
+    RemovePeer {
+        #[command(flatten)]
+        http: HttpArgs,
+        /// The server's node ID, as `list-peers` shows it.
+        #[arg(long)]
+        id: Option<String>,
+        /// The server's address, `IP:port` of its server port.
+        #[arg(long)]
+        address: Option<String>,
+    },
 }
 
 /// `trellis connect ...`.
@@ -465,6 +494,69 @@ pub async fn run_members(args: HttpArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs `trellis operator raft ...`.
+pub async fn run_raft(cmd: RaftCommand) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    match cmd {
+        RaftCommand::ListPeers(http) => {
+            let url = format!("{}/v1/operator/raft/configuration", base_url(&http));
+            let resp = client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the agent at {}", http.http_addr))?;
+            let config: serde_json::Value = check(resp).await?.json().await?;
+            println!(
+                "{:<20} {:<22} {:<22} {:<9} {:<6} {:<12} CommitIndex",
+                "Node", "ID", "Address", "State", "Voter", "RaftProtocol"
+            );
+            for s in config["Servers"].as_array().into_iter().flatten() {
+                let state = if s["Leader"] == true {
+                    "leader"
+                } else if s["Voter"] == true {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                println!(
+                    "{:<20} {:<22} {:<22} {:<9} {:<6} {:<12} {}",
+                    s["Node"].as_str().unwrap_or(""),
+                    s["ID"].as_str().unwrap_or(""),
+                    s["Address"].as_str().unwrap_or(""),
+                    state,
+                    s["Voter"] == true,
+                    s["ProtocolVersion"].as_str().unwrap_or(""),
+                    config["Index"]
+                );
+            }
+            Ok(())
+        }
+        RaftCommand::RemovePeer { http, id, address } => {
+            let (key, value) = match (
+                id.filter(|v| !v.is_empty()),
+                address.filter(|v| !v.is_empty()),
+            ) {
+                (Some(id), None) => ("id", id),
+                (None, Some(address)) => ("address", address),
+                _ => bail!("give exactly one of -id or -address"),
+            };
+            let url = reqwest::Url::parse_with_params(
+                &format!("{}/v1/operator/raft/peer", base_url(&http)),
+                &[(key, value.as_str())],
+            )
+            .context("invalid -http-addr")?;
+            let resp = client
+                .delete(url)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the agent at {}", http.http_addr))?;
+            check(resp).await?;
+            println!("Removed peer with {key} \"{value}\"");
+            Ok(())
+        }
+    }
 }
 
 /// The agent's base URL (`http://host:port`) from `-http-addr`.

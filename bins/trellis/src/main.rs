@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             Command::Connect(cli::ConnectCommand::Proxy(args)) => proxy::run(*args).await,
             // Reports its own errors: its exit codes are Consul's, per command.
             Command::Intention(cmd) => return Ok(intention::run(cmd).await),
+            Command::Operator(cli::OperatorCommand::Raft(cmd)) => cli::run_raft(cmd).await,
             Command::Version => {
                 println!("Trellis v{}", env!("CARGO_PKG_VERSION"));
                 Ok(())

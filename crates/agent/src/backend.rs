@@ -171,6 +171,52 @@ impl Backend {
         }
     }
 
+    /// The Raft configuration: every server, voter or not, and who leads.
+    pub async fn raft_configuration(
+        &self,
+    ) -> Result<trellis_server::cluster::RaftConfiguration, ServerError> {
+        use trellis_server::cluster::RPC_CONFIGURATION;
+        match self {
+            Backend::Local(s) => Ok(s.raft_configuration()),
+            Backend::Remote(r) => {
+                r.with_failover(|addr| async move {
+                    let err = |message: String| ServerError::Rpc {
+                        addr: addr.clone(),
+                        message,
+                    };
+                    r.http
+                        .get(format!("http://{addr}{RPC_CONFIGURATION}"))
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await
+                        .map_err(|e| err(e.to_string()))?
+                        .json()
+                        .await
+                        .map_err(|e| err(e.to_string()))
+                })
+                .await
+            }
+        }
+    }
+
+    /// Removes a server from the Raft configuration (done by the leader).
+    pub async fn remove_peer(
+        &self,
+        req: trellis_server::cluster::RemoveRequest,
+    ) -> Result<(), ServerError> {
+        use trellis_server::cluster::RPC_REMOVE;
+        match self {
+            Backend::Local(s) => s.remove_peer(req).await,
+            Backend::Remote(r) => r
+                .with_failover(|addr| {
+                    let req = req.clone();
+                    async move { post_json::<_, bool>(&r.http, &addr, RPC_REMOVE, &req).await }
+                })
+                .await
+                .map(|_| ()),
+        }
+    }
+
     /// Has a leaf CSR signed by the leader.
     pub async fn sign(&self, csr: &str) -> Result<trellis_api::IssuedCert, ServerError> {
         match self {

@@ -9,6 +9,7 @@
 
 mod batch;
 mod ca;
+pub mod cluster;
 pub mod listen;
 mod rpc;
 mod server;

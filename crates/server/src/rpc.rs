@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use trellis_raft::{TypeConfig, RPC_APPEND, RPC_SNAPSHOT, RPC_VOTE};
 use trellis_state::{Applied, Command, Query, QueryOutput, WatchKey};
 
+use crate::cluster::{self, Hello, JoinRequest, RaftConfiguration, RemoveRequest};
 use crate::{QueryOptions, QueryResponse, Server, ServerError};
 
 /// Path of the write RPC: a [`Command`] in, an [`ApplyResponse`] out.
@@ -105,6 +106,10 @@ pub(crate) fn router(server: Arc<Server>) -> Router {
         .route(RPC_CA_SIGN, post(ca_sign))
         .route(RPC_CA_CONFIG, post(ca_config))
         .route(RPC_WATCH, post(watch))
+        .route(cluster::RPC_HELLO, get(hello))
+        .route(cluster::RPC_JOIN, post(join))
+        .route(cluster::RPC_REMOVE, post(remove))
+        .route(cluster::RPC_CONFIGURATION, get(configuration))
         .layer(DefaultBodyLimit::max(64 << 20))
         .with_state(server)
 }
@@ -138,6 +143,7 @@ pub fn error_status(e: &ServerError) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         ServerError::Ca(CaError::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
+        ServerError::Refused(_) => StatusCode::BAD_REQUEST,
         ServerError::Ca(CaError::Uninitialized) => StatusCode::SERVICE_UNAVAILABLE,
         ServerError::Remote { status, .. } if (400..500).contains(status) => {
             StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -170,6 +176,28 @@ async fn ca_config(
         Ok(()) => Json(true).into_response(),
         Err(e) => error_response(&e),
     }
+}
+
+async fn hello(State(s): State<Arc<Server>>) -> Json<Hello> {
+    Json(s.hello())
+}
+
+async fn join(State(s): State<Arc<Server>>, Json(req): Json<JoinRequest>) -> Response {
+    match s.join(req).await {
+        Ok(()) => Json(true).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn remove(State(s): State<Arc<Server>>, Json(req): Json<RemoveRequest>) -> Response {
+    match s.remove_peer(req).await {
+        Ok(()) => Json(true).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn configuration(State(s): State<Arc<Server>>) -> Json<RaftConfiguration> {
+    Json(s.raft_configuration())
 }
 
 async fn apply(State(s): State<Arc<Server>>, Json(cmd): Json<Command>) -> Response {

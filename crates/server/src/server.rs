@@ -67,6 +67,9 @@ pub enum ServerError {
         /// Its message.
         message: String,
     },
+    /// The request was refused as it stands (a membership change that cannot be made).
+    #[error("{0}")]
+    Refused(String),
     /// The server port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -117,19 +120,21 @@ pub struct QueryResponse {
 
 /// A running server.
 pub struct Server {
-    config: ServerConfig,
-    node_id: u64,
-    raft: Raft,
+    pub(crate) config: ServerConfig,
+    pub(crate) node_id: u64,
+    pub(crate) raft: Raft,
     store: Store,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// Groups concurrent writes into one Raft entry.
     batcher: Batcher,
     /// Leader-side CA work.
     ca: CaManager,
     /// Raft's metrics (leader, membership), read without cloning a receiver per request.
-    metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, ServerNode>>,
+    pub(crate) metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, ServerNode>>,
     /// When the leader last reached this server (Raft append received).
     pub(crate) last_contact: Mutex<Instant>,
+    /// Held while a membership change is made, so that two never interleave here.
+    pub(crate) membership_lock: tokio::sync::Mutex<()>,
 }
 
 impl Server {
@@ -175,10 +180,11 @@ impl Server {
             store,
             http,
             last_contact: Mutex::new(Instant::now()),
+            membership_lock: tokio::sync::Mutex::new(()),
         });
         let router = rpc::router(server.clone());
         tokio::spawn(crate::listen::serve_rpc(listener, router));
-        server.bootstrap().await?;
+        server.bootstrap(&server).await?;
         tokio::spawn(crate::ca::run(
             Arc::downgrade(&server),
             Duration::from_secs(60),
@@ -186,7 +192,7 @@ impl Server {
         Ok(server)
     }
 
-    async fn bootstrap(&self) -> Result<(), ServerError> {
+    async fn bootstrap(&self, this: &Arc<Server>) -> Result<(), ServerError> {
         let initialized = self
             .raft
             .is_initialized()
@@ -199,7 +205,7 @@ impl Server {
             );
             return Ok(());
         }
-        if self.config.bootstrap_expect == 1 {
+        if self.config.bootstrap_expect == 1 && self.config.retry_join.is_empty() {
             let mut members = BTreeMap::new();
             members.insert(self.node_id, self.me());
             self.raft
@@ -208,16 +214,12 @@ impl Server {
                 .map_err(|e| ServerError::Raft(e.to_string()))?;
             tracing::info!(node_id = self.node_id, "bootstrapped a one-server cluster");
         } else {
-            tracing::warn!(
-                expect = self.config.bootstrap_expect,
-                join = ?self.config.retry_join,
-                "waiting for other servers; multi-server bootstrap is not implemented yet"
-            );
+            tokio::spawn(crate::cluster::form(Arc::downgrade(this)));
         }
         Ok(())
     }
 
-    fn me(&self) -> ServerNode {
+    pub(crate) fn me(&self) -> ServerNode {
         ServerNode {
             addr: self.config.rpc_addr.to_string(),
             name: self.config.node_name.clone(),

@@ -8,4 +8,5 @@ mod connect_ca;
 mod intentions_api;
 mod intentions_cli;
 mod proxy;
+mod raft_cluster;
 mod support;

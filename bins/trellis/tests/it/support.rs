@@ -150,6 +150,57 @@ impl Agent {
         Agent::spawn(args, http, server, data_dir.with_extension("log"))
     }
 
+    /// One server of a multi-server cluster: its server port on `ip:server`, its HTTP API on
+    /// 127.0.0.1, waiting for `expect` servers among `join` (server addresses) to bootstrap.
+    pub fn cluster_server(
+        node: &str,
+        data_dir: &Path,
+        ip: &str,
+        (http, server): (u16, u16),
+        expect: u32,
+        join: &[String],
+    ) -> Agent {
+        let mut args = vec![
+            "agent".into(),
+            "--server".into(),
+            "--bootstrap-expect".into(),
+            expect.to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--node".into(),
+            node.into(),
+            "--bind".into(),
+            ip.into(),
+            "--client".into(),
+            "127.0.0.1".into(),
+            "--http-port".into(),
+            http.to_string(),
+            "--server-port".into(),
+            server.to_string(),
+        ];
+        for j in join {
+            args.push("--retry-join".into());
+            args.push(j.clone());
+        }
+        Agent::spawn(args, http, server, data_dir.with_extension("log"))
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = self.child.as_ref() {
+            let ok = Command::new("kill")
+                .args([format!("-{sig}"), c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{sig} failed");
+        }
+    }
+
+    /// Whether the process was started and not killed since.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// A client agent joined to a server's server port.
     pub fn client(node: &str, data_dir: &Path, join: u16, extra: &[&str]) -> Agent {
         let http = free_port();

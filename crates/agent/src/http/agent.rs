@@ -26,6 +26,31 @@ pub(crate) async fn status_peers(State(a): State<Arc<Agent>>) -> Res {
     Ok(json(&a.backend().status().await?.peers))
 }
 
+/// `GET /v1/operator/raft/configuration`: Consul's shape, from the servers.
+pub(crate) async fn raft_configuration(State(a): State<Arc<Agent>>) -> Res {
+    Ok(json(&a.backend().raft_configuration().await?))
+}
+
+/// `DELETE /v1/operator/raft/peer?id=` or `?address=`: removes a server from the cluster.
+pub(crate) async fn raft_remove_peer(
+    State(a): State<Arc<Agent>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Res {
+    let req = trellis_server::cluster::RemoveRequest {
+        id: q.get("id").filter(|v| !v.is_empty()).cloned(),
+        address: q.get("address").filter(|v| !v.is_empty()).cloned(),
+    };
+    if req.id.is_none() == req.address.is_none() {
+        return Err(crate::error::bad(
+            "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove",
+        ));
+    }
+    a.backend().remove_peer(req).await?;
+    Ok(axum::response::IntoResponse::into_response(
+        axum::http::StatusCode::OK,
+    ))
+}
+
 pub(crate) async fn agent_self(State(a): State<Arc<Agent>>) -> Res {
     let cfg = a.config();
     Ok(json(&json!({

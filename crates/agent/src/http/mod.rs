@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -39,6 +39,11 @@ pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/v1/status/leader", get(agent::status_leader))
         .route("/v1/status/peers", get(agent::status_peers))
+        .route(
+            "/v1/operator/raft/configuration",
+            get(agent::raft_configuration),
+        )
+        .route("/v1/operator/raft/peer", delete(agent::raft_remove_peer))
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/services", get(agent::services))

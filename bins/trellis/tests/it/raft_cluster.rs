@@ -1,0 +1,333 @@
+//! Three servers on 127.0.0.x as one Raft group: forming, forwarding, failover with no
+//! acknowledged write lost, restarts from disk, membership changes.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{free_port, Agent};
+
+/// `n` servers, the i-th on 127.0.0.(2+i), each told to join the first `expect` of them.
+struct Cluster {
+    servers: Vec<Agent>,
+    addrs: Vec<String>,
+}
+
+impl Cluster {
+    fn start(dir: &Path, n: usize, expect: u32) -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let addrs: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, s))| format!("127.0.0.{}:{s}", i + 2))
+            .collect();
+        let join = addrs[..expect as usize].to_vec();
+        let servers = (0..n)
+            .map(|i| {
+                Agent::cluster_server(
+                    &format!("s{}", i + 1),
+                    &dir.join(format!("s{}", i + 1)),
+                    &format!("127.0.0.{}", i + 2),
+                    ports[i],
+                    expect,
+                    &join,
+                )
+            })
+            .collect();
+        Cluster { servers, addrs }
+    }
+
+    /// Waits until every running server names the same leader and sees `voters` voters;
+    /// returns the leader's index.
+    async fn agreed_leader(&self, voters: usize) -> usize {
+        let start = Instant::now();
+        loop {
+            let mut leaders = Vec::new();
+            for s in self.servers.iter().filter(|s| s.running()) {
+                let leader = get_json(s, "/v1/status/leader").await;
+                let peers = get_json(s, "/v1/status/peers").await;
+                let count = peers.as_array().map_or(0, |a| a.len());
+                leaders.push((leader.as_str().unwrap_or("").to_string(), count));
+            }
+            let first = &leaders[0].0;
+            if !first.is_empty() && leaders.iter().all(|(l, c)| l == first && *c == voters) {
+                return self.addrs.iter().position(|a| a == first).unwrap();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no agreed leader with {voters} voters: {leaders:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("--- s{} ---\n{}", i + 1, tail(&s.log(), 40)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn get_json(a: &Agent, path: &str) -> Value {
+    match http().get(a.url(path)).send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// Writes a service-defaults entry named `name` through `a`; true once acknowledged.
+async fn write(a: &Agent, name: &str) -> bool {
+    let body = json!({"Kind": "service-defaults", "Name": name, "Protocol": "tcp"});
+    match http()
+        .put(a.url("/v1/config"))
+        .body(body.to_string())
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16() == 200,
+        Err(_) => false,
+    }
+}
+
+/// The service-defaults names `a` holds, from its own copy (`?stale`).
+async fn names_on(a: &Agent) -> Vec<String> {
+    let v = get_json(a, "/v1/config/service-defaults?stale").await;
+    let mut names: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["Name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits until `a`'s own copy holds every name in `want`.
+async fn wait_holds(a: &Agent, want: &[String], what: &str) {
+    let start = Instant::now();
+    loop {
+        let have = names_on(a).await;
+        let missing: Vec<&String> = want.iter().filter(|n| !have.contains(n)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: missing {} of {}: {missing:?}\n{}",
+            missing.len(),
+            want.len(),
+            tail(&a.log(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn three_servers_form_one_cluster_forward_writes_restart_and_change_membership() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, 3);
+    for s in &mut c.servers {
+        s.ready().await;
+    }
+    let leader = c.agreed_leader(3).await;
+    let follower = (leader + 1) % 3;
+
+    // A write sent to a follower is forwarded and lands everywhere.
+    assert!(write(&c.servers[follower], "via-follower").await);
+    let want = vec!["via-follower".to_string()];
+    for s in &c.servers {
+        wait_holds(s, &want, "the follower's write").await;
+    }
+
+    // The operator view, from a follower: three voters, one leader.
+    let config = get_json(&c.servers[follower], "/v1/operator/raft/configuration").await;
+    let servers = config["Servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 3, "{config}");
+    assert!(servers.iter().all(|s| s["Voter"] == true));
+    assert_eq!(servers.iter().filter(|s| s["Leader"] == true).count(), 1);
+    assert_eq!(
+        servers.iter().find(|s| s["Leader"] == true).unwrap()["Address"],
+        json!(c.addrs[leader])
+    );
+
+    // All three restarted at once keep their state.
+    for s in &mut c.servers {
+        s.kill();
+    }
+    for s in &mut c.servers {
+        s.restart();
+    }
+    for s in &mut c.servers {
+        s.ready().await;
+    }
+    c.agreed_leader(3).await;
+    for s in &c.servers {
+        wait_holds(s, &want, "after restarting every server").await;
+    }
+
+    // A fourth server joins through one member, catches up and becomes a voter.
+    let (h4, p4) = (free_port(), free_port());
+    let addr4 = format!("127.0.0.5:{p4}");
+    let mut s4 = Agent::cluster_server(
+        "s4",
+        &dir.path().join("s4"),
+        "127.0.0.5",
+        (h4, p4),
+        3,
+        &[c.addrs[0].clone()],
+    );
+    s4.ready().await;
+    wait_holds(&s4, &want, "the joined server").await;
+    c.servers.push(s4);
+    c.addrs.push(addr4.clone());
+    c.agreed_leader(4).await;
+
+    // It dies; the operator removes it with the CLI.
+    c.servers[3].kill();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args([
+            "operator",
+            "raft",
+            "remove-peer",
+            "-address",
+            &addr4,
+            "-http-addr",
+            &format!("127.0.0.1:{}", c.servers[0].http),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "remove-peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.agreed_leader(3).await;
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args([
+            "operator",
+            "raft",
+            "list-peers",
+            "-http-addr",
+            &format!("127.0.0.1:{}", c.servers[1].http),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{text}");
+    assert_eq!(
+        text.lines().count(),
+        4,
+        "a header and three servers:\n{text}"
+    );
+    assert!(!text.contains(&addr4), "{text}");
+    assert_eq!(text.matches("leader").count(), 1, "{text}");
+
+    // Bad removals are refused with a message and change nothing.
+    let r = http()
+        .delete(c.servers[0].url("/v1/operator/raft/peer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = http()
+        .delete(c.servers[0].url("/v1/operator/raft/peer?address=127.0.0.9:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("not in the Raft configuration"));
+    c.agreed_leader(3).await;
+}
+
+#[tokio::test]
+async fn killing_the_leader_during_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, 3);
+    for s in &mut c.servers {
+        s.ready().await;
+    }
+    let old = c.agreed_leader(3).await;
+
+    let mut acked = Vec::new();
+    let mut n = 0;
+    let mut killed_at = None;
+    let mut new_leader_after = None;
+    while acked.len() < 60 {
+        if acked.len() == 20 && killed_at.is_none() {
+            c.servers[old].kill();
+            killed_at = Some(Instant::now());
+        }
+        // Spread the writes over the live servers.
+        let live: Vec<usize> = (0..3).filter(|i| c.servers[*i].running()).collect();
+        let target = live[n % live.len()];
+        let name = format!("w-{n}");
+        n += 1;
+        if write(&c.servers[target], &name).await {
+            acked.push(name);
+        }
+        if let (Some(at), None) = (killed_at, new_leader_after) {
+            let survivor = &c.servers[live[0]];
+            let leader = get_json(survivor, "/v1/status/leader").await;
+            if leader
+                .as_str()
+                .is_some_and(|l| !l.is_empty() && *l != c.addrs[old])
+            {
+                new_leader_after = Some(at.elapsed());
+            }
+        }
+        assert!(n < 2000, "writes keep failing:\n{}", c.logs());
+    }
+    let took = new_leader_after.expect("a new leader was seen during the writes");
+    eprintln!(
+        "failover: new leader {:.0} ms after the kill; {} writes acknowledged of {n} sent",
+        took.as_secs_f64() * 1000.0,
+        acked.len()
+    );
+    assert!(took < Duration::from_secs(10), "new leader after {took:?}");
+
+    // Every acknowledged write is on the survivors, and on the old leader once it is back.
+    for i in (0..3).filter(|i| *i != old) {
+        wait_holds(&c.servers[i], &acked, "a survivor").await;
+    }
+    c.servers[old].restart();
+    c.servers[old].ready().await;
+    wait_holds(&c.servers[old], &acked, "the old leader, restarted").await;
+
+    // A paused follower catches up once resumed.
+    let leader = c.agreed_leader(3).await;
+    let paused = (leader + 1) % 3;
+    c.servers[paused].signal("STOP");
+    let mut more = Vec::new();
+    for k in 0..20 {
+        let name = format!("p-{k}");
+        assert!(write(&c.servers[leader], &name).await, "write {name}");
+        more.push(name);
+    }
+    c.servers[paused].signal("CONT");
+    acked.extend(more);
+    for s in &c.servers {
+        wait_holds(s, &acked, "after the paused follower resumed").await;
+    }
+}

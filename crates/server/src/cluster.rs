@@ -1,0 +1,429 @@
+//! Forming and changing the server cluster.
+//!
+//! A server that is not yet part of a cluster greets the servers it was told to join
+//! (`retry_join`) every [`FORM_INTERVAL`]. If one of them already belongs to a cluster, it
+//! asks that cluster's leader to add it: the leader adds it as a learner, waits until it has
+//! caught up (by log or snapshot), then makes it a voter. Otherwise, once `bootstrap_expect`
+//! servers (itself included) answer and none belongs to a cluster, the one with the lowest
+//! node ID initialises the cluster with all of them; the others wait to hear from its leader.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use trellis_raft::ServerNode;
+
+use crate::{Server, ServerError};
+
+/// Path of the greeting RPC: a [`Hello`] out.
+pub const RPC_HELLO: &str = "/v1/internal/raft/hello";
+/// Path of the join RPC: a [`JoinRequest`] in, `true` out once the server is a voter.
+pub const RPC_JOIN: &str = "/v1/internal/raft/join";
+/// Path of the removal RPC: a [`RemoveRequest`] in, `true` out once the server is gone.
+pub const RPC_REMOVE: &str = "/v1/internal/raft/remove";
+/// Path of the configuration RPC: a [`RaftConfiguration`] out.
+pub const RPC_CONFIGURATION: &str = "/v1/internal/raft/configuration";
+
+/// How often a server not yet in a cluster greets the others.
+pub const FORM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a server says about itself when greeted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Hello {
+    /// Its Raft node ID.
+    pub node_id: u64,
+    /// Its address and name.
+    pub node: ServerNode,
+    /// Its datacenter.
+    pub datacenter: String,
+    /// Whether it belongs to a cluster already.
+    pub initialized: bool,
+}
+
+/// A server asking to be added to the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct JoinRequest {
+    /// Its Raft node ID.
+    pub node_id: u64,
+    /// Its address and name.
+    pub node: ServerNode,
+    /// Its datacenter; a server of another datacenter is refused.
+    pub datacenter: String,
+}
+
+/// A server to remove from the cluster, by node ID or by address.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct RemoveRequest {
+    /// The node ID, as `list-peers` shows it.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The server address, `host:port`.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// One server of the Raft configuration, in Consul's `/v1/operator/raft/configuration` shape.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftServer {
+    /// Node ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Node name.
+    pub node: String,
+    /// Server address.
+    pub address: String,
+    /// Whether it leads now.
+    pub leader: bool,
+    /// Raft protocol version (Consul reports "3").
+    pub protocol_version: String,
+    /// Whether it votes (a joining server is a non-voter until it has caught up).
+    pub voter: bool,
+    /// Last log index it is known to hold (the leader's view; 0 elsewhere).
+    pub last_index: u64,
+}
+
+/// The Raft configuration as `/v1/operator/raft/configuration` answers it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftConfiguration {
+    /// Every server, voters and learners.
+    pub servers: Vec<RaftServer>,
+    /// Log index of the configuration.
+    pub index: u64,
+}
+
+impl Server {
+    /// This server's greeting.
+    pub fn hello(&self) -> Hello {
+        let initialized = {
+            let m = self.metrics.borrow();
+            let any_member = m.membership_config.membership().nodes().next().is_some();
+            any_member
+        };
+        Hello {
+            node_id: self.node_id,
+            node: self.me(),
+            datacenter: self.config.datacenter.clone(),
+            initialized,
+        }
+    }
+
+    /// This server's Raft node ID.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The current Raft configuration: voters and learners, who leads.
+    pub fn raft_configuration(&self) -> RaftConfiguration {
+        let m = self.metrics.borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let matched = m.replication.clone().unwrap_or_default();
+        let servers = membership
+            .nodes()
+            .map(|(id, node)| RaftServer {
+                id: id.to_string(),
+                node: node.name.clone(),
+                address: node.addr.clone(),
+                leader: m.current_leader == Some(*id),
+                protocol_version: "3".into(),
+                voter: voters.contains(id),
+                last_index: if *id == self.node_id {
+                    m.last_log_index.unwrap_or(0)
+                } else {
+                    matched
+                        .get(id)
+                        .and_then(|l| l.as_ref())
+                        .map_or(0, |l| l.index)
+                },
+            })
+            .collect();
+        RaftConfiguration {
+            servers,
+            index: m.membership_config.log_id().as_ref().map_or(0, |l| l.index),
+        }
+    }
+
+    /// Adds a server to the cluster: as a learner until it has caught up, then as a voter.
+    /// Forwarded to the leader. A member at the same address under another node ID (a server
+    /// whose data directory was wiped) is replaced.
+    pub async fn join(&self, req: JoinRequest) -> Result<(), ServerError> {
+        if req.datacenter != self.config.datacenter {
+            return Err(ServerError::Refused(format!(
+                "server {} is in datacenter {:?}, not {:?}",
+                req.node, req.datacenter, self.config.datacenter
+            )));
+        }
+        if !self.is_leader() {
+            let leader = self.leader().ok_or(ServerError::NoLeader)?;
+            return Box::pin(crate::rpc::post_json::<_, bool>(
+                &self.http,
+                &leader.addr,
+                RPC_JOIN,
+                &req,
+            ))
+            .await
+            .map(|_| ());
+        }
+        let _changing = self.membership_lock.lock().await;
+        let m = self.metrics.borrow().clone();
+        let membership = m.membership_config.membership();
+        let mut voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let known = membership.get_node(&req.node_id).cloned();
+        if voters.contains(&req.node_id) && known.as_ref() == Some(&req.node) {
+            return Ok(());
+        }
+        let stale: Vec<u64> = membership
+            .nodes()
+            .filter(|(id, n)| **id != req.node_id && n.addr == req.node.addr)
+            .map(|(id, _)| *id)
+            .collect();
+        tracing::info!(node = %req.node, node_id = req.node_id, "adding a server as a learner");
+        self.raft
+            .add_learner(req.node_id, req.node.clone(), true)
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        for id in &stale {
+            voters.remove(id);
+        }
+        voters.insert(req.node_id);
+        tracing::info!(node = %req.node, node_id = req.node_id, replaced = ?stale, "promoting the server to voter");
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Removes a server (voter or learner) from the cluster, by ID or address. Forwarded to
+    /// the leader.
+    pub async fn remove_peer(&self, req: RemoveRequest) -> Result<(), ServerError> {
+        if req.id.is_none() == req.address.is_none() {
+            return Err(ServerError::Refused(
+                "give exactly one of id or address".into(),
+            ));
+        }
+        if !self.is_leader() {
+            let leader = self.leader().ok_or(ServerError::NoLeader)?;
+            return Box::pin(crate::rpc::post_json::<_, bool>(
+                &self.http,
+                &leader.addr,
+                RPC_REMOVE,
+                &req,
+            ))
+            .await
+            .map(|_| ());
+        }
+        let _changing = self.membership_lock.lock().await;
+        let m = self.metrics.borrow().clone();
+        let membership = m.membership_config.membership();
+        let target = membership
+            .nodes()
+            .find(|(id, n)| {
+                req.id.as_deref() == Some(id.to_string().as_str())
+                    || req.address.as_deref() == Some(n.addr.as_str())
+            })
+            .map(|(id, _)| *id);
+        let Some(target) = target else {
+            let what = req.id.or(req.address).unwrap_or_default();
+            return Err(ServerError::Refused(format!(
+                "{what} is not in the Raft configuration"
+            )));
+        };
+        let mut voters: BTreeSet<u64> = membership.voter_ids().collect();
+        if voters.contains(&target) {
+            if voters.len() == 1 {
+                return Err(ServerError::Refused(
+                    "cannot remove the only voter of the cluster".into(),
+                ));
+            }
+            voters.remove(&target);
+            self.raft
+                .change_membership(voters, false)
+                .await
+                .map_err(|e| ServerError::Raft(e.to_string()))?;
+        } else {
+            let learners = BTreeSet::from([target]);
+            self.raft
+                .change_membership(openraft::ChangeMembers::RemoveNodes(learners), false)
+                .await
+                .map_err(|e| ServerError::Raft(e.to_string()))?;
+        }
+        tracing::info!(node_id = target, "removed a server from the cluster");
+        Ok(())
+    }
+}
+
+/// What a server not yet in a cluster should do, given the greetings it got.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Step {
+    /// Ask this server (a member of a cluster) to add us.
+    Join(String),
+    /// Initialise the cluster with these servers.
+    Bootstrap(BTreeMap<u64, ServerNode>),
+    /// Not enough servers yet, or another server is to initialise: greet again later.
+    Wait,
+}
+
+/// The pure decision of [`form`]: join a cluster one of the greeted servers belongs to, else
+/// bootstrap when `expect` servers of our datacenter are known and we have the lowest ID.
+pub(crate) fn next_step(me: &Hello, expect: u32, greetings: &[Hello]) -> Step {
+    let peers: Vec<&Hello> = greetings
+        .iter()
+        .filter(|h| h.datacenter == me.datacenter && h.node_id != me.node_id)
+        .collect();
+    if let Some(member) = peers.iter().find(|h| h.initialized) {
+        return Step::Join(member.node.addr.clone());
+    }
+    let mut all: BTreeMap<u64, ServerNode> =
+        peers.iter().map(|h| (h.node_id, h.node.clone())).collect();
+    all.insert(me.node_id, me.node.clone());
+    if all.len() < expect.max(1) as usize {
+        return Step::Wait;
+    }
+    if all.keys().next() == Some(&me.node_id) {
+        Step::Bootstrap(all)
+    } else {
+        Step::Wait
+    }
+}
+
+/// Runs until this server belongs to a cluster: greets `retry_join` every [`FORM_INTERVAL`]
+/// and joins or bootstraps as [`next_step`] says.
+pub(crate) async fn form(server: Weak<Server>) {
+    let mut logged_wait = false;
+    loop {
+        let Some(s) = server.upgrade() else { return };
+        let me = s.hello();
+        if me.initialized {
+            return;
+        }
+        let greetings = greet_all(&s).await;
+        match next_step(&me, s.config.bootstrap_expect, &greetings) {
+            Step::Join(addr) => {
+                let req = JoinRequest {
+                    node_id: me.node_id,
+                    node: me.node.clone(),
+                    datacenter: me.datacenter.clone(),
+                };
+                match crate::rpc::post_json::<_, bool>(&s.http, &addr, RPC_JOIN, &req).await {
+                    Ok(_) => {
+                        tracing::info!(via = %addr, "joined the cluster");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(via = %addr, error = %e, "joining the cluster failed; retrying")
+                    }
+                }
+            }
+            Step::Bootstrap(members) => {
+                let names: Vec<String> = members.values().map(|n| n.to_string()).collect();
+                match s.raft.initialize(members).await {
+                    Ok(()) => {
+                        tracing::info!(servers = ?names, "bootstrapped the cluster");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "bootstrapping failed; retrying"),
+                }
+            }
+            Step::Wait => {
+                if !logged_wait {
+                    tracing::info!(
+                        expect = s.config.bootstrap_expect,
+                        seen = greetings.len() + 1,
+                        join = ?s.config.retry_join,
+                        "waiting for servers to form a cluster"
+                    );
+                    logged_wait = true;
+                }
+            }
+        }
+        drop(s);
+        tokio::time::sleep(FORM_INTERVAL).await;
+    }
+}
+
+async fn greet_all(s: &Arc<Server>) -> Vec<Hello> {
+    let own = s.config.rpc_addr.to_string();
+    let calls = s
+        .config
+        .retry_join
+        .iter()
+        .filter(|a| **a != own)
+        .map(|addr| greet(&s.http, addr));
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+async fn greet(http: &reqwest::Client, addr: &str) -> Option<Hello> {
+    let resp = http
+        .get(format!("http://{addr}{RPC_HELLO}"))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(id: u64, initialized: bool) -> Hello {
+        Hello {
+            node_id: id,
+            node: ServerNode {
+                addr: format!("127.0.0.{id}:8300"),
+                name: format!("s{id}"),
+            },
+            datacenter: "dc1".into(),
+            initialized,
+        }
+    }
+
+    #[test]
+    fn the_lowest_id_bootstraps_once_enough_servers_answer() {
+        let me = hello(2, false);
+        assert_eq!(next_step(&me, 3, &[hello(5, false)]), Step::Wait);
+        match next_step(&me, 3, &[hello(5, false), hello(9, false)]) {
+            Step::Bootstrap(m) => assert_eq!(m.keys().copied().collect::<Vec<_>>(), [2, 5, 9]),
+            other => panic!("{other:?}"),
+        }
+        // Not the lowest: another server initialises.
+        assert_eq!(
+            next_step(&me, 3, &[hello(1, false), hello(9, false)]),
+            Step::Wait
+        );
+        // One expected: alone.
+        assert!(matches!(next_step(&me, 1, &[]), Step::Bootstrap(_)));
+    }
+
+    #[test]
+    fn a_server_of_an_existing_cluster_is_joined_not_bootstrapped_around() {
+        let me = hello(1, false);
+        assert_eq!(
+            next_step(&me, 3, &[hello(4, false), hello(7, true)]),
+            Step::Join("127.0.0.7:8300".into())
+        );
+        assert_eq!(
+            next_step(&me, 1, &[hello(7, true)]),
+            Step::Join("127.0.0.7:8300".into())
+        );
+    }
+
+    #[test]
+    fn other_datacenters_and_our_own_echo_do_not_count() {
+        let me = hello(1, false);
+        let mut other = hello(3, true);
+        other.datacenter = "dc2".into();
+        assert_eq!(next_step(&me, 2, &[other, hello(1, false)]), Step::Wait);
+    }
+}
