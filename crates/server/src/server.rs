@@ -70,6 +70,9 @@ pub enum ServerError {
     /// The request was refused as it stands (a membership change that cannot be made).
     #[error("{0}")]
     Refused(String),
+    /// The data directory is damaged or incomplete; the server refuses to start on it.
+    #[error("data directory: {0}")]
+    DataDir(String),
     /// The server port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -118,6 +121,45 @@ pub struct QueryResponse {
     pub last_contact_ms: u64,
 }
 
+/// The Raft database's file name in the server's data directory.
+pub const DB_FILE: &str = "raft.redb";
+
+/// A file written once the server belongs to a cluster: a data directory holding it but no
+/// Raft state is damaged, and the server refuses to start empty on it.
+pub const MEMBER_MARKER: &str = "cluster-member";
+
+/// Writes the [`MEMBER_MARKER`] (durably) once the server belongs to a cluster.
+async fn record_membership(server: std::sync::Weak<Server>, dir: PathBuf) {
+    let Some(mut metrics) = server.upgrade().map(|s| s.raft.metrics()) else {
+        return;
+    };
+    loop {
+        let member = metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .next()
+            .is_some();
+        if member {
+            let path = dir.join(MEMBER_MARKER);
+            if !path.exists() {
+                let write = std::fs::File::create(&path).and_then(|f| f.sync_all());
+                if let Err(e) = write {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot record cluster membership");
+                }
+                if let Ok(d) = std::fs::File::open(&dir) {
+                    let _ = d.sync_all();
+                }
+            }
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// A running server.
 pub struct Server {
     pub(crate) config: ServerConfig,
@@ -150,7 +192,17 @@ impl Server {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| ServerError::Raft(format!("data dir {}: {e}", dir.display())))?;
-                open_db(&dir.join("raft.redb"))?
+                let path = dir.join(DB_FILE);
+                if !path.exists() && dir.join(MEMBER_MARKER).exists() {
+                    return Err(ServerError::DataDir(format!(
+                        "{} is missing, but this data directory belonged to a cluster member; \
+                         refusing to start empty. Restore the file, or remove {} to start over \
+                         as a new server",
+                        path.display(),
+                        dir.display()
+                    )));
+                }
+                open_db(&path)?
             }
             None => open_memory_db()?,
         };
@@ -182,6 +234,10 @@ impl Server {
             last_contact: Mutex::new(Instant::now()),
             membership_lock: tokio::sync::Mutex::new(()),
         });
+        if let Some(dir) = &server.config.data_dir {
+            server.check_membership_record(dir).await?;
+            tokio::spawn(record_membership(Arc::downgrade(&server), dir.clone()));
+        }
         let router = rpc::router(server.clone());
         tokio::spawn(crate::listen::serve_rpc(listener, router));
         server.bootstrap(&server).await?;
@@ -190,6 +246,29 @@ impl Server {
             Duration::from_secs(60),
         ));
         Ok(server)
+    }
+
+    /// Refuses a database with no Raft state in a data directory that belonged to a cluster
+    /// member (the file replaced or emptied).
+    async fn check_membership_record(&self, dir: &std::path::Path) -> Result<(), ServerError> {
+        if !dir.join(MEMBER_MARKER).exists() {
+            return Ok(());
+        }
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        Err(ServerError::DataDir(format!(
+            "{} holds no Raft state, but this data directory belonged to a cluster member; \
+             refusing to start empty. Restore the file, or remove {} to start over as a new \
+             server",
+            dir.join(DB_FILE).display(),
+            dir.display()
+        )))
     }
 
     async fn bootstrap(&self, this: &Arc<Server>) -> Result<(), ServerError> {

@@ -331,3 +331,76 @@ async fn killing_the_leader_during_writes_loses_no_acknowledged_write() {
         wait_holds(s, &acked, "after the paused follower resumed").await;
     }
 }
+
+#[tokio::test]
+async fn a_member_whose_raft_state_is_gone_refuses_to_start_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("member");
+    let mut member = Agent::server("member", &data, &[]);
+    member.ready().await;
+    assert!(write(&member, "kept").await);
+    member.kill();
+    let db = data.join("raft").join("raft.redb");
+
+    // A database that never belonged to a cluster (a server still waiting for its peers).
+    let lonely_data = dir.path().join("lonely");
+    let mut lonely = Agent::cluster_server(
+        "lonely",
+        &lonely_data,
+        "127.0.0.1",
+        (free_port(), free_port()),
+        3,
+        &[],
+    );
+    let lonely_db = lonely_data.join("raft").join("raft.redb");
+    let start = Instant::now();
+    while !lonely_db.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            lonely.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lonely.kill();
+
+    let saved = std::fs::read(&db).unwrap();
+    for (case, replace) in [("missing", None), ("empty", Some(&lonely_db))] {
+        let _ = std::fs::remove_file(&db);
+        if let Some(other) = replace {
+            std::fs::copy(other, &db).unwrap();
+        }
+        let before = std::fs::read_dir(data.join("raft")).unwrap().count();
+        member.restart();
+        let start = Instant::now();
+        let code = loop {
+            if let Some(code) = member.exit_code() {
+                break code;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{case}: the server started on a member's data directory without its state:\n{}",
+                member.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_ne!(code, 0, "{case}");
+        let log = member.log();
+        assert!(
+            log.contains("refusing to start empty") && log.contains("raft.redb"),
+            "{case}: {log}"
+        );
+        assert_eq!(
+            std::fs::read_dir(data.join("raft")).unwrap().count(),
+            before,
+            "{case}: nothing created"
+        );
+    }
+
+    // With its file back, it starts with its state.
+    std::fs::write(&db, saved).unwrap();
+    member.restart();
+    member.ready().await;
+    assert_eq!(names_on(&member).await, ["kept"]);
+}

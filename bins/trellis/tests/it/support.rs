@@ -196,6 +196,12 @@ impl Agent {
         }
     }
 
+    /// The exit code once the process has exited on its own (-1 for a signal).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        Some(status.code().unwrap_or(-1))
+    }
+
     /// Whether the process was started and not killed since.
     pub fn running(&self) -> bool {
         self.child.is_some()
