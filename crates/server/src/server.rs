@@ -160,6 +160,49 @@ async fn record_membership(server: std::sync::Weak<Server>, dir: PathBuf) {
     }
 }
 
+/// Starts the leader-only work (the CA manager now; replication later) when this server
+/// becomes leader and aborts it when it steps down, so it never runs on two servers of one
+/// term. Writes it makes are check-and-set, so one overlapping a leadership change cannot
+/// undo the new leader's.
+async fn leadership(server: std::sync::Weak<Server>) {
+    let Some((mut metrics, node_id)) = server.upgrade().map(|s| (s.raft.metrics(), s.node_id))
+    else {
+        return;
+    };
+    let mut work: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let (leading, term) = {
+            let m = metrics.borrow();
+            (
+                m.current_leader == Some(node_id) && m.state.is_leader(),
+                m.current_term,
+            )
+        };
+        match (leading, work.is_some()) {
+            (true, false) => {
+                tracing::info!(term, "became leader: leader-only work started");
+                work = Some(tokio::spawn(crate::ca::run(
+                    server.clone(),
+                    Duration::from_secs(60),
+                )));
+            }
+            (false, true) => {
+                if let Some(w) = work.take() {
+                    w.abort();
+                }
+                tracing::info!(term, "no longer leader: leader-only work stopped");
+            }
+            _ => {}
+        }
+        if metrics.changed().await.is_err() {
+            if let Some(w) = work.take() {
+                w.abort();
+            }
+            return;
+        }
+    }
+}
+
 /// A running server.
 pub struct Server {
     pub(crate) config: ServerConfig,
@@ -241,10 +284,7 @@ impl Server {
         let router = rpc::router(server.clone());
         tokio::spawn(crate::listen::serve_rpc(listener, router));
         server.bootstrap(&server).await?;
-        tokio::spawn(crate::ca::run(
-            Arc::downgrade(&server),
-            Duration::from_secs(60),
-        ));
+        tokio::spawn(leadership(Arc::downgrade(&server)));
         Ok(server)
     }
 

@@ -269,6 +269,12 @@ async fn killing_the_leader_during_writes_loses_no_acknowledged_write() {
         s.ready().await;
     }
     let old = c.agreed_leader(3).await;
+    let roots_before = get_json(&c.servers[old], "/v1/connect/ca/roots").await;
+    let root_id = roots_before["ActiveRootID"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(!root_id.is_empty(), "{roots_before}");
 
     let mut acked = Vec::new();
     let mut n = 0;
@@ -307,6 +313,25 @@ async fn killing_the_leader_during_writes_loses_no_acknowledged_write() {
     );
     assert!(took < Duration::from_secs(10), "new leader after {took:?}");
 
+    // The new leader took over the leader-only work: same CA, and it signs.
+    let new = c.agreed_leader(3).await;
+    assert_ne!(new, old);
+    assert!(
+        c.servers[new].log().contains("leader-only work started"),
+        "{}",
+        c.servers[new].log()
+    );
+    let survivor = (0..3).find(|i| *i != old && *i != new).unwrap();
+    let roots_after = get_json(&c.servers[survivor], "/v1/connect/ca/roots").await;
+    assert_eq!(roots_after["ActiveRootID"], json!(root_id));
+    let leaf = get_json(&c.servers[survivor], "/v1/agent/connect/ca/leaf/web").await;
+    assert!(
+        leaf["CertPEM"]
+            .as_str()
+            .is_some_and(|p| p.contains("BEGIN CERTIFICATE")),
+        "{leaf}"
+    );
+
     // Every acknowledged write is on the survivors, and on the old leader once it is back.
     for i in (0..3).filter(|i| *i != old) {
         wait_holds(&c.servers[i], &acked, "a survivor").await;
@@ -314,6 +339,14 @@ async fn killing_the_leader_during_writes_loses_no_acknowledged_write() {
     c.servers[old].restart();
     c.servers[old].ready().await;
     wait_holds(&c.servers[old], &acked, "the old leader, restarted").await;
+    let rejoined = c.servers[old].log();
+    let restarted_part = &rejoined[rejoined.rfind("starting Trellis agent").unwrap_or(0)..];
+    if c.agreed_leader(3).await != old {
+        assert!(
+            !restarted_part.contains("leader-only work started"),
+            "a follower runs no leader-only work:\n{restarted_part}"
+        );
+    }
 
     // A paused follower catches up once resumed.
     let leader = c.agreed_leader(3).await;
