@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# Server clusters: one server against three on loopback, catching up, failing over.
+#
+#   writes    PUT /v1/catalog/register (trellis-bench writes) at C=32 and C=1 against a
+#             persistent one-server cluster and the leader of a persistent three-server cluster
+#             (127.0.0.2-4), alternated ROUNDS times; every write fsynced on a quorum
+#   catch-up  CATCHUP_N catalog registrations written to the three servers, then a fourth
+#             server joins: time until it is a voter, and until the last write is readable on it
+#   failover  FAILOVER_RUNS times: a fresh three-server cluster, writes spread over the servers,
+#             the leader SIGKILLed after FAILOVER_WRITES/2 acknowledged writes, time until the
+#             survivors name a new leader, FAILOVER_WRITES acknowledged in all; the old leader
+#             restarted; every acknowledged write looked up on every server ("lost" counts the
+#             acknowledged writes missing anywhere)
+#
+# Results: stdout and benches/results/cluster.txt (OUT). Knobs (environment): PARTS ("writes
+# catchup failover"), ROUNDS (3), WRITES_N (2000), CATCHUP_N (100000), FAILOVER_RUNS (20),
+# FAILOVER_WRITES (100), BUILD (1).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+OUT="${OUT:-$ROOT/benches/results/cluster.txt}"
+PARTS="${PARTS:-writes catchup failover}"
+ROUNDS="${ROUNDS:-3}"
+WRITES_N="${WRITES_N:-2000}"
+CATCHUP_N="${CATCHUP_N:-100000}"
+FAILOVER_RUNS="${FAILOVER_RUNS:-20}"
+FAILOVER_WRITES="${FAILOVER_WRITES:-100}"
+BUILD="${BUILD:-1}"
+
+PIDS=()
+WORK=""
+note() { printf '%s\n' "$*" >&2; }
+say() { printf '%s\n' "$*" | tee -a "$OUT"; }
+die() { note "error: $*"; exit 1; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
+now_ms() { date +%s%3N; }
+
+cleanup() {
+  local pid
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+  if [[ -n "$WORK" && -d "$WORK" ]]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+NEXT_PORT=$((21000 + RANDOM % 8000))
+port() { NEXT_PORT=$((NEXT_PORT + 1)); PORT=$NEXT_PORT; }
+
+# Starts server $1 (name) on 127.0.0.$2 expecting $3 servers, joining "$4" (space-separated
+# server addresses); data in $WORK/$1. Sets S_PID[$1], S_HTTP[$1], S_ADDR[$1]. A server
+# already known keeps its ports (a restart).
+declare -A S_PID S_HTTP S_ADDR S_ARGS
+start_server() {
+  local name=$1 ip=$2 expect=$3 join=$4 http srv args j
+  if [[ -z "${S_ARGS[$name]:-}" ]]; then
+    port; http=$PORT; port; srv=$PORT
+    args="agent --server --bootstrap-expect $expect --data-dir $WORK/$name --node $name --bind $ip --client 127.0.0.1 --http-port $http --server-port $srv"
+    for j in $join; do args+=" --retry-join $j"; done
+    S_ARGS[$name]=$args
+    S_HTTP[$name]=127.0.0.1:$http
+    S_ADDR[$name]=$ip:$srv
+  fi
+  # shellcheck disable=SC2086
+  "$TRELLIS" ${S_ARGS[$name]} >>"$WORK/$name.log" 2>&1 &
+  S_PID[$name]=$!
+  PIDS+=("$!")
+}
+
+leader_of() { curl -sf -m 2 "http://${S_HTTP[$1]}/v1/status/leader" 2>/dev/null | tr -d '"' || true; }
+
+# Waits until every named server reports the same leader and $1 voters; sets LEADER (a name).
+wait_agreed() {
+  local voters=$1 i n l first ok; shift
+  for i in $(seq 1 300); do
+    ok=1; first=""
+    for n in "$@"; do
+      l=$(leader_of "$n")
+      [[ -n "$l" ]] || { ok=0; break; }
+      [[ -z "$first" ]] && first=$l
+      [[ "$l" == "$first" ]] || { ok=0; break; }
+      [[ "$(curl -sf -m 2 "http://${S_HTTP[$n]}/v1/status/peers" | jq length 2>/dev/null || echo 0)" == "$voters" ]] || { ok=0; break; }
+    done
+    if [[ $ok == 1 ]]; then
+      for n in "${!S_ADDR[@]}"; do [[ "${S_ADDR[$n]}" == "$first" ]] && LEADER=$n; done
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "servers $* never agreed on a leader with $voters voters"
+}
+
+start_three() {
+  local p=$1
+  S_ARGS=(); S_PID=(); S_HTTP=(); S_ADDR=()
+  local a b c
+  port; a=$PORT; port; b=$PORT; port; c=$PORT
+  # Pick the server ports first so each can be told all three.
+  local join="127.0.0.2:$a 127.0.0.3:$b 127.0.0.4:$c" i=0 n
+  for n in "${p}1" "${p}2" "${p}3"; do
+    i=$((i + 1))
+    local http
+    port; http=$PORT
+    S_ARGS[$n]="agent --server --bootstrap-expect 3 --data-dir $WORK/$n --node $n --bind 127.0.0.$((i + 1)) --client 127.0.0.1 --http-port $http --server-port $(echo "$join" | awk -v i="$i" '{ split($i, x, ":"); print x[2] }')"
+    local j; for j in $join; do S_ARGS[$n]+=" --retry-join $j"; done
+    S_HTTP[$n]=127.0.0.1:$http
+    S_ADDR[$n]=$(echo "$join" | awk -v i="$i" '{ print $i }')
+    start_server "$n" "" "" ""
+  done
+  wait_agreed 3 "${p}1" "${p}2" "${p}3"
+}
+
+stop_named() {
+  local n
+  for n in "$@"; do
+    kill -9 "${S_PID[$n]}" 2>/dev/null || true
+    wait "${S_PID[$n]}" 2>/dev/null || true
+  done
+}
+
+writes_run() {
+  local addr=$1 c=$2 prefix=$3 file=$4
+  "$BENCH" writes --addr "$addr" --n "$WRITES_N" --concurrency "$c" --prefix "$prefix" >"$file"
+}
+
+part_writes() {
+  note "writes: starting one server and a three-server cluster..."
+  S_ARGS=(); S_PID=(); S_HTTP=(); S_ADDR=()
+  start_server one 127.0.0.1 1 ""
+  local one_http=${S_HTTP[one]}
+  wait_agreed 1 one
+  local one_pid=${S_PID[one]}
+  start_three w
+  local three_http=${S_HTTP[$LEADER]}
+  say ""
+  say "## writes: PUT /v1/catalog/register, $WRITES_N distinct nodes per run, persistent servers (redb, fsync) on $(df -T "$WORK" | awk 'NR == 2 { print $2 }'); one server vs the leader of three"
+  say "$(printf '%-6s %-6s %-8s %12s %10s %10s %6s' round c cluster regs_per_s p50_ms p99_ms errors)"
+  declare -A RPS P50 P99
+  local r c which addr file order
+  for r in $(seq 1 "$ROUNDS"); do
+    for c in 32 1; do
+      if (( r % 2 == 1 )); then order="one three"; else order="three one"; fi
+      for which in $order; do
+        addr=$one_http; [[ $which == three ]] && addr=$three_http
+        file="$WORK/writes-$which-$c-$r.json"
+        note "writes round $r, c=$c, $which..."
+        writes_run "$addr" "$c" "r$r-c$c-$which" "$file"
+        say "$(jq -r --arg r "$r" --arg w "$which" '[$r, .concurrency, $w, .registrations_per_sec, .p50_ms, .p99_ms, .errors] | @tsv' "$file" \
+          | awk -F'\t' '{ printf "%-6s %-6s %-8s %12s %10s %10s %6s", $1, $2, $3, $4, $5, $6, $7 }')"
+        RPS[$which-$c]+="$(jq -r .registrations_per_sec "$file") "
+        P50[$which-$c]+="$(jq -r .p50_ms "$file") "
+        P99[$which-$c]+="$(jq -r .p99_ms "$file") "
+      done
+    done
+  done
+  say ""
+  say "## writes: medians of $ROUNDS rounds; ratio = three / one"
+  say "$(printf '%-4s %-22s %-22s %-22s' c regs_per_s p50_ms p99_ms)"
+  for c in 32 1; do
+    # shellcheck disable=SC2086
+    local r1 r3 a1 a3 b1 b3
+    r1=$(median ${RPS[one-$c]}); r3=$(median ${RPS[three-$c]})
+    a1=$(median ${P50[one-$c]}); a3=$(median ${P50[three-$c]})
+    b1=$(median ${P99[one-$c]}); b3=$(median ${P99[three-$c]})
+    say "$(printf '%-4s %-22s %-22s %-22s' "$c" "$r1 -> $r3 ($(ratio "$r3" "$r1")x)" "$a1 -> $a3 ($(ratio "$a3" "$a1")x)" "$b1 -> $b3 ($(ratio "$b3" "$b1")x)")"
+  done
+  stop_named w1 w2 w3
+  kill -9 "$one_pid" 2>/dev/null || true
+}
+
+part_catchup() {
+  note "catch-up: a three-server cluster, $CATCHUP_N registrations..."
+  start_three k
+  local leader_http=${S_HTTP[$LEADER]} leader_addr=${S_ADDR[$LEADER]}
+  "$BENCH" writes --addr "$leader_http" --n "$CATCHUP_N" --concurrency 64 --prefix catchup >"$WORK/catchup-writes.json"
+  # One more write after all the others: the last entry of the log.
+  local last="catchup-final"
+  curl -sf -X PUT "http://$leader_http/v1/catalog/register" \
+    -d "{\"Node\":\"$last\",\"Address\":\"10.0.0.1\"}" >/dev/null || die "the final write failed"
+  curl -sf "http://$leader_http/v1/catalog/node/$last" >/dev/null || die "the last write ($last) is not on the leader"
+  note "catch-up: starting a fourth server..."
+  local t0 t_voter="" t_data="" i
+  t0=$(now_ms)
+  start_server k4 127.0.0.5 3 "$leader_addr"
+  for i in $(seq 1 6000); do
+    if [[ -z "$t_voter" ]] && curl -sf -m 2 "http://$leader_http/v1/operator/raft/configuration" \
+        | jq -e --arg a "${S_ADDR[k4]}" '.Servers[] | select(.Address == $a and .Voter == true)' >/dev/null 2>&1; then
+      t_voter=$(( $(now_ms) - t0 ))
+    fi
+    if [[ -z "$t_data" ]] && curl -sf -m 2 "http://${S_HTTP[k4]}/v1/catalog/node/$last?stale" >/dev/null 2>&1; then
+      t_data=$(( $(now_ms) - t0 ))
+    fi
+    [[ -n "$t_voter" && -n "$t_data" ]] && break
+    sleep 0.1
+  done
+  say ""
+  say "## catch-up: $CATCHUP_N registrations written ($(jq -r .registrations_per_sec "$WORK/catchup-writes.json") regs/s at C=64), then a fourth server joins"
+  say "voter after ${t_voter:-never} ms; the last write readable on it after ${t_data:-never} ms (from its start)"
+  stop_named k1 k2 k3 k4
+}
+
+part_failover() {
+  say ""
+  say "## failover: $FAILOVER_RUNS runs; three servers, writes spread over them, the leader SIGKILLed after $((FAILOVER_WRITES / 2)) acknowledged"
+  say "$(printf '%-4s %16s %8s %8s %6s' run new_leader_ms acked sent lost)"
+  local run times=() lost_total=0
+  for run in $(seq 1 "$FAILOVER_RUNS"); do
+    note "failover run $run..."
+    start_three "f${run}-"
+    local names=("f${run}-1" "f${run}-2" "f${run}-3") old=$LEADER acked=() n=0 took="" live=()
+    while (( ${#acked[@]} < FAILOVER_WRITES )); do
+      if (( ${#acked[@]} == FAILOVER_WRITES / 2 )) && [[ -z "$took" ]]; then
+        local old_addr=${S_ADDR[$old]} t0 s l
+        kill -9 "${S_PID[$old]}"; wait "${S_PID[$old]}" 2>/dev/null || true
+        t0=$(now_ms)
+        live=(); for s in "${names[@]}"; do [[ $s != "$old" ]] && live+=("$s"); done
+        while :; do
+          l=$(leader_of "${live[0]}")
+          if [[ -n "$l" && "$l" != "$old_addr" ]]; then took=$(( $(now_ms) - t0 )); break; fi
+          (( $(now_ms) - t0 < 30000 )) || { took=never; break; }
+          sleep 0.02
+        done
+      fi
+      local targets=("${names[@]}")
+      [[ -n "$took" ]] && targets=("${live[@]}")
+      local target=${targets[$((n % ${#targets[@]}))]} name="w-$n"
+      n=$((n + 1))
+      local code
+      code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X PUT "http://${S_HTTP[$target]}/v1/config" \
+        -d "{\"Kind\":\"service-defaults\",\"Name\":\"$name\",\"Protocol\":\"tcp\"}" || true)
+      [[ "$code" == 200 ]] && acked+=("$name")
+      (( n < 5000 )) || die "writes keep failing"
+    done
+    # The old leader back; every acknowledged write looked up on every server.
+    start_server "$old" "" "" ""
+    wait_agreed 3 "${names[@]}"
+    local lost=0 s have
+    for s in "${names[@]}"; do
+      local tries
+      for tries in $(seq 1 50); do
+        have=$(curl -sf -m 5 "http://${S_HTTP[$s]}/v1/config/service-defaults?stale" | jq -r '.[].Name' | sort)
+        [[ $(comm -23 <(printf '%s\n' "${acked[@]}" | sort) <(printf '%s\n' "$have") | wc -l) == 0 ]] && break
+        sleep 0.2
+      done
+      lost=$((lost + $(comm -23 <(printf '%s\n' "${acked[@]}" | sort) <(printf '%s\n' "$have") | wc -l)))
+    done
+    lost_total=$((lost_total + lost))
+    times+=("$took")
+    say "$(printf '%-4s %16s %8s %8s %6s' "$run" "$took" "${#acked[@]}" "$n" "$lost")"
+    stop_named "${names[@]}"
+  done
+  local sorted
+  sorted=$(printf '%s\n' "${times[@]}" | grep -v never | sort -n)
+  say "new leader after (ms): min $(echo "$sorted" | head -1), median $(median $sorted), p90 $(echo "$sorted" | awk '{ v[NR] = $1 } END { print v[int(NR * 0.9 + 0.5)] }'), max $(echo "$sorted" | tail -1); runs with no new leader: $(printf '%s\n' "${times[@]}" | grep -c never || true)"
+  say "acknowledged writes lost, all runs: $lost_total"
+}
+
+main() {
+  if [[ $BUILD == 1 ]]; then
+    note "building release binaries..."
+    (cd "$ROOT" && cargo build --release -q -p trellis -p trellis-bench)
+  fi
+  TRELLIS="$TARGET_DIR/release/trellis"
+  BENCH="$TARGET_DIR/release/trellis-bench"
+  command -v jq >/dev/null || die "jq is needed"
+  mkdir -p "$(dirname "$OUT")"
+  : >"$OUT"
+  WORK=$(mktemp -d "$TARGET_DIR/cluster-bench.XXXXXX")
+  say "# benches/cluster.sh, $(date -u +%Y-%m-%dT%H:%MZ); nproc $(nproc), $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); $("$TRELLIS" version)"
+  say "# Raft timing: heartbeat 150 ms, election timeout 600-1200 ms (LAN)"
+  local p
+  for p in $PARTS; do
+    case "$p" in
+      writes) part_writes ;;
+      catchup) part_catchup ;;
+      failover) part_failover ;;
+      *) die "unknown part $p" ;;
+    esac
+  done
+  note "results in $OUT"
+}
+
+main "$@"
