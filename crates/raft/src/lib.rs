@@ -41,10 +41,68 @@ impl fmt::Display for ServerNode {
     }
 }
 
+/// A command as the Raft log carries it: the command's JSON, tagged with its type
+/// (`"Type": "ConfigSet"`, ...), and `"IgnoreUnknown": true` when a server that does not know
+/// the type may skip it safely.
+///
+/// The log keeps commands undecoded so that a server meets a type it does not know (one
+/// written by a newer server) only when applying it, where [`LoggedCommand::decode`] says
+/// whether to skip it or to refuse it: a refused entry stops this server's state machine
+/// instead of letting it diverge from the others.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(transparent)]
+pub struct LoggedCommand(serde_json::Value);
+
+/// A logged command this server cannot decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UndecodedCommand {
+    /// Its `Type` tag ("" when it has none).
+    pub type_name: String,
+    /// Whether its writer marked it as safe to skip.
+    pub ignorable: bool,
+    /// Why it did not decode.
+    pub reason: String,
+}
+
+impl LoggedCommand {
+    /// The log form of `cmd`, which every server must apply.
+    pub fn new(cmd: &trellis_state::Command) -> LoggedCommand {
+        LoggedCommand(serde_json::to_value(cmd).expect("commands serialise"))
+    }
+
+    /// The log form of `cmd`, which a server that does not know its type may skip.
+    pub fn ignorable(cmd: &trellis_state::Command) -> LoggedCommand {
+        let mut v = serde_json::to_value(cmd).expect("commands serialise");
+        if let Some(map) = v.as_object_mut() {
+            map.insert("IgnoreUnknown".into(), serde_json::Value::Bool(true));
+        }
+        LoggedCommand(v)
+    }
+
+    /// The command, or what is known of one this server cannot decode.
+    pub fn decode(&self) -> Result<trellis_state::Command, UndecodedCommand> {
+        trellis_state::Command::deserialize(&self.0).map_err(|e| UndecodedCommand {
+            type_name: self
+                .0
+                .get("Type")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            ignorable: self.0.get("IgnoreUnknown") == Some(&serde_json::Value::Bool(true)),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A log entry from raw JSON (tests, and tools that write entries of other versions).
+    pub fn from_json(value: serde_json::Value) -> LoggedCommand {
+        LoggedCommand(value)
+    }
+}
+
 openraft::declare_raft_types!(
     /// Raft types of a Trellis datacenter.
     pub TypeConfig:
-        D = trellis_state::Command,
+        D = LoggedCommand,
         R = trellis_state::Applied,
         NodeId = u64,
         Node = ServerNode,

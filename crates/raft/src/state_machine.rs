@@ -154,7 +154,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.store.advance(index);
                     out.push(Applied::Done);
                 }
-                EntryPayload::Normal(cmd) => out.push(self.store.apply(index, cmd)),
+                EntryPayload::Normal(logged) => match logged.decode() {
+                    Ok(cmd) => out.push(self.store.apply(index, cmd)),
+                    Err(unknown) if unknown.ignorable => {
+                        tracing::warn!(index, command_type = %unknown.type_name, reason = %unknown.reason, "skipping a command this server cannot apply (marked safe to skip)");
+                        self.store.advance(index);
+                        out.push(Applied::Skipped(unknown.type_name));
+                    }
+                    Err(unknown) => {
+                        tracing::error!(index, command_type = %unknown.type_name, reason = %unknown.reason, "refusing to apply a command this server does not know; upgrade this server");
+                        let error = std::io::Error::other(format!(
+                            "log entry {index}: command type {:?} is not known to this server ({}); upgrade it",
+                            unknown.type_name, unknown.reason
+                        ));
+                        return Err(StorageIOError::apply(
+                            entry.log_id,
+                            openraft::AnyError::new(&error),
+                        )
+                        .into());
+                    }
+                },
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     self.store.advance(index);

@@ -67,7 +67,10 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Submission>) {
         } else {
             Command::Batch { commands: cmds }
         };
-        match raft.client_write(proposal).await {
+        match raft
+            .client_write(trellis_raft::LoggedCommand::new(&proposal))
+            .await
+        {
             Ok(resp) => {
                 let index = resp.log_id.index;
                 let results = match (single, resp.data) {

@@ -76,6 +76,9 @@ pub enum Applied {
     NotFound(String),
     /// The outcomes of a [`Command::Batch`], in order.
     Batch(Vec<Applied>),
+    /// A logged command of this type is not known to this server and its writer marked it as
+    /// safe to skip: nothing changed here.
+    Skipped(String),
 }
 
 /// Checks a catalog registration the way Consul does, before it is proposed and again when it

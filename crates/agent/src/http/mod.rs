@@ -168,6 +168,10 @@ pub(crate) async fn write(
         Applied::Batch(_) => Err(AgentError::Server(trellis_server::ServerError::Raft(
             "a single write answered as a batch".into(),
         ))),
+        // Only a newer server's command can be skipped, and this agent wrote this one.
+        Applied::Skipped(ty) => Err(AgentError::Server(trellis_server::ServerError::Raft(
+            format!("the leader skipped a {ty} command as unknown"),
+        ))),
     }
 }
 
