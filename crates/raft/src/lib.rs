@@ -125,7 +125,8 @@ pub fn raft_config(cluster_name: &str, snapshot_threshold: u64) -> openraft::Con
         election_timeout_max: 1200,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(threshold),
         max_in_snapshot_log_to_keep: threshold / 8,
-        purge_batch_size: 256,
+        // Purging waits for this many purgeable entries; never more than a snapshot's worth.
+        purge_batch_size: threshold.min(256),
         ..Default::default()
     }
 }

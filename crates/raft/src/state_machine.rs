@@ -205,6 +205,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
         let bytes = snapshot.into_inner();
+        let bytes_len = bytes.len();
         let loaded = self.load(&bytes)?;
         if loaded.last_log_id != meta.last_log_id {
             return Err(StorageIOError::read_snapshot(
@@ -227,6 +228,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             StorageIOError::write_snapshot(Some(sig.clone()), &std::io::Error::other(e.to_string()))
         })?
         .map_err(|e| StorageIOError::write_snapshot(Some(sig), &e))?;
+        tracing::info!(last_log_index = ?meta.last_log_id.map(|l| l.index), bytes = bytes_len, "installed a snapshot from the leader");
         Ok(())
     }
 

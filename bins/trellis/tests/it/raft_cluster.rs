@@ -16,6 +16,10 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &Path, n: usize, expect: u32) -> Cluster {
+        Cluster::start_with(dir, n, expect, &[])
+    }
+
+    fn start_with(dir: &Path, n: usize, expect: u32, extra: &[&str]) -> Cluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let addrs: Vec<String> = ports
             .iter()
@@ -32,6 +36,7 @@ impl Cluster {
                     ports[i],
                     expect,
                     &join,
+                    extra,
                 )
             })
             .collect();
@@ -193,6 +198,7 @@ async fn three_servers_form_one_cluster_forward_writes_restart_and_change_member
         (h4, p4),
         3,
         &[c.addrs[0].clone()],
+        &[],
     );
     s4.ready().await;
     wait_holds(&s4, &want, "the joined server").await;
@@ -264,7 +270,9 @@ async fn three_servers_form_one_cluster_forward_writes_restart_and_change_member
 #[tokio::test]
 async fn killing_the_leader_during_writes_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::start(dir.path(), 3, 3);
+    // Snapshots every 16 entries: the paused follower below must catch up from a snapshot,
+    // the log it misses having been compacted away.
+    let mut c = Cluster::start_with(dir.path(), 3, 3, &["--raft-snapshot-threshold", "16"]);
     for s in &mut c.servers {
         s.ready().await;
     }
@@ -353,7 +361,7 @@ async fn killing_the_leader_during_writes_loses_no_acknowledged_write() {
     let paused = (leader + 1) % 3;
     c.servers[paused].signal("STOP");
     let mut more = Vec::new();
-    for k in 0..20 {
+    for k in 0..60 {
         let name = format!("p-{k}");
         assert!(write(&c.servers[leader], &name).await, "write {name}");
         more.push(name);
@@ -363,6 +371,13 @@ async fn killing_the_leader_during_writes_loses_no_acknowledged_write() {
     for s in &c.servers {
         wait_holds(s, &acked, "after the paused follower resumed").await;
     }
+    assert!(
+        c.servers[paused]
+            .log()
+            .contains("installed a snapshot from the leader"),
+        "the paused follower caught up from a snapshot:\n{}",
+        tail(&c.servers[paused].log(), 30)
+    );
 }
 
 #[tokio::test]
@@ -383,6 +398,7 @@ async fn a_member_whose_raft_state_is_gone_refuses_to_start_empty() {
         "127.0.0.1",
         (free_port(), free_port()),
         3,
+        &[],
         &[],
     );
     let lonely_db = lonely_data.join("raft").join("raft.redb");

@@ -159,6 +159,7 @@ impl Agent {
         (http, server): (u16, u16),
         expect: u32,
         join: &[String],
+        extra: &[&str],
     ) -> Agent {
         let mut args = vec![
             "agent".into(),
@@ -182,6 +183,7 @@ impl Agent {
             args.push("--retry-join".into());
             args.push(j.clone());
         }
+        args.extend(extra.iter().map(|s| s.to_string()));
         Agent::spawn(args, http, server, data_dir.with_extension("log"))
     }
 
