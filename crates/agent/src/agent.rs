@@ -129,7 +129,9 @@ impl Agent {
                         "a client agent needs at least one --retry-join server address",
                     ));
                 }
-                Backend::Remote(Arc::new(Remote::new(config.retry_join.clone())))
+                let remote = Arc::new(Remote::new(config.retry_join.clone()));
+                tokio::spawn(Remote::refresh_servers(Arc::downgrade(&remote)));
+                Backend::Remote(remote)
             }
         };
         let persist = config.data_dir.as_ref().map(|d| d.join("local"));

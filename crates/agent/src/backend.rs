@@ -10,6 +10,27 @@ use trellis_server::{
 };
 use trellis_state::{Command, Query};
 
+/// GETs a server-port path and decodes its JSON; any failure is a transport failure (worth
+/// trying another server).
+async fn get_rpc<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    addr: &str,
+    path: &str,
+) -> Result<T, ServerError> {
+    let err = |message: String| ServerError::Rpc {
+        addr: addr.to_string(),
+        message,
+    };
+    http.get(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| err(e.to_string()))
+}
+
 /// The agent's route to the servers.
 #[derive(Clone)]
 pub enum Backend {
@@ -19,9 +40,15 @@ pub enum Backend {
     Remote(Arc<Remote>),
 }
 
+/// How often a client agent refreshes its server list from the cluster.
+pub const SERVER_LIST_REFRESH: Duration = Duration::from_secs(30);
+
 /// Remote servers and which one is in use.
 pub struct Remote {
-    servers: Vec<String>,
+    /// The servers this agent was told to join, always kept in the list.
+    configured: Vec<String>,
+    /// Every server known: the configured ones and the cluster's voters when last asked.
+    servers: parking_lot::RwLock<Vec<String>>,
     current: AtomicUsize,
     http: reqwest::Client,
     /// The store keys this agent's blocking reads wait on, long-polled in shards.
@@ -43,9 +70,16 @@ impl Remote {
             .http2_keep_alive_while_idle(true)
             .build()
             .expect("HTTP client builds");
+        // Agents start on a random server so that their load spreads over the servers.
+        let start = if servers.is_empty() {
+            0
+        } else {
+            rand::random_range(0..servers.len())
+        };
         Remote {
-            servers,
-            current: AtomicUsize::new(0),
+            configured: servers.clone(),
+            servers: parking_lot::RwLock::new(servers),
+            current: AtomicUsize::new(start),
             http,
             watcher: crate::watcher::Watcher::default(),
         }
@@ -67,26 +101,84 @@ impl Remote {
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<T, ServerError>>,
     {
-        if self.servers.is_empty() {
+        let servers = self.servers.read().clone();
+        if servers.is_empty() {
             return Err(ServerError::NoLeader);
         }
         let start = self.current.load(Ordering::Relaxed);
         let mut last = ServerError::NoLeader;
-        for step in 0..self.servers.len() {
-            let i = (start + step) % self.servers.len();
-            match f(self.servers[i].clone()).await {
+        for step in 0..servers.len() {
+            let i = (start + step) % servers.len();
+            match f(servers[i].clone()).await {
                 Ok(v) => {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(v);
                 }
                 Err(e @ ServerError::Rpc { .. }) => {
-                    tracing::debug!(server = %self.servers[i], error = %e, "server unreachable; trying the next");
+                    tracing::debug!(server = %servers[i], error = %e, "server unreachable; trying the next");
                     last = e;
                 }
                 Err(e) => return Err(e),
             }
         }
         Err(last)
+    }
+
+    /// The servers known now.
+    pub fn servers(&self) -> Vec<String> {
+        self.servers.read().clone()
+    }
+
+    /// Sets the server list to the configured servers plus `voters` (the cluster's, as a
+    /// server reported them), keeping the server in use where it is in the new list.
+    fn learn(&self, voters: &[String]) {
+        let mut list = self.configured.clone();
+        for v in voters {
+            if !list.contains(v) {
+                list.push(v.clone());
+            }
+        }
+        let mut servers = self.servers.write();
+        if *servers == list {
+            return;
+        }
+        let in_use = servers
+            .get(self.current.load(Ordering::Relaxed))
+            .cloned()
+            .unwrap_or_default();
+        let at = list.iter().position(|s| *s == in_use).unwrap_or(0);
+        tracing::info!(servers = ?list, "server list updated from the cluster");
+        *servers = list;
+        self.current.store(at, Ordering::Relaxed);
+    }
+
+    /// Keeps the server list current: asks the cluster for its voters now and every
+    /// [`SERVER_LIST_REFRESH`], so that the agent can fail over to servers it was not told
+    /// about. Ends when the agent is dropped.
+    pub async fn refresh_servers(remote: std::sync::Weak<Remote>) {
+        loop {
+            let Some(r) = remote.upgrade() else { return };
+            let status = r
+                .with_failover(|addr| {
+                    let r = r.clone();
+                    async move { get_rpc::<StatusResponse>(&r.http, &addr, RPC_STATUS).await }
+                })
+                .await;
+            // Until the cluster has named its voters (it may still be forming), ask again soon.
+            let next = match status {
+                Ok(s) if !s.peers.is_empty() => {
+                    r.learn(&s.peers);
+                    SERVER_LIST_REFRESH
+                }
+                Ok(_) => Duration::from_secs(1),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot refresh the server list");
+                    Duration::from_secs(1)
+                }
+            };
+            drop(r);
+            tokio::time::sleep(next).await;
+        }
     }
 }
 
@@ -151,22 +243,8 @@ impl Backend {
                 })
             }
             Backend::Remote(r) => {
-                r.with_failover(|addr| async move {
-                    let err = |message: String| ServerError::Rpc {
-                        addr: addr.clone(),
-                        message,
-                    };
-                    r.http
-                        .get(format!("http://{addr}{RPC_STATUS}"))
-                        .timeout(Duration::from_secs(5))
-                        .send()
-                        .await
-                        .map_err(|e| err(e.to_string()))?
-                        .json()
-                        .await
-                        .map_err(|e| err(e.to_string()))
-                })
-                .await
+                r.with_failover(|addr| async move { get_rpc(&r.http, &addr, RPC_STATUS).await })
+                    .await
             }
         }
     }
@@ -179,21 +257,9 @@ impl Backend {
         match self {
             Backend::Local(s) => Ok(s.raft_configuration()),
             Backend::Remote(r) => {
-                r.with_failover(|addr| async move {
-                    let err = |message: String| ServerError::Rpc {
-                        addr: addr.clone(),
-                        message,
-                    };
-                    r.http
-                        .get(format!("http://{addr}{RPC_CONFIGURATION}"))
-                        .timeout(Duration::from_secs(5))
-                        .send()
-                        .await
-                        .map_err(|e| err(e.to_string()))?
-                        .json()
-                        .await
-                        .map_err(|e| err(e.to_string()))
-                })
+                r.with_failover(
+                    |addr| async move { get_rpc(&r.http, &addr, RPC_CONFIGURATION).await },
+                )
                 .await
             }
         }

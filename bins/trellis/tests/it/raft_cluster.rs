@@ -453,3 +453,47 @@ async fn a_member_whose_raft_state_is_gone_refuses_to_start_empty() {
     member.ready().await;
     assert_eq!(names_on(&member).await, ["kept"]);
 }
+
+#[tokio::test]
+async fn a_client_agent_learns_the_servers_and_survives_the_one_it_joined() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, 3);
+    for s in &mut c.servers {
+        s.ready().await;
+    }
+    let leader = c.agreed_leader(3).await;
+    // Joined through a follower only.
+    let via = (leader + 1) % 3;
+    let mut client = Agent::client_via("client", &dir.path().join("client"), &c.addrs[via]);
+    client.ready().await;
+    let start = Instant::now();
+    while !client
+        .log()
+        .contains("server list updated from the cluster")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{}",
+            client.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The server it joined through dies: reads and writes through the client go on.
+    c.servers[via].kill();
+    assert!(write(&client, "after-the-join-server-died").await);
+    let (status, _, leader_now) = client.get("/v1/status/leader").await;
+    assert_eq!(status, 200);
+    assert!(
+        leader_now.as_str().is_some_and(|l| !l.is_empty()),
+        "{leader_now}"
+    );
+    for i in (0..3).filter(|i| *i != via) {
+        wait_holds(
+            &c.servers[i],
+            &["after-the-join-server-died".to_string()],
+            "the client's write",
+        )
+        .await;
+    }
+}

@@ -227,6 +227,23 @@ impl Agent {
         Agent::spawn(args, http, 0, data_dir.with_extension("log"))
     }
 
+    /// A client agent joined to the server at `addr` (`ip:port` of its server port).
+    pub fn client_via(node: &str, data_dir: &Path, addr: &str) -> Agent {
+        let http = free_port();
+        let args = vec![
+            "agent".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--node".into(),
+            node.into(),
+            "--http-port".into(),
+            http.to_string(),
+            "--retry-join".into(),
+            addr.to_string(),
+        ];
+        Agent::spawn(args, http, 0, data_dir.with_extension("log"))
+    }
+
     /// Kills the process (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
