@@ -394,6 +394,7 @@ impl Agent {
     /// Members of the datacenter: every catalog node, servers marked with `role=consul`.
     pub(crate) async fn members(&self) -> Result<Vec<Value>, AgentError> {
         let status = self.backend.status().await?;
+        let failed = self.backend.failed_peers().await.unwrap_or_default();
         let resp = self
             .backend
             .query(
@@ -416,13 +417,19 @@ impl Agent {
                 .and_then(|a| a.rsplit(':').next())
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0);
-            out.push(member(
+            let mut m = member(
                 &n.node,
                 &n.address,
                 port,
                 server_at.is_some(),
                 &self.config.datacenter,
-            ));
+            );
+            // Serf's codes: 1 alive, 4 failed. Servers are failed when the leader cannot reach
+            // them; client agents have no health signal without gossip and show alive.
+            if server_at.is_some_and(|i| status.peers.get(i).is_some_and(|a| failed.contains(a))) {
+                m["Status"] = serde_json::json!(4);
+            }
+            out.push(m);
         }
         if !out
             .iter()

@@ -233,19 +233,28 @@ impl Backend {
     /// Leader and peers.
     pub async fn status(&self) -> Result<StatusResponse, ServerError> {
         match self {
-            Backend::Local(s) => {
-                let peers = s.peers();
-                Ok(StatusResponse {
-                    leader: s.leader().map(|l| l.addr).unwrap_or_default(),
-                    peers: peers.iter().map(|p| p.addr.clone()).collect(),
-                    peer_names: peers.iter().map(|p| p.name.clone()).collect(),
-                    datacenter: s.config().datacenter.clone(),
-                })
-            }
+            Backend::Local(s) => Ok(s.status(false).await),
             Backend::Remote(r) => {
-                r.with_failover(|addr| async move { get_rpc(&r.http, &addr, RPC_STATUS).await })
-                    .await
+                let path = format!("{RPC_STATUS}?local");
+                r.with_failover(|addr| {
+                    let path = path.clone();
+                    async move { get_rpc(&r.http, &addr, &path).await }
+                })
+                .await
             }
+        }
+    }
+
+    /// The voters the leader has not reached lately (its view, asked of it).
+    pub async fn failed_peers(&self) -> Result<Vec<String>, ServerError> {
+        match self {
+            Backend::Local(s) => Ok(s.status(true).await.failed_peers),
+            Backend::Remote(r) => r
+                .with_failover(|addr| async move {
+                    get_rpc::<StatusResponse>(&r.http, &addr, RPC_STATUS).await
+                })
+                .await
+                .map(|s| s.failed_peers),
         }
     }
 

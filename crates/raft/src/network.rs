@@ -1,6 +1,10 @@
 //! Raft RPCs to peers: JSON over HTTP to their server port.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -22,10 +26,14 @@ pub const RPC_VOTE: &str = "/v1/internal/raft/vote";
 /// Path of the InstallSnapshot RPC on a server port.
 pub const RPC_SNAPSHOT: &str = "/v1/internal/raft/snapshot";
 
+/// When each peer last answered a Raft RPC, by node ID.
+type Contacts = Arc<Mutex<HashMap<u64, Instant>>>;
+
 /// Makes RPC clients for peers; one shared HTTP connection pool.
 #[derive(Clone)]
 pub struct Network {
     http: reqwest::Client,
+    contacts: Contacts,
 }
 
 impl Network {
@@ -36,7 +44,15 @@ impl Network {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("HTTP client builds");
-        Network { http }
+        Network {
+            http,
+            contacts: Contacts::default(),
+        }
+    }
+
+    /// How long ago `peer` last answered a Raft RPC from this server; `None` if never.
+    pub fn since_contact(&self, peer: u64) -> Option<Duration> {
+        self.contacts.lock().get(&peer).map(Instant::elapsed)
     }
 }
 
@@ -51,6 +67,7 @@ pub struct Peer {
     http: reqwest::Client,
     target: u64,
     node: ServerNode,
+    contacts: Contacts,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -61,6 +78,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             http: self.http.clone(),
             target,
             node: node.clone(),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -100,6 +118,7 @@ impl Peer {
             .json()
             .await
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.contacts.lock().insert(self.target, Instant::now());
         result.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,

@@ -19,4 +19,7 @@ pub use rpc::{
     StatusResponse, WatchRequest, WatchResponse, MAX_WATCH_KEYS, MAX_WATCH_WAIT, RPC_APPLY,
     RPC_CA_CONFIG, RPC_CA_SIGN, RPC_QUERY, RPC_STATUS, RPC_WATCH,
 };
-pub use server::{QueryOptions, QueryResponse, Server, ServerConfig, ServerError};
+pub use server::{
+    QueryOptions, QueryResponse, Server, ServerConfig, ServerError, DB_FILE, MEMBER_MARKER,
+    PEER_FAILED_AFTER,
+};

@@ -88,6 +88,10 @@ pub struct StatusResponse {
     pub peer_names: Vec<String>,
     /// Datacenter of the server.
     pub datacenter: String,
+    /// Voter addresses the leader has not reached for [`crate::PEER_FAILED_AFTER`] (the
+    /// leader's view; empty when no leader answered).
+    #[serde(default)]
+    pub failed_peers: Vec<String>,
 }
 
 const H_INDEX: &str = "x-consul-index";
@@ -244,14 +248,14 @@ async fn watch(State(s): State<Arc<Server>>, Json(req): Json<WatchRequest>) -> R
     Json(WatchResponse { changed }).into_response()
 }
 
-async fn status(State(s): State<Arc<Server>>) -> Json<StatusResponse> {
-    let peers = s.peers();
-    Json(StatusResponse {
-        leader: s.leader().map(|l| l.addr).unwrap_or_default(),
-        peers: peers.iter().map(|p| p.addr.clone()).collect(),
-        peer_names: peers.iter().map(|p| p.name.clone()).collect(),
-        datacenter: s.config().datacenter.clone(),
-    })
+/// `?local` answers from this server alone (no asking the leader for failed peers): what a
+/// server asks the leader with, so that a leadership change cannot bounce the question.
+async fn status(
+    State(s): State<Arc<Server>>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Json<StatusResponse> {
+    let local = q.is_some_and(|q| q.split('&').any(|p| p == "local"));
+    Json(s.status(!local).await)
 }
 
 /// Posts a JSON RPC to a server's port and decodes its JSON answer. Transport failures are

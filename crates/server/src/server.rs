@@ -124,6 +124,10 @@ pub struct QueryResponse {
 /// The Raft database's file name in the server's data directory.
 pub const DB_FILE: &str = "raft.redb";
 
+/// How long the leader may go without a Raft RPC answered by a voter before reporting it as
+/// failed (`/v1/agent/members`).
+pub const PEER_FAILED_AFTER: Duration = Duration::from_secs(3);
+
 /// A file written once the server belongs to a cluster: a data directory holding it but no
 /// Raft state is damaged, and the server refuses to start empty on it.
 pub const MEMBER_MARKER: &str = "cluster-member";
@@ -180,6 +184,9 @@ async fn leadership(server: std::sync::Weak<Server>) {
         };
         match (leading, work.is_some()) {
             (true, false) => {
+                if let Some(s) = server.upgrade() {
+                    *s.leader_since.lock() = Some(Instant::now());
+                }
                 tracing::info!(term, "became leader: leader-only work started");
                 work = Some(tokio::spawn(crate::ca::run(
                     server.clone(),
@@ -189,6 +196,9 @@ async fn leadership(server: std::sync::Weak<Server>) {
             (false, true) => {
                 if let Some(w) = work.take() {
                     w.abort();
+                }
+                if let Some(s) = server.upgrade() {
+                    *s.leader_since.lock() = None;
                 }
                 tracing::info!(term, "no longer leader: leader-only work stopped");
             }
@@ -218,6 +228,10 @@ pub struct Server {
     pub(crate) metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, ServerNode>>,
     /// When the leader last reached this server (Raft append received).
     pub(crate) last_contact: Mutex<Instant>,
+    /// The Raft transport, which knows when each peer last answered.
+    pub(crate) network: Network,
+    /// Since when this server leads (None while it does not).
+    pub(crate) leader_since: Mutex<Option<Instant>>,
     /// Held while a membership change is made, so that two never interleave here.
     pub(crate) membership_lock: tokio::sync::Mutex<()>,
 }
@@ -258,7 +272,8 @@ impl Server {
                 .validate()
                 .map_err(|e| ServerError::Raft(e.to_string()))?,
         );
-        let raft = Raft::new(node_id, raft_config, Network::new(), LogStore::new(db), sm)
+        let network = Network::new();
+        let raft = Raft::new(node_id, raft_config, network.clone(), LogStore::new(db), sm)
             .await
             .map_err(|e| ServerError::Raft(e.to_string()))?;
         let http = reqwest::Client::builder()
@@ -276,6 +291,8 @@ impl Server {
             http,
             last_contact: Mutex::new(Instant::now()),
             membership_lock: tokio::sync::Mutex::new(()),
+            network,
+            leader_since: Mutex::new(None),
         });
         if let Some(dir) = &server.config.data_dir {
             server.check_membership_record(dir).await?;
@@ -386,6 +403,68 @@ impl Server {
             .filter(|(id, _)| membership.voter_ids().any(|v| v == **id))
             .map(|(_, n)| n.clone())
             .collect()
+    }
+
+    /// Leader, voters, and the voters the leader has not reached lately (asked of the leader
+    /// when `ask_leader` and this server is not it).
+    pub async fn status(&self, ask_leader: bool) -> crate::StatusResponse {
+        let peers = self.peers();
+        let failed_peers = if self.is_leader() {
+            self.unreached_voters()
+        } else if ask_leader {
+            self.leaders_failed_peers().await
+        } else {
+            Vec::new()
+        };
+        crate::StatusResponse {
+            leader: self.leader().map(|l| l.addr).unwrap_or_default(),
+            peers: peers.iter().map(|p| p.addr.clone()).collect(),
+            peer_names: peers.iter().map(|p| p.name.clone()).collect(),
+            datacenter: self.config.datacenter.clone(),
+            failed_peers,
+        }
+    }
+
+    /// On the leader: voters other than itself that have not answered a Raft RPC for
+    /// [`PEER_FAILED_AFTER`] (or ever, once it has led that long).
+    fn unreached_voters(&self) -> Vec<String> {
+        let led_long_enough = self
+            .leader_since
+            .lock()
+            .is_some_and(|t| t.elapsed() > PEER_FAILED_AFTER);
+        let m = self.metrics.borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .filter(|(id, _)| **id != self.node_id && voters.contains(id))
+            .filter(|(id, _)| match self.network.since_contact(**id) {
+                Some(ago) => ago > PEER_FAILED_AFTER,
+                None => led_long_enough,
+            })
+            .map(|(_, n)| n.addr.clone())
+            .collect()
+    }
+
+    async fn leaders_failed_peers(&self) -> Vec<String> {
+        let Some(leader) = self.leader() else {
+            return Vec::new();
+        };
+        let url = format!("http://{}{}?local", leader.addr, crate::RPC_STATUS);
+        match self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
+            Ok(r) => r
+                .json::<crate::StatusResponse>()
+                .await
+                .map(|s| s.failed_peers)
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Waits until some leader is known (start-up), up to `timeout`.

@@ -206,8 +206,46 @@ async fn three_servers_form_one_cluster_forward_writes_restart_and_change_member
     c.addrs.push(addr4.clone());
     c.agreed_leader(4).await;
 
-    // It dies; the operator removes it with the CLI.
+    // It dies: the members list shows it failed (the leader no longer reaches it), the
+    // others alive; then the operator removes it with the CLI.
     c.servers[3].kill();
+    let start = Instant::now();
+    loop {
+        let members = get_json(&c.servers[0], "/v1/agent/members").await;
+        let status_of = |name: &str| {
+            members
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["Name"] == name)
+                .map(|m| m["Status"].clone())
+        };
+        if status_of("s4") == Some(json!(4)) {
+            for name in ["s1", "s2", "s3"] {
+                assert_eq!(status_of(name), Some(json!(1)), "{members}");
+            }
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "s4 never shown failed: {members}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args([
+            "members",
+            "-http-addr",
+            &format!("127.0.0.1:{}", c.servers[2].http),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let s4_line = text.lines().find(|l| l.starts_with("s4 ")).unwrap_or("");
+    assert!(
+        s4_line.contains("failed") && s4_line.contains("server"),
+        "{text}"
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args([
             "operator",
