@@ -509,7 +509,7 @@ pub async fn run_raft(cmd: RaftCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot reach the agent at {}", http.http_addr))?;
             let config: serde_json::Value = check(resp).await?.json().await?;
             println!(
-                "{:<20} {:<22} {:<22} {:<9} {:<6} {:<12} CommitIndex",
+                "{:<20} {:<22} {:<22} {:<9} {:<6} {:<12} LastIndex",
                 "Node", "ID", "Address", "State", "Voter", "RaftProtocol"
             );
             for s in config["Servers"].as_array().into_iter().flatten() {
@@ -528,7 +528,7 @@ pub async fn run_raft(cmd: RaftCommand) -> anyhow::Result<()> {
                     state,
                     s["Voter"] == true,
                     s["ProtocolVersion"].as_str().unwrap_or(""),
-                    config["Index"]
+                    s["LastIndex"]
                 );
             }
             Ok(())

@@ -264,7 +264,7 @@ impl Backend {
     ) -> Result<trellis_server::cluster::RaftConfiguration, ServerError> {
         use trellis_server::cluster::RPC_CONFIGURATION;
         match self {
-            Backend::Local(s) => Ok(s.raft_configuration()),
+            Backend::Local(s) => Ok(s.leader_raft_configuration().await),
             Backend::Remote(r) => {
                 r.with_failover(
                     |addr| async move { get_rpc(&r.http, &addr, RPC_CONFIGURATION).await },

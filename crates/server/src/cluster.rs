@@ -115,7 +115,30 @@ impl Server {
         self.node_id
     }
 
-    /// The current Raft configuration: voters and learners, who leads.
+    /// The Raft configuration as the leader sees it (asked of the leader when this server is
+    /// not it; only the leader knows how far each server's log has got), else this server's.
+    pub async fn leader_raft_configuration(&self) -> RaftConfiguration {
+        if !self.is_leader() {
+            if let Some(leader) = self.leader() {
+                let url = format!("http://{}{RPC_CONFIGURATION}?local", leader.addr);
+                let asked = self
+                    .http
+                    .get(url)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await;
+                if let Ok(r) = asked {
+                    if let Ok(config) = r.json::<RaftConfiguration>().await {
+                        return config;
+                    }
+                }
+            }
+        }
+        self.raft_configuration()
+    }
+
+    /// The current Raft configuration as this server knows it: voters and learners, who
+    /// leads, and (on the leader) how far each server's log has got.
     pub fn raft_configuration(&self) -> RaftConfiguration {
         let m = self.metrics.borrow().clone();
         let membership = m.membership_config.membership();

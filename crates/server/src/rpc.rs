@@ -200,8 +200,16 @@ async fn remove(State(s): State<Arc<Server>>, Json(req): Json<RemoveRequest>) ->
     }
 }
 
-async fn configuration(State(s): State<Arc<Server>>) -> Json<RaftConfiguration> {
-    Json(s.raft_configuration())
+/// The leader's view; `?local` answers from this server alone (what the leader is asked with).
+async fn configuration(
+    State(s): State<Arc<Server>>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Json<RaftConfiguration> {
+    if q.is_some_and(|q| q.split('&').any(|p| p == "local")) {
+        Json(s.raft_configuration())
+    } else {
+        Json(s.leader_raft_configuration().await)
+    }
 }
 
 async fn apply(State(s): State<Arc<Server>>, Json(cmd): Json<Command>) -> Response {

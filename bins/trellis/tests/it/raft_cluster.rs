@@ -168,6 +168,10 @@ async fn three_servers_form_one_cluster_forward_writes_restart_and_change_member
     assert_eq!(servers.len(), 3, "{config}");
     assert!(servers.iter().all(|s| s["Voter"] == true));
     assert_eq!(servers.iter().filter(|s| s["Leader"] == true).count(), 1);
+    assert!(
+        servers.iter().all(|s| s["LastIndex"].as_u64() > Some(0)),
+        "the leader's view of every log, even asked of a follower: {config}"
+    );
     assert_eq!(
         servers.iter().find(|s| s["Leader"] == true).unwrap()["Address"],
         json!(c.addrs[leader])
