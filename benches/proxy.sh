@@ -727,31 +727,25 @@ bulk() {
   say "(the peers verify the certificate chain only; Trellis also checks the SPIFFE IDs and the intentions)"
 }
 
-# Resident set size in KiB of the given processes and their children.
-rss_kb() {
-  local total=0 pid c v
+# The sum of /proc/<pid>/status field $1 (in KiB) over the given processes and their children.
+status_kb() {
+  local field=$1 total=0 pid c v; shift
   for pid in "$@"; do
     for c in "$pid" $(pgrep -P "$pid" 2>/dev/null || true); do
-      v=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$c/status" 2>/dev/null || true)
+      v=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$c/status" 2>/dev/null || true)
       total=$((total + ${v:-0}))
     done
   done
   echo "$total"
 }
 
+# Resident set size in KiB of the given processes and their children.
+rss_kb() { status_kb VmRSS "$@"; }
+
 # Private anonymous memory (RssAnon) in KiB of the given processes and their children: what
 # RSS counts minus the mapped binary and libraries, which every process of the host running
 # the same files shares.
-anon_kb() {
-  local total=0 pid c v
-  for pid in "$@"; do
-    for c in "$pid" $(pgrep -P "$pid" 2>/dev/null || true); do
-      v=$(awk '$1 == "RssAnon:" { print $2 }' "/proc/$c/status" 2>/dev/null || true)
-      total=$((total + ${v:-0}))
-    done
-  done
-  echo "$total"
-}
+anon_kb() { status_kb RssAnon "$@"; }
 
 # Open file descriptors of the given processes and their children.
 fd_count() {

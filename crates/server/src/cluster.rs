@@ -180,15 +180,7 @@ impl Server {
             )));
         }
         if !self.is_leader() {
-            let leader = self.leader().ok_or(ServerError::NoLeader)?;
-            return Box::pin(crate::rpc::post_json::<_, bool>(
-                &self.http,
-                &leader.addr,
-                RPC_JOIN,
-                &req,
-            ))
-            .await
-            .map(|_| ());
+            return self.forward_to_leader(RPC_JOIN, &req).await;
         }
         let _changing = self.membership_lock.lock().await;
         let m = self.metrics.borrow().clone();
@@ -220,6 +212,23 @@ impl Server {
         Ok(())
     }
 
+    /// Posts a membership request to the leader's server port.
+    async fn forward_to_leader<T: Serialize>(
+        &self,
+        path: &str,
+        req: &T,
+    ) -> Result<(), ServerError> {
+        let leader = self.leader().ok_or(ServerError::NoLeader)?;
+        Box::pin(crate::rpc::post_json::<_, bool>(
+            &self.http,
+            &leader.addr,
+            path,
+            req,
+        ))
+        .await
+        .map(|_| ())
+    }
+
     /// Removes a server (voter or learner) from the cluster, by ID or address. Forwarded to
     /// the leader.
     pub async fn remove_peer(&self, req: RemoveRequest) -> Result<(), ServerError> {
@@ -229,15 +238,7 @@ impl Server {
             ));
         }
         if !self.is_leader() {
-            let leader = self.leader().ok_or(ServerError::NoLeader)?;
-            return Box::pin(crate::rpc::post_json::<_, bool>(
-                &self.http,
-                &leader.addr,
-                RPC_REMOVE,
-                &req,
-            ))
-            .await
-            .map(|_| ());
+            return self.forward_to_leader(RPC_REMOVE, &req).await;
         }
         let _changing = self.membership_lock.lock().await;
         let m = self.metrics.borrow().clone();

@@ -308,15 +308,7 @@ impl Server {
     /// Refuses a database with no Raft state in a data directory that belonged to a cluster
     /// member (the file replaced or emptied).
     async fn check_membership_record(&self, dir: &std::path::Path) -> Result<(), ServerError> {
-        if !dir.join(MEMBER_MARKER).exists() {
-            return Ok(());
-        }
-        let initialized = self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| ServerError::Raft(e.to_string()))?;
-        if initialized {
+        if !dir.join(MEMBER_MARKER).exists() || self.initialized().await? {
             return Ok(());
         }
         Err(ServerError::DataDir(format!(
@@ -328,13 +320,16 @@ impl Server {
         )))
     }
 
-    async fn bootstrap(&self, this: &Arc<Server>) -> Result<(), ServerError> {
-        let initialized = self
-            .raft
+    /// Whether this server's Raft state holds a cluster (a vote or a log).
+    async fn initialized(&self) -> Result<bool, ServerError> {
+        self.raft
             .is_initialized()
             .await
-            .map_err(|e| ServerError::Raft(e.to_string()))?;
-        if initialized {
+            .map_err(|e| ServerError::Raft(e.to_string()))
+    }
+
+    async fn bootstrap(&self, this: &Arc<Server>) -> Result<(), ServerError> {
+        if self.initialized().await? {
             tracing::info!(
                 node_id = self.node_id,
                 "raft state found; rejoining the cluster"

@@ -209,8 +209,17 @@ impl Agent {
         self.child.is_some()
     }
 
-    /// A client agent joined to a server's server port.
+    /// A client agent joined to a server's server port on 127.0.0.1.
     pub fn client(node: &str, data_dir: &Path, join: u16, extra: &[&str]) -> Agent {
+        Agent::client_with(node, data_dir, &format!("127.0.0.1:{join}"), extra)
+    }
+
+    /// A client agent joined to the server at `addr` (`ip:port` of its server port).
+    pub fn client_via(node: &str, data_dir: &Path, addr: &str) -> Agent {
+        Agent::client_with(node, data_dir, addr, &[])
+    }
+
+    fn client_with(node: &str, data_dir: &Path, addr: &str, extra: &[&str]) -> Agent {
         let http = free_port();
         let mut args = vec![
             "agent".into(),
@@ -221,26 +230,9 @@ impl Agent {
             "--http-port".into(),
             http.to_string(),
             "--retry-join".into(),
-            format!("127.0.0.1:{join}"),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Agent::spawn(args, http, 0, data_dir.with_extension("log"))
-    }
-
-    /// A client agent joined to the server at `addr` (`ip:port` of its server port).
-    pub fn client_via(node: &str, data_dir: &Path, addr: &str) -> Agent {
-        let http = free_port();
-        let args = vec![
-            "agent".into(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--node".into(),
-            node.into(),
-            "--http-port".into(),
-            http.to_string(),
-            "--retry-join".into(),
             addr.to_string(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         Agent::spawn(args, http, 0, data_dir.with_extension("log"))
     }
 
