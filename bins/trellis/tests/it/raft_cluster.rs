@@ -162,6 +162,36 @@ async fn three_servers_form_one_cluster_forward_writes_restart_and_change_member
         wait_holds(s, &want, "the follower's write").await;
     }
 
+    // Reads on a follower: `?stale` from its own copy with the time since it heard from the
+    // leader; default and `?consistent` reads answered through the leader.
+    for (query, stale) in [("?stale", true), ("", false), ("?consistent", false)] {
+        let r = http()
+            .get(c.servers[follower].url(&format!("/v1/config/service-defaults{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{query}");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(header("x-consul-knownleader"), "true", "{query}");
+        let last_contact: u64 = header("x-consul-lastcontact").parse().unwrap();
+        if stale {
+            assert!(
+                last_contact < 2000,
+                "{query}: last contact {last_contact} ms"
+            );
+        } else {
+            assert_eq!(last_contact, 0, "{query}: answered by the leader");
+        }
+        let body: Value = r.json().await.unwrap();
+        assert!(body.to_string().contains("via-follower"), "{query}: {body}");
+    }
+
     // The operator view, from a follower: three voters, one leader.
     let config = get_json(&c.servers[follower], "/v1/operator/raft/configuration").await;
     let servers = config["Servers"].as_array().unwrap();
