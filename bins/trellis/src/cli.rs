@@ -1,6 +1,5 @@
 //! Command-line interface: flags with Consul's names, and what each command does.
 
-use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -242,47 +241,6 @@ pub struct IntentionMatchArgs {
     pub args: Vec<String>,
 }
 
-/// Rewrites Consul's single-dash long flags (`-dev`, `-http-port=1`) to `--` form, so both
-/// spellings work. Single-letter flags (`-h`) and values are left alone.
-pub fn dash_aliases(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    args.into_iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let Some(s) = a.to_str() else { return a };
-            let name = s.strip_prefix('-').unwrap_or("");
-            let flag = name.split('=').next().unwrap_or("");
-            let is_long = i > 0
-                && !name.starts_with('-')
-                && flag.len() > 1
-                && flag.chars().all(|c| c.is_ascii_lowercase() || c == '-');
-            if is_long {
-                OsString::from(format!("-{s}"))
-            } else {
-                a
-            }
-        })
-        .collect()
-}
-
-pub(crate) fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| {
-            tracing_subscriber::EnvFilter::try_new(format!(
-                "{level},openraft=warn,hyper=warn,reqwest=warn"
-            ))
-        })
-        .with_context(|| format!("invalid --log-level {level:?}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    Ok(())
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
@@ -420,7 +378,7 @@ pub async fn run_agent(args: Box<AgentArgs>) -> anyhow::Result<()> {
         .clone()
         .or(file.log_level.clone())
         .unwrap_or_else(|| "info".into());
-    init_logging(&level, args.log_json || file.log_json.unwrap_or(false))?;
+    crate::common::init_logging(&level, args.log_json || file.log_json.unwrap_or(false))?;
     for key in file.ignored.keys() {
         tracing::warn!(%key, "config key not used by this version of Trellis; ignored");
     }
@@ -613,7 +571,7 @@ mod tests {
 
     #[test]
     fn single_dash_long_flags_become_double_dash() {
-        let args: Vec<OsString> = [
+        let args: Vec<std::ffi::OsString> = [
             "trellis",
             "agent",
             "-dev",
@@ -625,9 +583,9 @@ mod tests {
             "-5",
         ]
         .iter()
-        .map(OsString::from)
+        .map(std::ffi::OsString::from)
         .collect();
-        let out: Vec<String> = dash_aliases(args)
+        let out: Vec<String> = crate::common::dash_aliases(args)
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect();

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod common;
 mod config;
 mod intention;
 mod proxy;
@@ -18,7 +19,7 @@ use cli::{Cli, Command};
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(cli::dash_aliases(std::env::args_os()));
+    let cli = Cli::parse_from(common::dash_aliases(std::env::args_os()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -107,7 +107,7 @@ fn source(args: &ProxyArgs) -> anyhow::Result<Source> {
 
 /// Runs the proxy until SIGINT or SIGTERM, then drains.
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
-    crate::cli::init_logging(&args.log_level, args.log_json)?;
+    crate::common::init_logging(&args.log_level, args.log_json)?;
     let source = source(&args)?;
     trellis_tls::set_crypto_policy(&trellis_tls::CryptoPolicy {
         cipher_suites: args.tls_cipher_suites.clone(),

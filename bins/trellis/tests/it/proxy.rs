@@ -24,9 +24,20 @@ impl Proxy {
 
     /// `trellis connect proxy` with `flags`, logging to `proxy-<name>.log` in `log_dir`.
     fn start(agent: &Agent, name: &str, flags: &[&str], log_dir: &Path) -> Proxy {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trellis"));
+        cmd.args(["connect", "proxy"]);
+        Proxy::spawn(cmd, agent, name, flags, log_dir)
+    }
+
+    /// The standalone `trellis-proxy` binary with `flags` (the same as `connect proxy`'s).
+    fn standalone(agent: &Agent, name: &str, flags: &[&str], log_dir: &Path) -> Proxy {
+        let cmd = Command::new(env!("CARGO_BIN_EXE_trellis-proxy"));
+        Proxy::spawn(cmd, agent, name, flags, log_dir)
+    }
+
+    fn spawn(mut cmd: Command, agent: &Agent, name: &str, flags: &[&str], log_dir: &Path) -> Proxy {
         let log = std::fs::File::create(log_dir.join(format!("proxy-{name}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-            .args(["connect", "proxy"])
+        let child = cmd
             .args(flags)
             .env("TRELLIS_HTTP_ADDR", format!("127.0.0.1:{}", agent.http))
             .env("RUST_LOG", "info,trellis_proxy=debug")
@@ -248,7 +259,8 @@ async fn l4_traffic_follows_intentions() {
     )
     .await;
     let (db_metrics, web_metrics) = (free_port(), free_port());
-    let _db = Proxy::start(
+    // db's side runs the standalone binary, web's `trellis connect proxy`.
+    let _db = Proxy::standalone(
         &a,
         "db",
         &[
