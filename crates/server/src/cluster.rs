@@ -25,6 +25,10 @@ pub const RPC_REMOVE: &str = "/v1/internal/raft/remove";
 /// Path of the configuration RPC: a [`RaftConfiguration`] out.
 pub const RPC_CONFIGURATION: &str = "/v1/internal/raft/configuration";
 
+/// How long the leader waits for a joining server to catch up before giving up on this
+/// attempt (the server asks again).
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How often a server not yet in a cluster greets the others.
 pub const FORM_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -196,10 +200,20 @@ impl Server {
             .map(|(id, _)| *id)
             .collect();
         tracing::info!(node = %req.node, node_id = req.node_id, "adding a server as a learner");
-        self.raft
-            .add_learner(req.node_id, req.node.clone(), true)
-            .await
-            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        // Waits until the learner has caught up; a server that died meanwhile must not hold the
+        // membership lock for ever (it stays a learner, and its next join attempt resumes).
+        tokio::time::timeout(
+            CATCH_UP_TIMEOUT,
+            self.raft.add_learner(req.node_id, req.node.clone(), true),
+        )
+        .await
+        .map_err(|_| {
+            ServerError::Raft(format!(
+                "{} did not catch up within {CATCH_UP_TIMEOUT:?}; it stays a non-voter until it asks again",
+                req.node
+            ))
+        })?
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
         for id in &stale {
             voters.remove(id);
         }
