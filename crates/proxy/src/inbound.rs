@@ -269,6 +269,26 @@ pub(crate) fn status(code: StatusCode, msg: &'static str) -> Response<Body> {
     r
 }
 
+/// The absolute `http://` URI of request target `target` (`/` when absent) at `authority`, or
+/// `None` when either is invalid or the target is not a path (`*`). Built from the parts, so the
+/// target is shared rather than copied and parsed again.
+pub(crate) fn target_at(
+    authority: &str,
+    target: Option<&hyper::http::uri::PathAndQuery>,
+) -> Option<hyper::Uri> {
+    use hyper::http::uri::{Parts, PathAndQuery, Scheme};
+    let target = match target {
+        Some(t) if t.as_str().starts_with('/') => t.clone(),
+        Some(_) => return None,
+        None => PathAndQuery::from_static("/"),
+    };
+    let mut parts = Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.parse().ok()?);
+    parts.path_and_query = Some(target);
+    hyper::Uri::from_parts(parts).ok()
+}
+
 /// L7: HTTP/1.1 or HTTP/2 (by preface) over the TLS stream, each request decided, until the
 /// client closes, the connection fails or it idles out.
 async fn serve_http<S>(
@@ -367,12 +387,8 @@ async fn handle(
         return status(StatusCode::FORBIDDEN, "RBAC: access denied");
     }
     let method = req.method().clone();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let Ok(uri) = format!("http://{}{path}", spec.local_app).parse::<hyper::Uri>() else {
+    let target = req.uri().path_and_query().cloned();
+    let Some(uri) = target_at(&spec.local_app, target.as_ref()) else {
         return status(StatusCode::BAD_REQUEST, "bad request target\n");
     };
     *req.uri_mut() = uri;
@@ -394,7 +410,7 @@ async fn handle(
             status(StatusCode::BAD_GATEWAY, "the application did not answer\n")
         }
     };
-    tracing::debug!(target: ACCESS_LOG, %peer, %source, %destination, %method, path = path.split_once('?').map_or(path.as_str(), |(p, _)| p), status = resp.status().as_u16(), reason = %decision.reason, duration_ms = millis(start.elapsed()), "request allowed");
+    tracing::debug!(target: ACCESS_LOG, %peer, %source, %destination, %method, path = target.as_ref().map_or("/", |t| t.path()), status = resp.status().as_u16(), reason = %decision.reason, duration_ms = millis(start.elapsed()), "request allowed");
     resp
 }
 
@@ -403,6 +419,22 @@ mod tests {
     use super::*;
     use http_body_util::Empty;
     use trellis_intentions::Protocol;
+
+    #[test]
+    fn targets_are_rebuilt_at_the_authority_without_copying() {
+        use hyper::http::uri::PathAndQuery;
+        let pq = PathAndQuery::from_static("/api/x?q=1");
+        assert_eq!(
+            target_at("127.0.0.1:5432", Some(&pq)).unwrap().to_string(),
+            "http://127.0.0.1:5432/api/x?q=1"
+        );
+        assert_eq!(
+            target_at("127.0.0.1:5432", None).unwrap().to_string(),
+            "http://127.0.0.1:5432/"
+        );
+        assert!(target_at("127.0.0.1:5432", Some(&PathAndQuery::from_static("*"))).is_none());
+        assert!(target_at("not an authority", Some(&pq)).is_none());
+    }
 
     /// An inbound side for an `http` service with no intentions, denying by default (every
     /// request is answered 403 by the proxy itself: no application needed).

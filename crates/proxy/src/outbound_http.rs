@@ -27,7 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::balance::Balancer;
 
-use crate::inbound::{status, Body};
+use crate::inbound::{status, target_at, Body};
 
 /// A pooled mTLS connection to one instance.
 pub struct MeshConn(TokioIo<crate::pipe::OutboundTls>);
@@ -215,11 +215,7 @@ async fn forward(
         // An HTTP/2 caller of an HTTP/1.1 upstream: the request goes on as HTTP/1.1.
         parts.version = hyper::Version::HTTP_11;
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    let target = parts.uri.path_and_query().cloned();
     // A request without a body can be sent again when its instance cannot be reached; one
     // with a body goes once (its body is consumed by the attempt).
     let replayable = hyper::body::Body::is_end_stream(&body);
@@ -233,10 +229,17 @@ async fn forward(
             );
         };
         tried.push(i);
-        let Ok(uri) = format!("http://{}{path}", in_flight.endpoint().addr).parse::<Uri>() else {
+        let authority = in_flight.endpoint().addr.to_string();
+        let Some(uri) = target_at(&authority, target.as_ref()) else {
             return status(StatusCode::BAD_REQUEST, "bad request target\n");
         };
-        let mut attempt = Request::from_parts(parts.clone(), ());
+        // Only a request that may be sent again keeps a copy of its head.
+        let head = if replayable {
+            parts.clone()
+        } else {
+            std::mem::replace(&mut parts, Request::new(()).into_parts().0)
+        };
+        let mut attempt = Request::from_parts(head, ());
         *attempt.uri_mut() = uri;
         let attempt = attempt.map(|()| {
             body.take().unwrap_or_else(|| {
