@@ -31,41 +31,16 @@ where
     F: Fn(u64) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Answer<T>, ProxyError>> + Send,
 {
-    let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
-        let mut index = 0;
-        let mut failures = 0u32;
-        loop {
-            let out = tokio::select! {
-                out = fetch(index) => out,
-                () = tx.closed() => return,
-            };
-            match out {
-                Ok(answer) => {
-                    failures = 0;
-                    let fresh = tx.borrow().is_none() || answer.index != index;
-                    if fresh {
-                        tx.send_replace(Some(Arc::new(answer.value)));
-                    }
-                    // An index that went backwards (a restored server) starts over.
-                    index = if answer.index < index {
-                        0
-                    } else {
-                        answer.index
-                    };
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(what, error = %e, failures, "reading from the agent failed; keeping what the proxy has");
-                    tokio::select! {
-                        () = tokio::time::sleep(retry_delay(failures)) => {}
-                        () = tx.closed() => return,
-                    }
-                }
-            }
-        }
-    });
-    rx
+    follow(what, fetch, |index: &mut u64, answer| {
+        let fresh = answer.index != *index;
+        // An index that went backwards (a restored server) starts over.
+        *index = if answer.index < *index {
+            0
+        } else {
+            answer.index
+        };
+        fresh
+    })
 }
 
 /// Like [`follow_index`] for agent-local endpoints that block on a content hash.
@@ -75,22 +50,43 @@ where
     F: Fn(String) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Answer<T>, ProxyError>> + Send,
 {
+    follow(what, fetch, |hash: &mut String, answer| {
+        let fresh = answer.hash != *hash || answer.hash.is_empty();
+        hash.clone_from(&answer.hash);
+        fresh
+    })
+}
+
+/// The loop both follow: `fetch(cursor)`, then `advance` moves the cursor past the answer and
+/// says whether its value is new (the first answer always is).
+fn follow<K, T, F, Fut, A>(
+    what: &'static str,
+    fetch: F,
+    advance: A,
+) -> watch::Receiver<Option<Arc<T>>>
+where
+    K: Default + Clone + Send + 'static,
+    T: Send + Sync + 'static,
+    F: Fn(K) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Answer<T>, ProxyError>> + Send,
+    A: Fn(&mut K, &Answer<T>) -> bool + Send + 'static,
+{
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
-        let mut hash = String::new();
+        let mut cursor = K::default();
         let mut failures = 0u32;
         loop {
             let out = tokio::select! {
-                out = fetch(hash.clone()) => out,
+                out = fetch(cursor.clone()) => out,
                 () = tx.closed() => return,
             };
             match out {
                 Ok(answer) => {
                     failures = 0;
-                    if tx.borrow().is_none() || answer.hash != hash || answer.hash.is_empty() {
+                    let fresh = advance(&mut cursor, &answer);
+                    if fresh || tx.borrow().is_none() {
                         tx.send_replace(Some(Arc::new(answer.value)));
                     }
-                    hash = answer.hash;
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
