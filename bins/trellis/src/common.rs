@@ -45,3 +45,15 @@ pub(crate) fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The multi-threaded tokio runtime every binary runs on; on failure the error is printed and
+/// the exit code to return is given.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        })
+}

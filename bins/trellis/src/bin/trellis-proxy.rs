@@ -27,15 +27,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(common::dash_aliases(std::env::args_os()));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match common::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(proxy::run(cli.args)) {
         Ok(()) => ExitCode::SUCCESS,
