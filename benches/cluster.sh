@@ -18,6 +18,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT="${OUT:-$ROOT/benches/results/cluster.txt}"
 PARTS="${PARTS:-writes catchup failover}"
@@ -30,11 +32,6 @@ BUILD="${BUILD:-1}"
 
 PIDS=()
 WORK=""
-note() { printf '%s\n' "$*" >&2; }
-say() { printf '%s\n' "$*" | tee -a "$OUT"; }
-die() { note "error: $*"; exit 1; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
 now_ms() { date +%s%3N; }
 
 cleanup() {

@@ -51,6 +51,8 @@ if [[ "${MODE:-tcp}" == all ]]; then
 fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 MODE="${MODE:-tcp}"
@@ -96,9 +98,6 @@ PIDS=()
 USED_PORTS=" "
 WORK=""
 
-note() { printf '%s\n' "$*" >&2; }
-say() { printf '%s\n' "$*" | tee -a "$OUT"; }
-die() { note "error: $*"; exit 1; }
 
 cleanup() {
   local pid
@@ -138,19 +137,6 @@ install_packages() {
 
 # ---------------------------------------------------------------------------------------------
 # Small tools.
-
-free_port() {
-  local p i
-  for i in $(seq 1 500); do
-    p=$((20000 + RANDOM % 12000))
-    [[ "$USED_PORTS" == *" $p "* ]] && continue
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
-    USED_PORTS+="$p "
-    PORT=$p
-    return 0
-  done
-  die "no free port found"
-}
 
 # Starts "$@" in the background with output to $WORK/$LOG_NAME.log; sets LAST_PID.
 spawn() {
@@ -209,9 +195,6 @@ other_cpu() {
     'BEGIN { printf "%.2f", ((b1 - b0) - (p1 - p0)) / hz }')
 }
 
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-minmax() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0 || a == "n/a" || b == "n/a") print "n/a"; else printf "%.2f\n", a / b }'; }
 
 # ---------------------------------------------------------------------------------------------
 # Certificates from the Trellis CA.
@@ -493,23 +476,8 @@ run_wrk() {
   after=$(cpu_ticks ${PAIR_PIDS[$pair]}); busy1=$(cpu_busy)
   other_cpu "$busy0" "$busy1" "$before" "$after"
   CPU_S=$(awk -v a="$after" -v b="$before" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (a - b) / hz }')
-  read -r P50 P99 RPS REQS BAD < <(awk '
-    function ms(v,  n) {
-      n = v + 0
-      if (v ~ /us$/) return n / 1000
-      if (v ~ /ms$/) return n
-      if (v ~ /[0-9]m$/) return n * 60000
-      if (v ~ /s$/) return n * 1000
-      return n
-    }
-    $1 == "50%" { p50 = ms($2) }
-    $1 == "99%" { p99 = ms($2) }
-    $1 == "Requests/sec:" { rps = $2 }
-    $2 == "requests" && $3 == "in" { reqs = $1 }
-    /Non-2xx or 3xx responses:/ { bad += $NF }
-    /Socket errors:/ { for (i = 3; i <= NF; i++) { gsub(/,/, "", $i); if ($i ~ /^[0-9]+$/) bad += $i } }
-    END { printf "%.3f %.3f %.0f %d %d\n", p50, p99, rps, reqs, bad }
-  ' "$file")
+  read -r P50 P99 RPS REQS BAD < <(wrk_summary "$file")
+  RPS=$(printf '%.0f' "$RPS")
 }
 
 # h2load at a fixed total rate through $1, open loop; sets P50 P99 (ms, from the per-request

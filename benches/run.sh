@@ -20,6 +20,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 RESULTS_DIR="$ROOT/benches/results"
 OUT="$RESULTS_DIR/latest.txt"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -58,9 +60,6 @@ PIDS=()
 USED_PORTS=" "
 WORK=""
 
-note() { printf '%s\n' "$*" >&2; }
-say() { printf '%s\n' "$*" | tee -a "$OUT"; }
-die() { note "error: $*"; exit 1; }
 
 cleanup() {
   local pid
@@ -84,21 +83,6 @@ stop_all() {
     wait "$pid" 2>/dev/null || true
   done
   PIDS=()
-}
-
-# Sets PORT to a port nothing listens on and that this script has not handed out yet.
-free_port() {
-  local p i
-  for i in $(seq 1 500); do
-    p=$((20000 + RANDOM % 12000))
-    [[ "$USED_PORTS" == *" $p "* ]] && continue
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
-    if command -v ss >/dev/null && [[ -n "$(ss -Htan "sport = :$p" 2>/dev/null)" ]]; then continue; fi
-    USED_PORTS+="$p "
-    PORT=$p
-    return 0
-  done
-  die "no free port found"
 }
 
 # Waits until the agent at $1 (pid $2) reports a Raft leader.
@@ -134,22 +118,7 @@ run_wrk() {
   local url=$1 file=$2
   ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} wrk "-t$WRK_THREADS" "-c$WRK_CONNS" "-d$WRK_DURATION" --latency \
     ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "$url" >"$file"
-  read -r P50 P99 RPS BAD < <(awk '
-    function ms(v,  n) {
-      n = v + 0
-      if (v ~ /us$/) return n / 1000
-      if (v ~ /ms$/) return n
-      if (v ~ /[0-9]m$/) return n * 60000
-      if (v ~ /s$/) return n * 1000
-      return n
-    }
-    $1 == "50%" { p50 = ms($2) }
-    $1 == "99%" { p99 = ms($2) }
-    $1 == "Requests/sec:" { rps = $2 }
-    /Non-2xx or 3xx responses:/ { bad += $NF }
-    /Socket errors:/ { for (i = 3; i <= NF; i++) { gsub(/,/, "", $i); if ($i ~ /^[0-9]+$/) bad += $i } }
-    END { printf "%.3f %.3f %.1f %d\n", p50, p99, rps, bad }
-  ' "$file")
+  read -r P50 P99 RPS _ BAD < <(wrk_summary "$file")
 }
 
 fs_type() { df -T "$1" | awk 'NR == 2 { print $2 }'; }
@@ -162,8 +131,6 @@ listen_overflows() {
   fi
 }
 
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
 
 # Runs wrk alternately against Trellis and the baseline, ROUNDS rounds each, on PATH, and
 # prints the table and the ratios of the medians. Args: label trellis_addr baseline_addr path.
