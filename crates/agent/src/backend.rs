@@ -124,11 +124,6 @@ impl Remote {
         Err(last)
     }
 
-    /// The servers known now.
-    pub fn servers(&self) -> Vec<String> {
-        self.servers.read().clone()
-    }
-
     /// Sets the server list to the configured servers plus `voters` (the cluster's, as a
     /// server reported them), keeping the server in use where it is in the new list.
     fn learn(&self, voters: &[String]) {

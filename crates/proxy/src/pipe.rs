@@ -69,11 +69,6 @@ impl<T> BufferedRead<T> {
         }
     }
 
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-
     /// Whether a buffer is held now (only while read bytes wait to be consumed).
     pub fn holds_buffer(&self) -> bool {
         self.buf.is_some()

@@ -114,11 +114,6 @@ impl Server {
         }
     }
 
-    /// This server's Raft node ID.
-    pub fn node_id(&self) -> u64 {
-        self.node_id
-    }
-
     /// The Raft configuration as the leader sees it (asked of the leader when this server is
     /// not it; only the leader knows how far each server's log has got), else this server's.
     pub async fn leader_raft_configuration(&self) -> RaftConfiguration {
