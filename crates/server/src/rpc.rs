@@ -200,12 +200,18 @@ async fn remove(State(s): State<Arc<Server>>, Json(req): Json<RemoveRequest>) ->
     }
 }
 
+/// Whether a query string carries `local`: answer from this server alone, without asking the
+/// leader (what a server asks the leader with, so a leadership change cannot bounce it).
+fn asks_local(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|p| p == "local"))
+}
+
 /// The leader's view; `?local` answers from this server alone (what the leader is asked with).
 async fn configuration(
     State(s): State<Arc<Server>>,
     axum::extract::RawQuery(q): axum::extract::RawQuery,
 ) -> Json<RaftConfiguration> {
-    if q.is_some_and(|q| q.split('&').any(|p| p == "local")) {
+    if asks_local(q.as_deref()) {
         Json(s.raft_configuration())
     } else {
         Json(s.leader_raft_configuration().await)
@@ -262,7 +268,7 @@ async fn status(
     State(s): State<Arc<Server>>,
     axum::extract::RawQuery(q): axum::extract::RawQuery,
 ) -> Json<StatusResponse> {
-    let local = q.is_some_and(|q| q.split('&').any(|p| p == "local"));
+    let local = asks_local(q.as_deref());
     Json(s.status(!local).await)
 }
 
