@@ -3,7 +3,8 @@
 Covers: health.service (entry shape Node/Service/Checks, the node's
 node-level checks, passing=True filtering of warning/critical instances, tag
 filter with one tag and with several tags), health.checks (service checks
-only), health.node (node and service checks of a node), health.connect
+only), health.node (node and service checks of a node, the servers' serfHealth
+member check), health.connect
 (sidecar proxies, Connect-native services, passing=True), and check status
 changes propagating from the agent to health reads.
 
@@ -72,8 +73,8 @@ def test_health_service_entry_shape(client, agent_service, node_name):
 
 
 def test_health_service_includes_node_level_checks(client, agent_service):
-    # Trellis has no gossip layer, so it registers no "serfHealth" check; a node-level check
-    # registered on the agent must still appear beside every service of the node.
+    # A node-level check registered on the agent appears beside every service of the node
+    # (as the servers' "serfHealth" member check does).
     name = uniq("nodechk")
     agent_service(name, port=1)
     check_id = uniq("node-check")
@@ -176,6 +177,23 @@ def test_health_node_lists_node_and_service_checks(client, agent_service, agent_
     by_id = {c["CheckID"]: c for c in checks}
     assert by_id[node_check]["ServiceID"] == ""
     assert by_id[f"service:{sid}"]["ServiceID"] == sid
+
+
+def test_the_agents_node_carries_a_passing_serf_health_check(client, node_name):
+    # The servers keep Consul's member check on every agent's node; the agent's own check
+    # list does not show it, and the agent's anti-entropy leaves it in place.
+    def serf(checks):
+        return [c for c in checks if c["CheckID"] == "serfHealth"]
+
+    checks = wait_until(lambda: client.health.node(node_name)[1], lambda cs: len(serf(cs)) == 1, what="serfHealth")
+    check = serf(checks)[0]
+    assert check["Name"] == "Serf Health Status"
+    assert check["Status"] == "passing"
+    assert check["Output"] == "Agent alive and reachable"
+    assert check["ServiceID"] == ""
+    assert "serfHealth" not in client.agent.checks()
+    passing = [c["CheckID"] for c in client.health.state("passing")[1] if c["Node"] == node_name]
+    assert "serfHealth" in passing
 
 
 def test_deregistered_service_leaves_health(client, agent_service):

@@ -26,6 +26,8 @@ pub enum Command {
     Agent(Box<AgentArgs>),
     /// List the members of the datacenter.
     Members(HttpArgs),
+    /// Make a client agent leave the datacenter gracefully and exit.
+    Leave(HttpArgs),
     /// Service mesh commands.
     #[command(subcommand)]
     Connect(ConnectCommand),
@@ -141,6 +143,10 @@ pub struct AgentArgs {
     /// Period of the full anti-entropy sync with the servers (Go duration).
     #[arg(long = "sync-interval", hide = true)]
     pub sync_interval: Option<String>,
+    /// How often a client agent tells the servers it is alive (Go duration, 100ms to 10s;
+    /// its node is failed after three missed).
+    #[arg(long = "heartbeat-interval", hide = true)]
+    pub heartbeat_interval: Option<String>,
     /// Window over which leaf watchers re-issue after a CA root change (Go duration).
     #[arg(long = "leaf-root-change-jitter", hide = true)]
     pub leaf_root_change_jitter: Option<String>,
@@ -335,6 +341,20 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             .map_err(|e| anyhow::anyhow!("--sync-interval: {e}"))?,
         None => Duration::from_secs(60),
     };
+    let heartbeat_interval = match &args.heartbeat_interval {
+        Some(s) => {
+            let d = trellis_api::parse_go_duration(s)
+                .map_err(|e| anyhow::anyhow!("--heartbeat-interval: {e}"))?;
+            use trellis_server::members::{MAX_HEARTBEAT, MIN_HEARTBEAT};
+            if !(MIN_HEARTBEAT..=MAX_HEARTBEAT).contains(&d) {
+                anyhow::bail!(
+                    "--heartbeat-interval must be between {MIN_HEARTBEAT:?} and {MAX_HEARTBEAT:?}, not {s}"
+                );
+            }
+            d
+        }
+        None => trellis_server::members::DEFAULT_HEARTBEAT,
+    };
     let leaf_root_change_jitter = match &args.leaf_root_change_jitter {
         Some(s) => trellis_api::parse_go_duration(s)
             .map_err(|e| anyhow::anyhow!("--leaf-root-change-jitter: {e}"))?,
@@ -354,6 +374,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             server: server_config,
             retry_join,
             sync_interval,
+            heartbeat_interval,
             node_meta: file.node_meta.clone(),
             leaf_root_change_jitter,
             cache_ttl: trellis_agent::cache::DEFAULT_LAST_GET_TTL,
@@ -401,12 +422,43 @@ pub async fn run_agent(args: Box<AgentArgs>) -> anyhow::Result<()> {
     }
     tracing::info!("agent running");
     tokio::select! {
-        () = agent.serve(listener) => anyhow::bail!("HTTP server stopped"),
+        () = agent.clone().serve(listener) => anyhow::bail!("HTTP server stopped"),
+        () = agent.has_left() => {
+            tracing::info!("shutting down after leaving");
+            Ok(())
+        }
         _ = shutdown_signal() => {
+            // A client agent leaves on SIGTERM or Ctrl-C (Consul's leave_on_terminate for
+            // clients), so that it is gone from the members rather than failed; a server
+            // stays a member and its peers see it failed until it is back or removed.
+            if agent.is_client() {
+                match tokio::time::timeout(Duration::from_secs(5), agent.leave()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not leave gracefully"),
+                    Err(_) => tracing::warn!("could not leave gracefully: no server answered in 5s"),
+                }
+            }
             tracing::info!("shutting down");
             Ok(())
         }
     }
+}
+
+/// `trellis leave`.
+pub async fn run_leave(args: HttpArgs) -> anyhow::Result<()> {
+    let addr = args.http_addr.trim_start_matches("http://");
+    let resp = reqwest::Client::new()
+        .put(format!("http://{addr}/v1/agent/leave"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the agent at {addr}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        anyhow::bail!("Error leaving: {status}: {}", body.trim());
+    }
+    println!("Graceful leave complete");
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Agent(args) => cli::run_agent(args).await,
             Command::Members(args) => cli::run_members(args).await,
+            Command::Leave(args) => cli::run_leave(args).await,
             Command::Connect(cli::ConnectCommand::Ca(cmd)) => cli::run_ca(cmd).await,
             Command::Connect(cli::ConnectCommand::Proxy(args)) => proxy::run(*args).await,
             // Reports its own errors: its exit codes are Consul's, per command.

@@ -40,6 +40,9 @@ pub struct AgentConfig {
     pub retry_join: Vec<String>,
     /// Period of the full anti-entropy sync.
     pub sync_interval: Duration,
+    /// How often a client agent tells the servers it is alive (its node is failed after
+    /// [`trellis_server::members::MISSED_BEFORE_FAILED`] missed).
+    pub heartbeat_interval: Duration,
     /// Node metadata.
     pub node_meta: BTreeMap<String, String>,
     /// Window over which leaf watchers re-issue after a CA root change.
@@ -50,6 +53,9 @@ pub struct AgentConfig {
     /// How long a cache entry lives without being read (Consul's 72 hours by default).
     pub cache_ttl: Duration,
 }
+
+/// The file in a client agent's data directory keeping the servers it last learned.
+pub const KNOWN_SERVERS_FILE: &str = "known-servers.json";
 
 /// A running agent.
 pub struct Agent {
@@ -70,6 +76,8 @@ pub struct Agent {
     /// Store reads served from memory (`?cached`, the agent's roots endpoint), by
     /// (datacenter, token, query).
     queries: Arc<crate::cache::Cache<crate::cache::StoreQuery>>,
+    /// Set when the agent has left (`PUT /v1/agent/leave`); the process then exits.
+    left: tokio::sync::watch::Sender<bool>,
 }
 
 fn startup(msg: impl std::fmt::Display) -> AgentError {
@@ -129,8 +137,14 @@ impl Agent {
                         "a client agent needs at least one --retry-join server address",
                     ));
                 }
-                let remote = Arc::new(Remote::new(config.retry_join.clone()));
-                tokio::spawn(Remote::refresh_servers(Arc::downgrade(&remote)));
+                let known = config.data_dir.as_ref().map(|d| d.join(KNOWN_SERVERS_FILE));
+                let remote = Arc::new(Remote::new(config.retry_join.clone(), known));
+                tokio::spawn(Remote::heartbeat(
+                    Arc::downgrade(&remote),
+                    config.node_name.clone(),
+                    config.advertise_addr.clone(),
+                    config.heartbeat_interval,
+                ));
                 Backend::Remote(remote)
             }
         };
@@ -203,6 +217,7 @@ impl Agent {
             service_configs,
             intentions,
             queries,
+            left: tokio::sync::watch::channel(false).0,
         });
         tokio::spawn(reap_critical_services(Arc::downgrade(&agent)));
         Ok((agent, http))
@@ -221,6 +236,34 @@ impl Agent {
     /// The node ID.
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// Leaves the datacenter gracefully (a client agent's SIGTERM or `PUT /v1/agent/leave`):
+    /// the leader deregisters this node instead of failing it once its heartbeats stop.
+    /// A server leaves the Raft group through `operator raft remove-peer` instead.
+    pub async fn leave(&self) -> Result<(), AgentError> {
+        let Backend::Remote(r) = &self.backend else {
+            return Err(crate::error::bad(
+                "a server agent does not leave this way; remove it from the cluster with \
+                 `trellis operator raft remove-peer` and stop it with a signal",
+            ));
+        };
+        r.leave(&self.config.node_name, &self.config.advertise_addr)
+            .await?;
+        self.left.send_replace(true);
+        tracing::info!("left the datacenter");
+        Ok(())
+    }
+
+    /// Resolves once the agent has left through `PUT /v1/agent/leave`.
+    pub async fn has_left(&self) {
+        let mut rx = self.left.subscribe();
+        let _ = rx.wait_for(|left| *left).await;
+    }
+
+    /// Whether this agent is a client agent (no server in the process).
+    pub fn is_client(&self) -> bool {
+        matches!(self.backend, Backend::Remote(_))
     }
 
     /// Route to the servers.
@@ -391,53 +434,58 @@ impl Agent {
         )
     }
 
-    /// Members of the datacenter: every catalog node, servers marked with `role=consul`.
+    /// Members of the datacenter: the nodes carrying the servers' member check (alive while
+    /// it passes, failed once it is critical), the voters, and this agent. Nodes registered
+    /// through the catalog API without an agent are not members, as in Consul.
     pub(crate) async fn members(&self) -> Result<Vec<Value>, AgentError> {
         let status = self.backend.status().await?;
-        let failed = self.backend.failed_peers().await.unwrap_or_default();
         let resp = self
             .backend
             .query(
-                Query::CatalogNodes,
+                Query::Members,
                 QueryOptions {
                     stale: true,
                     ..Default::default()
                 },
             )
             .await?;
-        let nodes: Vec<trellis_api::Node> = match resp.output {
+        let held: Vec<trellis_api::MemberHealth> = match resp.output {
             QueryOutput::Found(b) => serde_json::from_slice(&b).unwrap_or_default(),
             QueryOutput::NotFound(_) => Vec::new(),
         };
-        let mut out = Vec::new();
-        for n in nodes {
-            let server_at = status.peer_names.iter().position(|name| *name == n.node);
-            let port = server_at
-                .and_then(|i| status.peers.get(i))
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            let mut m = member(
-                &n.node,
-                &n.address,
-                port,
-                server_at.is_some(),
+        // Serf's codes: 1 alive, 4 failed.
+        let mut out: BTreeMap<String, Value> = BTreeMap::new();
+        let server_port = |name: &str| {
+            let i = status.peer_names.iter().position(|n| n == name)?;
+            status.peers.get(i)?.rsplit(':').next()?.parse::<u16>().ok()
+        };
+        for m in held {
+            let port = server_port(&m.node);
+            let mut v = member(
+                &m.node,
+                &m.address,
+                port.unwrap_or(0),
+                port.is_some(),
                 &self.config.datacenter,
             );
-            // Serf's codes: 1 alive, 4 failed. Servers are failed when the leader cannot reach
-            // them; client agents have no health signal without gossip and show alive.
-            if server_at.is_some_and(|i| status.peers.get(i).is_some_and(|a| failed.contains(a))) {
-                m["Status"] = serde_json::json!(4);
+            if m.status != trellis_api::status::PASSING {
+                v["Status"] = json!(4);
             }
-            out.push(m);
+            out.insert(m.node, v);
         }
-        if !out
-            .iter()
-            .any(|m| m["Name"] == self.config.node_name.as_str())
-        {
-            out.push(self.member_self());
+        // Voters and this agent before the leader has recorded them.
+        for (name, addr) in status.peer_names.iter().zip(&status.peers) {
+            if !out.contains_key(name) {
+                let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "0"));
+                let port = port.parse().unwrap_or(0);
+                let v = member(name, host, port, true, &self.config.datacenter);
+                out.insert(name.clone(), v);
+            }
         }
-        Ok(out)
+        if !out.contains_key(&self.config.node_name) {
+            out.insert(self.config.node_name.clone(), self.member_self());
+        }
+        Ok(out.into_values().collect())
     }
 }
 

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use trellis_server::members::{Heartbeat, RPC_HEARTBEAT};
 use trellis_server::{
     post_json, remote_query, ApplyResponse, QueryOptions, QueryRequest, QueryResponse, Server,
     ServerError, SignRequest, StatusResponse, RPC_APPLY, RPC_CA_CONFIG, RPC_CA_SIGN, RPC_STATUS,
@@ -31,6 +32,24 @@ async fn get_rpc<T: serde::de::DeserializeOwned>(
         .map_err(|e| err(e.to_string()))
 }
 
+/// The server addresses kept in `path` (none if it is missing or unreadable).
+fn read_known(path: &std::path::Path) -> Vec<String> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Replaces the kept server list (written aside, then renamed over).
+fn write_known(path: &std::path::Path, servers: &[String]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(servers).expect("strings serialise"),
+    )?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The agent's route to the servers.
 #[derive(Clone)]
 pub enum Backend {
@@ -40,15 +59,17 @@ pub enum Backend {
     Remote(Arc<Remote>),
 }
 
-/// How often a client agent refreshes its server list from the cluster.
-pub const SERVER_LIST_REFRESH: Duration = Duration::from_secs(30);
-
 /// Remote servers and which one is in use.
 pub struct Remote {
     /// The servers this agent was told to join, always kept in the list.
     configured: Vec<String>,
     /// Every server known: the configured ones and the cluster's voters when last asked.
     servers: parking_lot::RwLock<Vec<String>>,
+    /// Set once the agent has left: no more heartbeats.
+    left: std::sync::atomic::AtomicBool,
+    /// Where the voters last learned are kept, so that a restarted agent whose configured
+    /// servers have gone can still reach the cluster (`None`: not kept).
+    known_file: Option<std::path::PathBuf>,
     current: AtomicUsize,
     http: reqwest::Client,
     /// The store keys this agent's blocking reads wait on, long-polled in shards.
@@ -56,8 +77,9 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Servers at these server-port addresses.
-    pub fn new(servers: Vec<String>) -> Remote {
+    /// Servers at these server-port addresses, plus those learned before and kept in
+    /// `known_file`.
+    pub fn new(servers: Vec<String>, known_file: Option<std::path::PathBuf>) -> Remote {
         // HTTP/2 to the server port: every call and parked blocking query of this agent is a
         // stream on one connection per server, not a connection each.
         let http = reqwest::Client::builder()
@@ -70,6 +92,13 @@ impl Remote {
             .http2_keep_alive_while_idle(true)
             .build()
             .expect("HTTP client builds");
+        let configured = servers.clone();
+        let mut servers = servers;
+        for s in known_file.as_deref().map(read_known).unwrap_or_default() {
+            if !servers.contains(&s) {
+                servers.push(s);
+            }
+        }
         // Agents start on a random server so that their load spreads over the servers.
         let start = if servers.is_empty() {
             0
@@ -77,8 +106,10 @@ impl Remote {
             rand::random_range(0..servers.len())
         };
         Remote {
-            configured: servers.clone(),
+            configured,
             servers: parking_lot::RwLock::new(servers),
+            known_file,
+            left: Default::default(),
             current: AtomicUsize::new(start),
             http,
             watcher: crate::watcher::Watcher::default(),
@@ -143,37 +174,77 @@ impl Remote {
             .unwrap_or_default();
         let at = list.iter().position(|s| *s == in_use).unwrap_or(0);
         tracing::info!(servers = ?list, "server list updated from the cluster");
+        if let Some(path) = &self.known_file {
+            if let Err(e) = write_known(path, voters) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot keep the server list");
+            }
+        }
         *servers = list;
         self.current.store(at, Ordering::Relaxed);
     }
 
-    /// Keeps the server list current: asks the cluster for its voters now and every
-    /// [`SERVER_LIST_REFRESH`], so that the agent can fail over to servers it was not told
-    /// about. Ends when the agent is dropped.
-    pub async fn refresh_servers(remote: std::sync::Weak<Remote>) {
+    /// Tells the servers every `interval` that this agent's node is alive (the leader keeps
+    /// its member check passing) and keeps the server list current from each answer, so that
+    /// the agent can fail over to servers it was not told about. Ends when the agent is
+    /// dropped.
+    pub async fn heartbeat(
+        remote: std::sync::Weak<Remote>,
+        node: String,
+        address: String,
+        interval: Duration,
+    ) {
+        let hb = Heartbeat {
+            node,
+            address,
+            interval_ms: interval.as_millis() as u64,
+            forwarded: false,
+            leaving: false,
+        };
         loop {
             let Some(r) = remote.upgrade() else { return };
-            let status = r
+            if r.left.load(Ordering::Relaxed) {
+                return;
+            }
+            let sent = r
                 .with_failover(|addr| {
-                    let r = r.clone();
-                    async move { get_rpc::<StatusResponse>(&r.http, &addr, RPC_STATUS).await }
+                    let (r, hb) = (r.clone(), &hb);
+                    async move {
+                        post_json::<_, StatusResponse>(&r.http, &addr, RPC_HEARTBEAT, hb).await
+                    }
                 })
                 .await;
-            // Until the cluster has named its voters (it may still be forming), ask again soon.
-            let next = match status {
-                Ok(s) if !s.peers.is_empty() => {
-                    r.learn(&s.peers);
-                    SERVER_LIST_REFRESH
-                }
-                Ok(_) => Duration::from_secs(1),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot refresh the server list");
-                    Duration::from_secs(1)
-                }
-            };
+            match sent {
+                Ok(s) if !s.peers.is_empty() => r.learn(&s.peers),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "heartbeat not delivered"),
+            }
             drop(r);
-            tokio::time::sleep(next).await;
+            tokio::time::sleep(interval).await;
         }
+    }
+}
+
+impl Remote {
+    /// Leaves the datacenter for good: stops the heartbeats and has the leader deregister
+    /// this agent's node, so that it is gone from the members rather than failed.
+    pub async fn leave(&self, node: &str, address: &str) -> Result<(), ServerError> {
+        self.left.store(true, Ordering::Relaxed);
+        let hb = Heartbeat {
+            node: node.to_string(),
+            address: address.to_string(),
+            interval_ms: trellis_server::members::DEFAULT_HEARTBEAT.as_millis() as u64,
+            forwarded: false,
+            leaving: true,
+        };
+        self.with_failover(|addr| {
+            let hb = &hb;
+            async move {
+                post_json::<_, StatusResponse>(&self.http, &addr, RPC_HEARTBEAT, hb)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await
     }
 }
 
@@ -228,28 +299,11 @@ impl Backend {
     /// Leader and peers.
     pub async fn status(&self) -> Result<StatusResponse, ServerError> {
         match self {
-            Backend::Local(s) => Ok(s.status(false).await),
+            Backend::Local(s) => Ok(s.status()),
             Backend::Remote(r) => {
-                let path = format!("{RPC_STATUS}?local");
-                r.with_failover(|addr| {
-                    let path = path.clone();
-                    async move { get_rpc(&r.http, &addr, &path).await }
-                })
-                .await
+                r.with_failover(|addr| async move { get_rpc(&r.http, &addr, RPC_STATUS).await })
+                    .await
             }
-        }
-    }
-
-    /// The voters the leader has not reached lately (its view, asked of it).
-    pub async fn failed_peers(&self) -> Result<Vec<String>, ServerError> {
-        match self {
-            Backend::Local(s) => Ok(s.status(true).await.failed_peers),
-            Backend::Remote(r) => r
-                .with_failover(|addr| async move {
-                    get_rpc::<StatusResponse>(&r.http, &addr, RPC_STATUS).await
-                })
-                .await
-                .map(|s| s.failed_peers),
         }
     }
 

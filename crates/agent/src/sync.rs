@@ -294,9 +294,11 @@ impl Syncer {
             .into_iter()
             .map(|s| (s.id.clone(), strip(s)))
             .collect();
+        // The member check belongs to the servers, not to this agent's state.
         let remote_checks: BTreeMap<String, HealthCheck> = remote
             .checks
             .into_iter()
+            .filter(|c| c.check_id != trellis_api::serf_check::ID)
             .map(|c| (c.check_id.clone(), strip_check(c)))
             .collect();
 

@@ -327,7 +327,10 @@ mod tests {
     #[tokio::test]
     async fn many_blocking_reads_share_a_few_long_polls() {
         let server = crate::test_server().await;
-        let remote = Arc::new(Remote::new(vec![server.config().rpc_addr.to_string()]));
+        let remote = Arc::new(Remote::new(
+            vec![server.config().rpc_addr.to_string()],
+            None,
+        ));
         let client = Backend::Remote(remote.clone());
         let now = |index| QueryOptions::blocking(index, Duration::from_secs(60));
         let mut waiters = Vec::new();

@@ -113,6 +113,31 @@ impl CheckDefinition {
     }
 }
 
+/// The node-level check the servers keep on every agent's node: passing while the agent is
+/// alive and reachable, critical once it is not (Consul's Serf health check).
+pub mod serf_check {
+    /// Its check ID.
+    pub const ID: &str = "serfHealth";
+    /// Its name.
+    pub const NAME: &str = "Serf Health Status";
+    /// Its output while the agent is alive.
+    pub const ALIVE: &str = "Agent alive and reachable";
+    /// Its output once the agent has failed.
+    pub const FAILED: &str = "Agent not live or unreachable";
+}
+
+/// A node's agent health as the servers record it in its [`serf_check`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct MemberHealth {
+    /// Node name.
+    pub node: String,
+    /// Node address.
+    pub address: String,
+    /// The check's status (`passing` or `critical`).
+    pub status: String,
+}
+
 /// A check as stored in the catalog and returned by health and agent endpoints.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "PascalCase")]

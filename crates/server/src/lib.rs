@@ -11,6 +11,7 @@ mod batch;
 mod ca;
 pub mod cluster;
 pub mod listen;
+pub mod members;
 mod rpc;
 mod server;
 

@@ -15,6 +15,7 @@ use trellis_raft::{TypeConfig, RPC_APPEND, RPC_SNAPSHOT, RPC_VOTE};
 use trellis_state::{Applied, Command, Query, QueryOutput, WatchKey};
 
 use crate::cluster::{self, Hello, JoinRequest, RaftConfiguration, RemoveRequest};
+use crate::members::{Heartbeat, RPC_HEARTBEAT};
 use crate::{QueryOptions, QueryResponse, Server, ServerError};
 
 /// Path of the write RPC: a [`Command`] in, an [`ApplyResponse`] out.
@@ -88,10 +89,6 @@ pub struct StatusResponse {
     pub peer_names: Vec<String>,
     /// Datacenter of the server.
     pub datacenter: String,
-    /// Voter addresses the leader has not reached for [`crate::PEER_FAILED_AFTER`] (the
-    /// leader's view; empty when no leader answered).
-    #[serde(default)]
-    pub failed_peers: Vec<String>,
 }
 
 const H_INDEX: &str = "x-consul-index";
@@ -107,6 +104,7 @@ pub(crate) fn router(server: Arc<Server>) -> Router {
         .route(RPC_APPLY, post(apply))
         .route(RPC_QUERY, post(query))
         .route(RPC_STATUS, get(status))
+        .route(RPC_HEARTBEAT, post(heartbeat))
         .route(RPC_CA_SIGN, post(ca_sign))
         .route(RPC_CA_CONFIG, post(ca_config))
         .route(RPC_WATCH, post(watch))
@@ -262,14 +260,40 @@ async fn watch(State(s): State<Arc<Server>>, Json(req): Json<WatchRequest>) -> R
     Json(WatchResponse { changed }).into_response()
 }
 
-/// `?local` answers from this server alone (no asking the leader for failed peers): what a
-/// server asks the leader with, so that a leadership change cannot bounce the question.
-async fn status(
-    State(s): State<Arc<Server>>,
-    axum::extract::RawQuery(q): axum::extract::RawQuery,
-) -> Json<StatusResponse> {
-    let local = asks_local(q.as_deref());
-    Json(s.status(!local).await)
+async fn status(State(s): State<Arc<Server>>) -> Json<StatusResponse> {
+    Json(s.status())
+}
+
+/// Records a client agent's heartbeat on the leader (a follower passes it on, one hop at
+/// most) and answers with this server's view of the cluster, so that the agent learns the
+/// servers as it goes.
+async fn heartbeat(State(s): State<Arc<Server>>, Json(hb): Json<Heartbeat>) -> Response {
+    if let Err(msg) = hb.validate() {
+        return (StatusCode::BAD_REQUEST, msg).into_response();
+    }
+    if s.is_leader() {
+        if hb.leaving {
+            if let Err(e) = crate::members::leave(&s, &hb.node).await {
+                return error_response(&e);
+            }
+        } else {
+            s.liveness.record(&hb, Instant::now());
+        }
+    } else {
+        let Some(leader) = s.leader().filter(|_| !hb.forwarded) else {
+            return error_response(&ServerError::NoLeader);
+        };
+        let hb = Heartbeat {
+            forwarded: true,
+            ..hb
+        };
+        let sent: Result<StatusResponse, _> =
+            post_json(&s.http, &leader.addr, RPC_HEARTBEAT, &hb).await;
+        if let Err(e) = sent {
+            return error_response(&e);
+        }
+    }
+    Json(s.status()).into_response()
 }
 
 /// Posts a JSON RPC to a server's port and decodes its JSON answer. Transport failures are

@@ -173,7 +173,7 @@ async fn leadership(server: std::sync::Weak<Server>) {
     else {
         return;
     };
-    let mut work: Option<tokio::task::JoinHandle<()>> = None;
+    let mut work: Option<Vec<tokio::task::JoinHandle<()>>> = None;
     loop {
         let (leading, term) = {
             let m = metrics.borrow();
@@ -186,15 +186,16 @@ async fn leadership(server: std::sync::Weak<Server>) {
             (true, false) => {
                 if let Some(s) = server.upgrade() {
                     *s.leader_since.lock() = Some(Instant::now());
+                    s.liveness.clear();
                 }
                 tracing::info!(term, "became leader: leader-only work started");
-                work = Some(tokio::spawn(crate::ca::run(
-                    server.clone(),
-                    Duration::from_secs(60),
-                )));
+                work = Some(vec![
+                    tokio::spawn(crate::ca::run(server.clone(), Duration::from_secs(60))),
+                    tokio::spawn(crate::members::reconcile(server.clone())),
+                ]);
             }
             (false, true) => {
-                if let Some(w) = work.take() {
+                for w in work.take().into_iter().flatten() {
                     w.abort();
                 }
                 if let Some(s) = server.upgrade() {
@@ -205,7 +206,7 @@ async fn leadership(server: std::sync::Weak<Server>) {
             _ => {}
         }
         if metrics.changed().await.is_err() {
-            if let Some(w) = work.take() {
+            for w in work.take().into_iter().flatten() {
                 w.abort();
             }
             return;
@@ -234,6 +235,8 @@ pub struct Server {
     pub(crate) leader_since: Mutex<Option<Instant>>,
     /// Held while a membership change is made, so that two never interleave here.
     pub(crate) membership_lock: tokio::sync::Mutex<()>,
+    /// On the leader: when each client agent was last heard from.
+    pub(crate) liveness: crate::members::Liveness,
 }
 
 impl Server {
@@ -293,6 +296,7 @@ impl Server {
             membership_lock: tokio::sync::Mutex::new(()),
             network,
             leader_since: Mutex::new(None),
+            liveness: Default::default(),
         });
         if let Some(dir) = &server.config.data_dir {
             server.check_membership_record(dir).await?;
@@ -400,29 +404,21 @@ impl Server {
             .collect()
     }
 
-    /// Leader, voters, and the voters the leader has not reached lately (asked of the leader
-    /// when `ask_leader` and this server is not it).
-    pub async fn status(&self, ask_leader: bool) -> crate::StatusResponse {
+    /// Leader and voters as this server knows them.
+    pub fn status(&self) -> crate::StatusResponse {
         let peers = self.peers();
-        let failed_peers = if self.is_leader() {
-            self.unreached_voters()
-        } else if ask_leader {
-            self.leaders_failed_peers().await
-        } else {
-            Vec::new()
-        };
         crate::StatusResponse {
             leader: self.leader().map(|l| l.addr).unwrap_or_default(),
             peers: peers.iter().map(|p| p.addr.clone()).collect(),
             peer_names: peers.iter().map(|p| p.name.clone()).collect(),
             datacenter: self.config.datacenter.clone(),
-            failed_peers,
         }
     }
 
-    /// On the leader: voters other than itself that have not answered a Raft RPC for
-    /// [`PEER_FAILED_AFTER`] (or ever, once it has led that long).
-    fn unreached_voters(&self) -> Vec<String> {
+    /// On the leader: each voter and whether it answers. Another voter is unreachable once it
+    /// has not answered a Raft RPC for [`PEER_FAILED_AFTER`] (or ever, once this server has
+    /// led that long).
+    pub(crate) fn voter_health(&self) -> Vec<crate::members::ServerHealth> {
         let led_long_enough = self
             .leader_since
             .lock()
@@ -432,34 +428,25 @@ impl Server {
         let voters: Vec<u64> = membership.voter_ids().collect();
         membership
             .nodes()
-            .filter(|(id, _)| **id != self.node_id && voters.contains(id))
-            .filter(|(id, _)| match self.network.since_contact(**id) {
-                Some(ago) => ago > PEER_FAILED_AFTER,
-                None => led_long_enough,
+            .filter(|(id, _)| voters.contains(id))
+            .map(|(id, n)| {
+                let reachable = *id == self.node_id
+                    || match self.network.since_contact(*id) {
+                        Some(ago) => ago <= PEER_FAILED_AFTER,
+                        None => !led_long_enough,
+                    };
+                let address = n
+                    .addr
+                    .parse::<std::net::SocketAddr>()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_else(|_| n.addr.clone());
+                crate::members::ServerHealth {
+                    name: n.name.clone(),
+                    address,
+                    reachable,
+                }
             })
-            .map(|(_, n)| n.addr.clone())
             .collect()
-    }
-
-    async fn leaders_failed_peers(&self) -> Vec<String> {
-        let Some(leader) = self.leader() else {
-            return Vec::new();
-        };
-        let url = format!("http://{}{}?local", leader.addr, crate::RPC_STATUS);
-        match self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-        {
-            Ok(r) => r
-                .json::<crate::StatusResponse>()
-                .await
-                .map(|s| s.failed_peers)
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
     }
 
     /// Waits until some leader is known (start-up), up to `timeout`.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use trellis_api::{
-    config_kind, status, AgentService, HealthCheck, IndexedCaRoots, Node, NodeServices,
-    ServiceEntry, ServiceNode,
+    config_kind, serf_check, status, AgentService, HealthCheck, IndexedCaRoots, MemberHealth, Node,
+    NodeServices, ServiceEntry, ServiceNode,
 };
 
 use crate::intentions;
@@ -113,6 +113,9 @@ pub enum Query {
         /// The upstreams' destination names.
         upstreams: Vec<String>,
     },
+    /// Every node carrying the servers' agent health check ([`trellis_api::serf_check`]),
+    /// with its status: the datacenter's members (`/v1/agent/members`).
+    Members,
 }
 
 /// The answer to a query: a JSON body, or "not found" with Consul's message.
@@ -137,7 +140,7 @@ impl Query {
         match self {
             Query::CatalogNodes => WatchKey::Nodes,
             Query::CatalogServices => WatchKey::Services,
-            Query::HealthState { .. } => WatchKey::Checks,
+            Query::HealthState { .. } | Query::Members => WatchKey::Checks,
             Query::CatalogNode { node }
             | Query::HealthNode { node }
             | Query::NodeState { node } => WatchKey::Node(node.clone()),
@@ -247,6 +250,21 @@ impl Query {
                     })
                     .collect();
                 json(&entries)
+            }
+            Query::Members => {
+                let members: Vec<MemberHealth> = t
+                    .nodes
+                    .values()
+                    .filter_map(|n| {
+                        let key = (n.node.clone(), serf_check::ID.to_string());
+                        t.checks.get(&key).map(|c| MemberHealth {
+                            node: n.node.clone(),
+                            address: n.address.clone(),
+                            status: c.status.clone(),
+                        })
+                    })
+                    .collect();
+                json(&members)
             }
             Query::HealthState { state } => {
                 let checks: Vec<&HealthCheck> = t

@@ -410,7 +410,7 @@ mod properties {
             Just("bogus")
         ];
         let tags = prop::collection::vec(prop_oneof![Just("a"), Just("b")], 0..2);
-        let check_id = prop_oneof![Just("c1"), Just("c2")];
+        let check_id = prop_oneof![Just("c1"), Just("c2"), Just("serfHealth")];
         prop_oneof![
             (node(), svc.clone(), check_svc, status, any::<bool>(), tags, check_id.clone(), any::<bool>()).prop_map(
                 |(n, s, cs, st, skip, tags, cid, proxy)| {
@@ -533,6 +533,7 @@ mod properties {
                 names: vec!["web".into(), "db".into()],
             });
         }
+        qs.push(Members);
         qs.push(ResolveServiceConfig {
             name: "web".into(),
             upstreams: vec!["db".into(), "api".into()],

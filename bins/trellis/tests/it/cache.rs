@@ -41,8 +41,14 @@ async fn cached_reads_hit_and_block_on_the_cache() {
     a.ready().await;
     assert_eq!(register(&a, "db", 5432).await.0, 200);
     let path = "/v1/health/connect/db?cached";
+    // With its node's member check, so that nothing else changes the answer below.
     a.wait_for("/v1/health/connect/db", "the sidecar in the catalog", |v| {
-        v.as_array().is_some_and(|l| l.len() == 1)
+        v.as_array().is_some_and(|l| {
+            l.len() == 1
+                && l[0]["Checks"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["CheckID"] == "serfHealth"))
+        })
     })
     .await;
 

@@ -526,8 +526,41 @@ async fn a_member_whose_raft_state_is_gone_refuses_to_start_empty() {
     assert_eq!(names_on(&member).await, ["kept"]);
 }
 
+/// The member status `a` reports for `node` (1 alive, 4 failed), if it lists it.
+async fn member_status(a: &Agent, node: &str) -> Option<u64> {
+    let members = get_json(a, "/v1/agent/members").await;
+    members
+        .as_array()?
+        .iter()
+        .find(|m| m["Name"] == node)
+        .and_then(|m| m["Status"].as_u64())
+}
+
+/// Waits until `a` reports `node` with member status `want`.
+async fn wait_member(a: &Agent, node: &str, want: u64) {
+    let start = Instant::now();
+    loop {
+        let got = member_status(a, node).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{node} never had member status {want} (last {got:?}): {}",
+            get_json(a, "/v1/agent/members").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Instances of `service` that `a` answers for `/v1/health/service/:service` (with `query`).
+async fn instances(a: &Agent, service: &str, query: &str) -> usize {
+    let v = get_json(a, &format!("/v1/health/service/{service}?stale{query}")).await;
+    v.as_array().map_or(usize::MAX, |a| a.len())
+}
+
 #[tokio::test]
-async fn a_client_agent_learns_the_servers_and_survives_the_one_it_joined() {
+async fn a_client_agent_learns_the_servers_survives_the_one_it_joined_and_fails_as_a_member() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Cluster::start(dir.path(), 3, 3);
     for s in &mut c.servers {
@@ -536,7 +569,12 @@ async fn a_client_agent_learns_the_servers_and_survives_the_one_it_joined() {
     let leader = c.agreed_leader(3).await;
     // Joined through a follower only.
     let via = (leader + 1) % 3;
-    let mut client = Agent::client_via("client", &dir.path().join("client"), &c.addrs[via]);
+    let mut client = Agent::client_via(
+        "client",
+        &dir.path().join("client"),
+        &c.addrs[via],
+        &["--heartbeat-interval", "300ms"],
+    );
     client.ready().await;
     let start = Instant::now();
     while !client
@@ -568,4 +606,95 @@ async fn a_client_agent_learns_the_servers_and_survives_the_one_it_joined() {
         )
         .await;
     }
+
+    // The dead server and the live client as members, seen from a surviving server.
+    let other = (0..3).find(|i| *i != via).unwrap();
+    let s = &c.servers[other];
+    wait_member(s, &format!("s{}", via + 1), 4).await;
+    wait_member(s, "client", 1).await;
+    let (code, body) = client
+        .put(
+            "/v1/agent/service/register",
+            json!({"Name": "web", "Port": 8080}).to_string(),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let start = Instant::now();
+    while instances(s, "web", "&passing").await != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "web never passing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The client dies without a word: failed within a few heartbeats, its node check is
+    // critical, and its service drops out of the passing instances (but is still listed).
+    client.kill();
+    let killed = Instant::now();
+    wait_member(s, "client", 4).await;
+    let took = killed.elapsed();
+    let checks = get_json(s, "/v1/health/node/client?stale").await;
+    let serf = checks
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["CheckID"] == "serfHealth").cloned())
+        .unwrap_or(Value::Null);
+    assert_eq!(serf["Status"], "critical", "{checks}");
+    assert_eq!(serf["Output"], "Agent not live or unreachable", "{checks}");
+    assert_eq!(instances(s, "web", "&passing").await, 0);
+    assert_eq!(instances(s, "web", "").await, 1);
+    println!("client marked failed {took:?} after SIGKILL (heartbeat every 300ms)");
+
+    // Back: alive again, and its service passes.
+    client.start();
+    client.ready().await;
+    wait_member(s, "client", 1).await;
+    let start = Instant::now();
+    while instances(s, "web", "&passing").await != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "web never passing again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // `trellis leave` on a server is refused with what to do instead.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["leave", "-http-addr", &format!("127.0.0.1:{}", s.http)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("remove-peer"),
+        "{stderr}"
+    );
+    assert_eq!(member_status(s, &format!("s{}", other + 1)).await, Some(1));
+
+    // SIGTERM: the client leaves gracefully and exits; its node (and service) is gone
+    // rather than failed.
+    client.signal("TERM");
+    let start = Instant::now();
+    while client.exit_code().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{}",
+            client.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(client.exit_code(), Some(0), "{}", client.log());
+    assert!(
+        client.log().contains("left the datacenter"),
+        "{}",
+        client.log()
+    );
+    assert_eq!(member_status(s, "client").await, None);
+    assert_eq!(instances(s, "web", "").await, 0);
+    // And it stays gone (no late heartbeat or reconcile brings it back).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(member_status(s, "client").await, None);
+    assert_eq!(
+        get_json(s, "/v1/catalog/node/client?stale").await,
+        Value::Null
+    );
 }

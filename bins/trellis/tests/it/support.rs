@@ -56,7 +56,7 @@ impl Agent {
         a
     }
 
-    fn start(&mut self) {
+    pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -215,8 +215,8 @@ impl Agent {
     }
 
     /// A client agent joined to the server at `addr` (`ip:port` of its server port).
-    pub fn client_via(node: &str, data_dir: &Path, addr: &str) -> Agent {
-        Agent::client_with(node, data_dir, addr, &[])
+    pub fn client_via(node: &str, data_dir: &Path, addr: &str, extra: &[&str]) -> Agent {
+        Agent::client_with(node, data_dir, addr, extra)
     }
 
     fn client_with(node: &str, data_dir: &Path, addr: &str, extra: &[&str]) -> Agent {

@@ -82,6 +82,12 @@ pub(crate) async fn members(State(a): State<Arc<Agent>>) -> Res {
     Ok(json(&a.members().await?))
 }
 
+/// `PUT /v1/agent/leave`: a client agent leaves gracefully, then its process exits.
+pub(crate) async fn leave(State(a): State<Arc<Agent>>) -> Res {
+    a.leave().await?;
+    Ok(json(&serde_json::Value::Null))
+}
+
 /// Hash-based blocking for agent-local endpoints: `?hash=` and `?wait=` block until the
 /// answer's content hash differs; `X-Consul-ContentHash` carries it.
 async fn local_blocking<T, F>(a: &Agent, p: &Params, read: F) -> Result<Response, AgentError>

@@ -46,6 +46,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/operator/raft/peer", delete(agent::raft_remove_peer))
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/members", get(agent::members))
+        .route("/v1/agent/leave", put(agent::leave))
         .route("/v1/agent/services", get(agent::services))
         .route("/v1/agent/service/{id}", get(agent::service))
         .route("/v1/agent/service/register", put(agent::register_service))
