@@ -559,6 +559,18 @@ async fn instances(a: &Agent, service: &str, query: &str) -> usize {
     v.as_array().map_or(usize::MAX, |a| a.len())
 }
 
+/// Waits until `a` answers one passing instance of `service`.
+async fn wait_passing(a: &Agent, service: &str) {
+    let start = Instant::now();
+    while instances(a, service, "&passing").await != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{service} never passing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_client_agent_learns_the_servers_survives_the_one_it_joined_and_fails_as_a_member() {
     let dir = tempfile::tempdir().unwrap();
@@ -619,14 +631,7 @@ async fn a_client_agent_learns_the_servers_survives_the_one_it_joined_and_fails_
         )
         .await;
     assert_eq!(code, 200, "{body}");
-    let start = Instant::now();
-    while instances(s, "web", "&passing").await != 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "web never passing"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_passing(s, "web").await;
 
     // The client dies without a word: failed within a few heartbeats, its node check is
     // critical, and its service drops out of the passing instances (but is still listed).
@@ -649,14 +654,7 @@ async fn a_client_agent_learns_the_servers_survives_the_one_it_joined_and_fails_
     client.start();
     client.ready().await;
     wait_member(s, "client", 1).await;
-    let start = Instant::now();
-    while instances(s, "web", "&passing").await != 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "web never passing again"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_passing(s, "web").await;
 
     // `trellis leave` on a server is refused with what to do instead.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
