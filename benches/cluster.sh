@@ -11,10 +11,15 @@
 #             survivors name a new leader, FAILOVER_WRITES acknowledged in all; the old leader
 #             restarted; every acknowledged write looked up on every server ("lost" counts the
 #             acknowledged writes missing anywhere)
+#   members   client-agent heartbeats (h2load, HTTP/2 to the server port) sent to the leader
+#             and to a follower (which forwards them), against the status RPC as the baseline:
+#             rate and leader CPU per request; then MEMBER_RUNS times a client agent with the
+#             default 2 s heartbeat SIGKILLed (time until a server lists it failed) and one
+#             stopped with SIGTERM (time until it is gone)
 #
 # Results: stdout and benches/results/cluster.txt (OUT). Knobs (environment): PARTS ("writes
-# catchup failover"), ROUNDS (3), WRITES_N (2000), CATCHUP_N (100000), FAILOVER_RUNS (20),
-# FAILOVER_WRITES (100), BUILD (1).
+# catchup failover members"), ROUNDS (3), WRITES_N (2000), CATCHUP_N (100000), FAILOVER_RUNS (20),
+# FAILOVER_WRITES (100), HEARTBEATS_N (200000), MEMBER_RUNS (10), BUILD (1).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,12 +27,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/benches/lib.sh"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT="${OUT:-$ROOT/benches/results/cluster.txt}"
-PARTS="${PARTS:-writes catchup failover}"
+PARTS="${PARTS:-writes catchup failover members}"
 ROUNDS="${ROUNDS:-3}"
 WRITES_N="${WRITES_N:-2000}"
 CATCHUP_N="${CATCHUP_N:-100000}"
 FAILOVER_RUNS="${FAILOVER_RUNS:-20}"
 FAILOVER_WRITES="${FAILOVER_WRITES:-100}"
+HEARTBEATS_N="${HEARTBEATS_N:-200000}"
+MEMBER_RUNS="${MEMBER_RUNS:-10}"
 BUILD="${BUILD:-1}"
 
 PIDS=()
@@ -255,6 +262,80 @@ part_failover() {
   say "acknowledged writes lost, all runs: $lost_total"
 }
 
+# CPU seconds (user + system) process $1 has used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f\n", ($14 + $15) / hz }' "/proc/$1/stat"; }
+
+# Member status (1 alive, 4 failed, "" absent) of node $2 as server $1 lists it.
+member_status() {
+  curl -sf -m 2 "http://${S_HTTP[$1]}/v1/agent/members" | jq -r --arg n "$2" '.[] | select(.Name == $n) | .Status' 2>/dev/null || true
+}
+
+part_members() {
+  note "members: a three-server cluster..."
+  start_three m
+  local leader=$LEADER follower n
+  for n in m1 m2 m3; do [[ $n != "$leader" ]] && follower=$n; done
+  local lpid=${S_PID[$leader]}
+  echo '{"node":"bench-client","address":"10.0.0.9","interval_ms":2000}' >"$WORK/hb.json"
+  say ""
+  say "## members: $HEARTBEATS_N requests per run with h2load -c 8 -m 16 (HTTP/2 to the server port); leader CPU per request; baseline: the status RPC on the leader"
+  say "$(printf '%-34s %12s %16s %8s' what req_per_s leader_cpu_us_req failed)"
+  local what target path data cpu0 cpu1 log rps failed per
+  declare -A PER
+  for what in "status RPC at the leader" "heartbeat at the leader" "heartbeat via a follower"; do
+    case "$what" in
+      status*) target=${S_ADDR[$leader]}; path=/v1/internal/status; data="" ;;
+      "heartbeat at"*) target=${S_ADDR[$leader]}; path=/v1/internal/heartbeat; data="-d $WORK/hb.json" ;;
+      *) target=${S_ADDR[$follower]}; path=/v1/internal/heartbeat; data="-d $WORK/hb.json" ;;
+    esac
+    log="$WORK/h2load-${what// /-}.txt"
+    cpu0=$(cpu_s "$lpid")
+    # shellcheck disable=SC2086
+    h2load -n "$HEARTBEATS_N" -c 8 -m 16 -H 'content-type: application/json' $data "http://$target$path" >"$log" 2>&1 \
+      || die "h2load failed: $(tail -5 "$log")"
+    cpu1=$(cpu_s "$lpid")
+    rps=$(awk '/^finished in/ { gsub(/,/, ""); print $4 }' "$log")
+    failed=$(awk '/^requests:/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^failed/) print $i }' "$log" | head -1)
+    per=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$HEARTBEATS_N" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }')
+    PER[$what]=$per
+    say "$(printf '%-34s %12s %16s %8s' "$what" "$rps" "$per" "${failed:-?}")"
+  done
+  local hb=${PER["heartbeat at the leader"]} fw=${PER["heartbeat via a follower"]}
+  say "heartbeat / status RPC leader CPU: $(ratio "$hb" "${PER["status RPC at the leader"]}")x; at the default 2 s interval 10,000 client agents would cost the leader $(awk -v p="$fw" 'BEGIN { printf "%.1f", p * 5000 / 1e4 }')% of one core through followers (extrapolated from the per-request CPU above)"
+
+  say ""
+  say "## members: $MEMBER_RUNS client agents with the default 2 s heartbeat: SIGKILL until a server lists it failed (three missed heartbeats: 4-6.5 s after the kill, by when the last was sent), SIGTERM until it is gone"
+  say "$(printf '%-4s %16s %16s' run failed_after_ms gone_after_ms)"
+  local run pid t0 st killed=() gone=() http join=${S_ADDR[$follower]}
+  for run in $(seq 1 "$MEMBER_RUNS"); do
+    local took_kill=never took_term=never c
+    for c in kill term; do
+      port; http=$PORT
+      "$TRELLIS" agent --data-dir "$WORK/c$run-$c" --node "c$run-$c" --http-port "$http" --retry-join "$join" \
+        >>"$WORK/c$run-$c.log" 2>&1 &
+      pid=$!; PIDS+=("$pid"); disown "$pid"
+      for _ in $(seq 1 200); do [[ "$(member_status "$leader" "c$run-$c")" == 1 ]] && break; sleep 0.05; done
+      [[ "$(member_status "$leader" "c$run-$c")" == 1 ]] || die "client c$run-$c never alive"
+      # At a random point of the heartbeat period.
+      sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.2f", r / 32768 * 2 }')"
+      if [[ $c == kill ]]; then kill -9 "$pid"; else kill -TERM "$pid"; fi
+      t0=$(now_ms)
+      while (( $(now_ms) - t0 < 30000 )); do
+        st=$(member_status "$follower" "c$run-$c")
+        if [[ $c == kill && "$st" == 4 ]] || [[ $c == term && -z "$st" ]]; then
+          if [[ $c == kill ]]; then took_kill=$(( $(now_ms) - t0 )); else took_term=$(( $(now_ms) - t0 )); fi
+          break
+        fi
+        sleep 0.05
+      done
+    done
+    killed+=("$took_kill"); gone+=("$took_term")
+    say "$(printf '%-4s %16s %16s' "$run" "$took_kill" "$took_term")"
+  done
+  say "failed after SIGKILL (ms): median $(median "${killed[@]}"), range $(minmax "${killed[@]}"); gone after SIGTERM (ms): median $(median "${gone[@]}"), range $(minmax "${gone[@]}")"
+  stop_named m1 m2 m3
+}
+
 main() {
   if [[ $BUILD == 1 ]]; then
     note "building release binaries..."
@@ -262,7 +343,14 @@ main() {
   fi
   TRELLIS="$TARGET_DIR/release/trellis"
   BENCH="$TARGET_DIR/release/trellis-bench"
-  command -v jq >/dev/null || die "jq is needed"
+  local need=()
+  command -v jq >/dev/null || need+=(jq)
+  [[ " $PARTS " == *" members "* ]] && ! command -v h2load >/dev/null && need+=(nghttp2-client)
+  if (( ${#need[@]} )); then
+    note "installing ${need[*]}..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2 \
+      || { apt-get update -q >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2; }
+  fi
   mkdir -p "$(dirname "$OUT")"
   : >"$OUT"
   WORK=$(mktemp -d "$TARGET_DIR/cluster-bench.XXXXXX")
@@ -274,6 +362,7 @@ main() {
       writes) part_writes ;;
       catchup) part_catchup ;;
       failover) part_failover ;;
+      members) part_members ;;
       *) die "unknown part $p" ;;
     esac
   done
