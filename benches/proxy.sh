@@ -36,7 +36,8 @@
 # "haproxy nginx", soak: none), ROUNDS (3), DURATION (10s),
 # CONNS (16), WARMUP (2s), BODY_BYTES (1024), RATE (1000: a fixed-rate open-loop run with
 # h2load --rps at RATE req/s in total after the saturation runs; 0 skips it), INSTALL (1: apt-get
-# the missing Debian packages), BUILD (1), OUT (the result file, under the target directory).
+# the missing Debian packages), BUILD (1), OUT (the result file, under the target directory),
+# PROXY_BIN (trellis: `trellis connect proxy`; trellis-proxy: the proxy-only binary).
 set -euo pipefail
 
 if [[ "${MODE:-tcp}" == all ]]; then
@@ -56,6 +57,7 @@ source "$ROOT/benches/lib.sh"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 MODE="${MODE:-tcp}"
+PROXY_BIN="${PROXY_BIN:-trellis}"
 case "$MODE" in
   tcp | bulk | idle) PEERS="${PEERS-haproxy stunnel nginx}"; LAYER=tcp ;;
   http) PEERS="${PEERS-haproxy nginx}"; LAYER=http ;;
@@ -258,7 +260,7 @@ start_trellis() {
   local svc pids=()
   for svc in db web; do
     LOG_NAME=trellis-$svc spawn env TRELLIS_HTTP_ADDR="$AGENT_ADDR" TOKIO_WORKER_THREADS=1 \
-      "${PROXY_PIN[@]}" "$TRELLIS" connect proxy -sidecar-for "$svc" -max-connections "$MAXCONN" \
+      "${PROXY_PIN[@]}" "${PROXY_CMD[@]}" -sidecar-for "$svc" -max-connections "$MAXCONN" \
       -tls-cipher-suites "$SUITE" -tls-groups "$GROUP"
     pids+=("$LAST_PID")
   done
@@ -519,6 +521,11 @@ main() {
   fi
   TRELLIS="$TARGET_DIR/release/trellis"
   BENCH="$TARGET_DIR/release/trellis-bench"
+  case "$PROXY_BIN" in
+    trellis) PROXY_CMD=("$TRELLIS" connect proxy) ;;
+    trellis-proxy) PROXY_CMD=("$TARGET_DIR/release/trellis-proxy") ;;
+    *) die "PROXY_BIN is trellis or trellis-proxy, not $PROXY_BIN" ;;
+  esac
   mkdir -p "$TARGET_DIR" "$(dirname "$OUT")"
   WORK=$(mktemp -d "$TARGET_DIR/proxy-bench.XXXXXX")
   : >"$OUT"
@@ -538,7 +545,7 @@ main() {
   say "# benches/proxy.sh, MODE=$MODE ($( [[ $LAYER == tcp ]] && echo L4 || echo L7)), $(date -u +%Y-%m-%dT%H:%MZ)"
   say "# machine: nproc $NCPU, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)"
   say "# versions: $(haproxy -v 2>/dev/null | head -1 | awk '{print "haproxy", $3}'), $(nginx -v 2>&1 | sed 's/.*\///;s/^/nginx /'),\
- $(stunnel4 -version 2>&1 | sed -n 's/^stunnel \([0-9.]*\).*/stunnel \1/p' | head -1), $(openssl version | awk '{print "OpenSSL", $2}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'), $(iperf3 --version | head -1 | awk '{print "iperf3", $2}'), $("$TRELLIS" version)"
+ $(stunnel4 -version 2>&1 | sed -n 's/^stunnel \([0-9.]*\).*/stunnel \1/p' | head -1), $(openssl version | awk '{print "OpenSSL", $2}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'), $(iperf3 --version | head -1 | awk '{print "iperf3", $2}'), $("$TRELLIS" version) (proxy: ${PROXY_CMD[*]##*/})"
   say "# certificates: Trellis CA, $KEY_ALG ${KEY_CURVE:-}, root -> leaf; every pair: TLS 1.3 $SUITE $GROUP, a full handshake per connection;"
   say "#   the peers verify the chain only, Trellis also checks SPIFFE IDs and intentions"
   say "# descriptors: limit $(ulimit -n) per process, so at most $MAXCONN connections per proxy"
