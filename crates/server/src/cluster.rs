@@ -32,6 +32,10 @@ pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often a server not yet in a cluster greets the others.
 pub const FORM_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a member may go without hearing from a leader before it asks the others whether
+/// it still belongs to the cluster (a server removed while it was down hears nothing).
+pub const REJOIN_AFTER: Duration = Duration::from_secs(10);
+
 /// What a server says about itself when greeted.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Hello {
@@ -378,6 +382,65 @@ pub(crate) async fn form(server: Weak<Server>) {
     }
 }
 
+/// What a member that has not heard from a leader for [`REJOIN_AFTER`] should do, given the
+/// configurations its `retry_join` servers report (each the leader's view): ask to join again
+/// through one whose cluster has a leader but lacks this server as a voter, else nothing.
+pub(crate) fn rejoin_via(my_id: u64, reports: &[(String, RaftConfiguration)]) -> Option<String> {
+    let me = my_id.to_string();
+    reports
+        .iter()
+        .find(|(_, c)| c.servers.iter().any(|s| s.leader))
+        .filter(|(_, c)| !c.servers.iter().any(|s| s.id == me && s.voter))
+        .map(|(addr, _)| addr.clone())
+}
+
+/// Runs for the life of a server that belongs to a cluster: when it has heard nothing from a
+/// leader for [`REJOIN_AFTER`] (removed while it was down, say), asks its `retry_join`
+/// servers for the cluster's configuration and, if the cluster has a leader and this server
+/// is not one of its voters, asks to be added again (as a learner until caught up). Consul's
+/// leader re-adds a returning server the same way.
+pub(crate) async fn stay_member(server: Weak<Server>) {
+    loop {
+        tokio::time::sleep(REJOIN_AFTER / 2).await;
+        let Some(s) = server.upgrade() else { return };
+        if s.config.retry_join.is_empty() {
+            return;
+        }
+        if s.is_leader() || s.last_contact.lock().elapsed() < REJOIN_AFTER {
+            continue;
+        }
+        let own = s.config.rpc_addr.to_string();
+        let mut reports = Vec::new();
+        for addr in s.config.retry_join.iter().filter(|a| **a != own) {
+            let asked = s
+                .http
+                .get(format!("http://{addr}{RPC_CONFIGURATION}"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if let Ok(r) = asked {
+                if let Ok(c) = r.json::<RaftConfiguration>().await {
+                    reports.push((addr.clone(), c));
+                }
+            }
+        }
+        let Some(via) = rejoin_via(s.node_id, &reports) else {
+            continue;
+        };
+        tracing::warn!(%via, "not a voter of the cluster (removed while away?); asking to join again");
+        let me = s.hello();
+        let req = JoinRequest {
+            node_id: me.node_id,
+            node: me.node,
+            datacenter: me.datacenter,
+        };
+        match crate::rpc::post_json::<_, bool>(&s.http, &via, RPC_JOIN, &req).await {
+            Ok(_) => tracing::info!(%via, "joined the cluster again"),
+            Err(e) => tracing::warn!(%via, error = %e, "joining again failed; retrying"),
+        }
+    }
+}
+
 async fn greet_all(s: &Arc<Server>) -> Vec<Hello> {
     let own = s.config.rpc_addr.to_string();
     let calls = s
@@ -450,6 +513,50 @@ mod tests {
             next_step(&me, 1, &[hello(7, true)]),
             Step::Join("127.0.0.7:8300".into())
         );
+    }
+
+    fn config(servers: &[(u64, bool, bool)]) -> RaftConfiguration {
+        RaftConfiguration {
+            servers: servers
+                .iter()
+                .map(|(id, voter, leader)| RaftServer {
+                    id: id.to_string(),
+                    node: format!("s{id}"),
+                    address: format!("127.0.0.{id}:8300"),
+                    leader: *leader,
+                    protocol_version: "3".into(),
+                    voter: *voter,
+                    last_index: 0,
+                })
+                .collect(),
+            index: 1,
+        }
+    }
+
+    #[test]
+    fn a_silent_member_rejoins_only_a_led_cluster_that_lacks_it() {
+        let a = "127.0.0.2:8300".to_string();
+        let b = "127.0.0.3:8300".to_string();
+        // Removed: the cluster has a leader and no voter 9.
+        let removed = config(&[(2, true, true), (3, true, false)]);
+        assert_eq!(
+            rejoin_via(9, &[(a.clone(), removed.clone())]),
+            Some(a.clone())
+        );
+        // Still a voter (an election is under way, say): nothing to do.
+        let member = config(&[(2, true, true), (9, true, false)]);
+        assert_eq!(rejoin_via(9, &[(a.clone(), member)]), None);
+        // A learner (a join under way) asks again; the leader resumes it.
+        let learner = config(&[(2, true, true), (9, false, false)]);
+        assert_eq!(rejoin_via(9, &[(a.clone(), learner)]), Some(a.clone()));
+        // No leader anywhere: wait; the first report with a leader decides.
+        let leaderless = config(&[(2, true, false), (3, true, false)]);
+        assert_eq!(rejoin_via(9, &[(a.clone(), leaderless.clone())]), None);
+        assert_eq!(
+            rejoin_via(9, &[(a, leaderless), (b.clone(), removed)]),
+            Some(b)
+        );
+        assert_eq!(rejoin_via(9, &[]), None);
     }
 
     #[test]

@@ -338,6 +338,7 @@ impl Server {
                 node_id = self.node_id,
                 "raft state found; rejoining the cluster"
             );
+            tokio::spawn(crate::cluster::stay_member(Arc::downgrade(this)));
             return Ok(());
         }
         if self.config.bootstrap_expect == 1 && self.config.retry_join.is_empty() {

@@ -337,6 +337,23 @@ async fn three_servers_form_one_cluster_forward_writes_restart_and_change_member
         .unwrap()
         .contains("not in the Raft configuration"));
     c.agreed_leader(3).await;
+
+    // The removed server comes back: finding that the cluster's leader no longer counts it as
+    // a voter, it asks to join again and catches up on what it missed.
+    assert!(write(&c.servers[1], "while-s4-was-out").await);
+    let mut want = want;
+    want.push("while-s4-was-out".to_string());
+    want.sort();
+    c.servers[3].start();
+    c.servers[3].ready().await;
+    c.agreed_leader(4).await;
+    wait_holds(&c.servers[3], &want, "the server that came back").await;
+    assert!(
+        c.servers[3].log().contains("asking to join again"),
+        "{}",
+        tail(&c.servers[3].log(), 40)
+    );
+    assert!(write(&c.servers[3], "after-s4-is-back").await);
 }
 
 #[tokio::test]
