@@ -424,6 +424,8 @@ pub async fn run_agent(args: Box<AgentArgs>) -> anyhow::Result<()> {
     tokio::select! {
         () = agent.clone().serve(listener) => anyhow::bail!("HTTP server stopped"),
         () = agent.has_left() => {
+            // Give the leave request's answer a moment to reach the caller.
+            tokio::time::sleep(Duration::from_millis(200)).await;
             tracing::info!("shutting down after leaving");
             Ok(())
         }

@@ -78,6 +78,10 @@ pub struct Agent {
     queries: Arc<crate::cache::Cache<crate::cache::StoreQuery>>,
     /// Set when the agent has left (`PUT /v1/agent/leave`); the process then exits.
     left: tokio::sync::watch::Sender<bool>,
+    /// The anti-entropy task, stopped before leaving (so that it cannot write the node back).
+    syncer: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The anti-entropy loop as started, to start again if a leave fails.
+    sync_again: crate::sync::Syncer,
 }
 
 fn startup(msg: impl std::fmt::Display) -> AgentError {
@@ -132,6 +136,14 @@ impl Agent {
                 Backend::Local(server)
             }
             None => {
+                use trellis_server::members::{MAX_HEARTBEAT, MIN_HEARTBEAT};
+                if !(MIN_HEARTBEAT..=MAX_HEARTBEAT).contains(&config.heartbeat_interval) {
+                    return Err(bad(format!(
+                        "the heartbeat interval must be between {MIN_HEARTBEAT:?} and \
+                         {MAX_HEARTBEAT:?}, not {:?}",
+                        config.heartbeat_interval
+                    )));
+                }
                 if config.retry_join.is_empty() {
                     return Err(bad(
                         "a client agent needs at least one --retry-join server address",
@@ -167,7 +179,8 @@ impl Agent {
             extra,
             config.sync_interval,
         );
-        tokio::spawn(syncer.run());
+        let sync_again = syncer.clone();
+        let syncer = tokio::spawn(syncer.run());
         let intentions = crate::cache::Cache::new(
             crate::cache::IntentionMatch::new(backend.clone()),
             crate::cache::Options {
@@ -218,6 +231,8 @@ impl Agent {
             intentions,
             queries,
             left: tokio::sync::watch::channel(false).0,
+            syncer: parking_lot::Mutex::new(Some(syncer)),
+            sync_again,
         });
         tokio::spawn(reap_critical_services(Arc::downgrade(&agent)));
         Ok((agent, http))
@@ -244,12 +259,23 @@ impl Agent {
     pub async fn leave(&self) -> Result<(), AgentError> {
         let Backend::Remote(r) = &self.backend else {
             return Err(crate::error::bad(
-                "a server agent does not leave this way; remove it from the cluster with \
-                 `trellis operator raft remove-peer` and stop it with a signal",
+                "a server agent does not leave this way: stop it with a signal, then remove it \
+                 from the cluster with `trellis operator raft remove-peer` (a removed server \
+                 that runs again joins again)",
             ));
         };
-        r.leave(&self.config.node_name, &self.config.advertise_addr)
-            .await?;
+        // No anti-entropy write may land after the node is deregistered.
+        if let Some(sync) = self.syncer.lock().take() {
+            sync.abort();
+        }
+        if let Err(e) = r
+            .leave(&self.config.node_name, &self.config.advertise_addr)
+            .await
+        {
+            // Still a member: anti-entropy resumes (with a full sync).
+            *self.syncer.lock() = Some(tokio::spawn(self.sync_again.clone().run()));
+            return Err(e.into());
+        }
         self.left.send_replace(true);
         tracing::info!("left the datacenter");
         Ok(())

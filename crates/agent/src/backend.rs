@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use trellis_server::members::{Heartbeat, RPC_HEARTBEAT};
 use trellis_server::{
-    post_json, remote_query, ApplyResponse, QueryOptions, QueryRequest, QueryResponse, Server,
-    ServerError, SignRequest, StatusResponse, RPC_APPLY, RPC_CA_CONFIG, RPC_CA_SIGN, RPC_STATUS,
+    post_json, post_json_within, remote_query, ApplyResponse, QueryOptions, QueryRequest,
+    QueryResponse, Server, ServerError, SignRequest, StatusResponse, RPC_APPLY, RPC_CA_CONFIG,
+    RPC_CA_SIGN, RPC_STATUS,
 };
 use trellis_state::{Command, Query};
 
@@ -50,6 +51,24 @@ fn write_known(path: &std::path::Path, servers: &[String]) -> std::io::Result<()
     std::fs::rename(&tmp, path)
 }
 
+/// Any failure to deliver a heartbeat to `addr` as a transport failure, so that the next
+/// server is tried: a server without a leader, or one that cannot reach it, is no help now. A
+/// refusal (the heartbeat itself is bad) is logged loudly.
+fn passed_over(addr: &str, e: ServerError) -> ServerError {
+    match e {
+        e @ ServerError::Rpc { .. } => e,
+        other => {
+            if let ServerError::Remote { status: 400, .. } = &other {
+                tracing::warn!(error = %other, "a server refused this agent's heartbeat");
+            }
+            ServerError::Rpc {
+                addr: addr.to_string(),
+                message: other.to_string(),
+            }
+        }
+    }
+}
+
 /// The agent's route to the servers.
 #[derive(Clone)]
 pub enum Backend {
@@ -63,10 +82,13 @@ pub enum Backend {
 pub struct Remote {
     /// The servers this agent was told to join, always kept in the list.
     configured: Vec<String>,
-    /// Every server known: the configured ones and the cluster's voters when last asked.
+    /// Every server known: the configured ones, those kept in `known_file` at start, and the
+    /// cluster's voters when last told.
     servers: parking_lot::RwLock<Vec<String>>,
     /// Set once the agent has left: no more heartbeats.
     left: std::sync::atomic::AtomicBool,
+    /// Drawn at start; tells the servers this process's heartbeats from a later one's.
+    incarnation: u64,
     /// Where the voters last learned are kept, so that a restarted agent whose configured
     /// servers have gone can still reach the cluster (`None`: not kept).
     known_file: Option<std::path::PathBuf>,
@@ -110,6 +132,7 @@ impl Remote {
             servers: parking_lot::RwLock::new(servers),
             known_file,
             left: Default::default(),
+            incarnation: rand::random(),
             current: AtomicUsize::new(start),
             http,
             watcher: crate::watcher::Watcher::default(),
@@ -174,49 +197,61 @@ impl Remote {
             .unwrap_or_default();
         let at = list.iter().position(|s| *s == in_use).unwrap_or(0);
         tracing::info!(servers = ?list, "server list updated from the cluster");
+        *servers = list;
+        self.current.store(at, Ordering::Relaxed);
+        drop(servers);
         if let Some(path) = &self.known_file {
             if let Err(e) = write_known(path, voters) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot keep the server list");
             }
         }
-        *servers = list;
-        self.current.store(at, Ordering::Relaxed);
     }
 
     /// Tells the servers every `interval` that this agent's node is alive (the leader keeps
     /// its member check passing) and keeps the server list current from each answer, so that
-    /// the agent can fail over to servers it was not told about. Ends when the agent is
-    /// dropped.
+    /// the agent can fail over to servers it was not told about. A server that does not
+    /// take the heartbeat within one interval, for whatever reason, is passed over for the
+    /// next. Ends when the agent is dropped or has left.
     pub async fn heartbeat(
         remote: std::sync::Weak<Remote>,
         node: String,
         address: String,
         interval: Duration,
     ) {
-        let hb = Heartbeat {
+        let mut hb = Heartbeat {
             node,
             address,
             interval_ms: interval.as_millis() as u64,
             forwarded: false,
             leaving: false,
+            incarnation: 0,
         };
         loop {
             let Some(r) = remote.upgrade() else { return };
-            if r.left.load(Ordering::Relaxed) {
-                return;
-            }
-            let sent = r
-                .with_failover(|addr| {
-                    let (r, hb) = (r.clone(), &hb);
-                    async move {
-                        post_json::<_, StatusResponse>(&r.http, &addr, RPC_HEARTBEAT, hb).await
-                    }
-                })
-                .await;
-            match sent {
-                Ok(s) if !s.peers.is_empty() => r.learn(&s.peers),
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "heartbeat not delivered"),
+            hb.incarnation = r.incarnation;
+            // While a leave is under way or done, say nothing (a failed leave resumes).
+            if !r.left.load(Ordering::Relaxed) {
+                let sent = r
+                    .with_failover(|addr| {
+                        let (r, hb) = (r.clone(), &hb);
+                        async move {
+                            post_json_within::<_, StatusResponse>(
+                                &r.http,
+                                &addr,
+                                RPC_HEARTBEAT,
+                                hb,
+                                interval,
+                            )
+                            .await
+                            .map_err(|e| passed_over(&addr, e))
+                        }
+                    })
+                    .await;
+                match sent {
+                    Ok(s) if !s.peers.is_empty() => r.learn(&s.peers),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "heartbeat not delivered"),
+                }
             }
             drop(r);
             tokio::time::sleep(interval).await;
@@ -235,16 +270,23 @@ impl Remote {
             interval_ms: trellis_server::members::DEFAULT_HEARTBEAT.as_millis() as u64,
             forwarded: false,
             leaving: true,
+            incarnation: self.incarnation,
         };
-        self.with_failover(|addr| {
-            let hb = &hb;
-            async move {
-                post_json::<_, StatusResponse>(&self.http, &addr, RPC_HEARTBEAT, hb)
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .await
+        let sent = self
+            .with_failover(|addr| {
+                let hb = &hb;
+                async move {
+                    post_json::<_, StatusResponse>(&self.http, &addr, RPC_HEARTBEAT, hb)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await;
+        if sent.is_err() {
+            // Still a member: go on telling the servers so.
+            self.left.store(false, Ordering::Relaxed);
+        }
+        sent
     }
 }
 

@@ -271,6 +271,12 @@ pub fn local_check(
     if !def.status.is_empty() && !status::is_valid(&def.status) {
         return Err(format!("Invalid check status: {:?}", def.status));
     }
+    if def.id == trellis_api::serf_check::ID {
+        return Err(format!(
+            "CheckID {:?} is reserved for the servers' member health check",
+            def.id
+        ));
+    }
     let initial = if def.status.is_empty() {
         status::CRITICAL.to_string()
     } else {

@@ -49,6 +49,7 @@ pub struct SyncStats {
 }
 
 /// The anti-entropy loop of one agent.
+#[derive(Clone)]
 pub struct Syncer {
     backend: Backend,
     local: Arc<LocalState>,

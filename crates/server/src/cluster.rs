@@ -345,7 +345,7 @@ pub(crate) async fn form(server: Weak<Server>) {
                     node: me.node.clone(),
                     datacenter: me.datacenter.clone(),
                 };
-                match crate::rpc::post_json::<_, bool>(&s.http, &addr, RPC_JOIN, &req).await {
+                match join_via(&s, &addr, &req).await {
                     Ok(_) => {
                         tracing::info!(via = %addr, "joined the cluster");
                         return;
@@ -394,19 +394,33 @@ pub(crate) fn rejoin_via(my_id: u64, reports: &[(String, RaftConfiguration)]) ->
         .map(|(addr, _)| addr.clone())
 }
 
-/// Runs for the life of a server that belongs to a cluster: when it has heard nothing from a
-/// leader for [`REJOIN_AFTER`] (removed while it was down, say), asks its `retry_join`
+/// Runs for the life of a server with `retry_join` servers, once it belongs to a cluster:
+/// when it has heard nothing from a leader for [`REJOIN_AFTER`] (removed while it was down,
+/// say), or has stayed a non-voter that long (a join cut short), asks its `retry_join`
 /// servers for the cluster's configuration and, if the cluster has a leader and this server
 /// is not one of its voters, asks to be added again (as a learner until caught up). Consul's
 /// leader re-adds a returning server the same way.
 pub(crate) async fn stay_member(server: Weak<Server>) {
+    let mut learner_checks = 0u32;
     loop {
         tokio::time::sleep(REJOIN_AFTER / 2).await;
         let Some(s) = server.upgrade() else { return };
         if s.config.retry_join.is_empty() {
             return;
         }
-        if s.is_leader() || s.last_contact.lock().elapsed() < REJOIN_AFTER {
+        if !s.hello().initialized || s.is_leader() {
+            continue;
+        }
+        let voter = s
+            .metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == s.node_id);
+        learner_checks = if voter { 0 } else { learner_checks + 1 };
+        let silent = s.last_contact.lock().elapsed() >= REJOIN_AFTER;
+        if !silent && learner_checks < 2 {
             continue;
         }
         let own = s.config.rpc_addr.to_string();
@@ -434,11 +448,18 @@ pub(crate) async fn stay_member(server: Weak<Server>) {
             node: me.node,
             datacenter: me.datacenter,
         };
-        match crate::rpc::post_json::<_, bool>(&s.http, &via, RPC_JOIN, &req).await {
+        match join_via(&s, &via, &req).await {
             Ok(_) => tracing::info!(%via, "joined the cluster again"),
             Err(e) => tracing::warn!(%via, error = %e, "joining again failed; retrying"),
         }
     }
+}
+
+/// Asks the cluster, through the server at `addr`, to add this server; waits as long as the
+/// leader may take to let it catch up (a shorter wait would abandon the promotion).
+async fn join_via(s: &Server, addr: &str, req: &JoinRequest) -> Result<bool, ServerError> {
+    let limit = CATCH_UP_TIMEOUT + Duration::from_secs(10);
+    crate::rpc::post_json_within(&s.http, addr, RPC_JOIN, req, limit).await
 }
 
 async fn greet_all(s: &Arc<Server>) -> Vec<Hello> {

@@ -16,9 +16,9 @@ mod rpc;
 mod server;
 
 pub use rpc::{
-    error_status, post_json, remote_query, remote_watch, ApplyResponse, QueryRequest, SignRequest,
-    StatusResponse, WatchRequest, WatchResponse, MAX_WATCH_KEYS, MAX_WATCH_WAIT, RPC_APPLY,
-    RPC_CA_CONFIG, RPC_CA_SIGN, RPC_QUERY, RPC_STATUS, RPC_WATCH,
+    error_status, post_json, post_json_within, remote_query, remote_watch, ApplyResponse,
+    QueryRequest, SignRequest, StatusResponse, WatchRequest, WatchResponse, MAX_WATCH_KEYS,
+    MAX_WATCH_WAIT, RPC_APPLY, RPC_CA_CONFIG, RPC_CA_SIGN, RPC_QUERY, RPC_STATUS, RPC_WATCH,
 };
 pub use server::{
     QueryOptions, QueryResponse, Server, ServerConfig, ServerError, DB_FILE, MEMBER_MARKER,

@@ -41,6 +41,10 @@ pub struct Heartbeat {
     /// The agent is leaving for good: its node is deregistered rather than failed.
     #[serde(default)]
     pub leaving: bool,
+    /// A random number the agent draws at start: heartbeats of an agent process that has
+    /// left (delayed in flight) are told from those of its next start.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl Heartbeat {
@@ -71,16 +75,36 @@ pub(crate) struct Seen {
     address: String,
 }
 
+/// How long the leader remembers that an agent process left, to ignore its late heartbeats.
+const LEFT_REMEMBERED: Duration = Duration::from_secs(120);
+
 /// The leader's record of heartbeats, cleared whenever it becomes leader (a record from an
 /// earlier term would mark live nodes failed).
 #[derive(Default)]
 pub(crate) struct Liveness {
     seen: Mutex<HashMap<String, Seen>>,
+    /// Agent processes that left lately: node → (incarnation, when).
+    left: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Held by a reconcile pass and by a leave, so that a pass computed before a leave cannot
+    /// write the node back after it.
+    pub(crate) pass: tokio::sync::Mutex<()>,
 }
 
 impl Liveness {
-    /// Records a (validated) heartbeat heard at `now`.
+    /// Records a (validated) heartbeat heard at `now`, unless it comes from an agent process
+    /// that has left.
     pub(crate) fn record(&self, hb: &Heartbeat, now: Instant) {
+        {
+            let mut left = self.left.lock();
+            left.retain(|_, (_, at)| now.saturating_duration_since(*at) < LEFT_REMEMBERED);
+            if left
+                .get(&hb.node)
+                .is_some_and(|(inc, _)| *inc == hb.incarnation)
+            {
+                return;
+            }
+            left.remove(&hb.node);
+        }
         self.seen.lock().insert(
             hb.node.clone(),
             Seen {
@@ -91,9 +115,19 @@ impl Liveness {
         );
     }
 
+    /// Records that an agent process left: its record goes and its late heartbeats are
+    /// ignored.
+    fn record_leave(&self, hb: &Heartbeat, now: Instant) {
+        self.seen.lock().remove(&hb.node);
+        self.left
+            .lock()
+            .insert(hb.node.clone(), (hb.incarnation, now));
+    }
+
     /// Forgets everything (on becoming leader).
     pub(crate) fn clear(&self) {
         self.seen.lock().clear();
+        self.left.lock().clear();
     }
 
     fn snapshot(&self) -> HashMap<String, Seen> {
@@ -130,8 +164,9 @@ pub(crate) struct Change {
 
 /// What the leader must change in the catalog, given the voters, the heartbeats it has heard
 /// since `leading_since`, and the members' checks as the catalog holds them. A node the
-/// catalog shows as a member but this leader has not heard from is given
-/// [`MAX_HEARTBEAT`]-sized grace from the start of its leadership. A failed node missing from
+/// catalog shows as a member but this leader has not heard from keeps its status for
+/// [`MISSED_BEFORE_FAILED`] × [`MAX_HEARTBEAT`] from the start of its leadership, then fails.
+/// A failed node missing from
 /// the catalog is not registered again. Also returns heartbeat records that can be forgotten.
 pub(crate) fn plan(
     now: Instant,
@@ -158,13 +193,12 @@ pub(crate) fn plan(
         want.insert(&s.name, (&s.address, status_of(s.reachable)));
     }
     let held: HashMap<&str, &MemberHealth> = current.iter().map(|m| (m.node.as_str(), m)).collect();
-    for m in current {
-        want.entry(&m.node).or_insert_with(|| {
-            (
-                &m.address,
-                status_of(alive_since(leading_since, MAX_HEARTBEAT)),
-            )
-        });
+    // Unheard members keep what the catalog holds during the grace, then fail.
+    if !alive_since(leading_since, MAX_HEARTBEAT) {
+        for m in current {
+            want.entry(&m.node)
+                .or_insert((&m.address, status::CRITICAL));
+        }
     }
     let mut changes = Vec::new();
     let mut forget = Vec::new();
@@ -184,14 +218,15 @@ pub(crate) fn plan(
 
 /// On the leader: a node leaving for good is forgotten and deregistered with its services
 /// and checks (Consul reaps a member that left the same way).
-pub(crate) async fn leave(s: &crate::Server, node: &str) -> Result<(), crate::ServerError> {
-    s.liveness.forget(&[node.to_string()]);
+pub(crate) async fn leave(s: &crate::Server, hb: &Heartbeat) -> Result<(), crate::ServerError> {
+    let _pass = s.liveness.pass.lock().await;
+    s.liveness.record_leave(hb, Instant::now());
     let cmd = Command::Deregister(trellis_api::CatalogDeregistration {
-        node: node.to_string(),
+        node: hb.node.clone(),
         ..Default::default()
     });
-    s.apply(cmd).await?;
-    tracing::info!(%node, "member left; its node is deregistered");
+    s.apply_as_leader(cmd).await?;
+    tracing::info!(node = %hb.node, "member left; its node is deregistered");
     Ok(())
 }
 
@@ -236,6 +271,7 @@ async fn reconcile_once(
     s: &crate::Server,
     leading_since: Instant,
 ) -> Result<(), crate::ServerError> {
+    let _pass = s.liveness.pass.lock().await;
     let resp = s
         .query(
             trellis_state::Query::Members,
@@ -275,7 +311,7 @@ async fn reconcile_once(
     } else {
         Command::Batch { commands }
     };
-    s.apply(cmd).await.map(|_| ())
+    s.apply_as_leader(cmd).await.map(|_| ())
 }
 
 #[cfg(test)]
@@ -340,6 +376,11 @@ mod tests {
         assert!(plan(within, t0, &[], &HashMap::new(), &current)
             .0
             .is_empty());
+        // A member already failed stays failed through the grace (a new leader does not
+        // revive it).
+        let failed = [member("dead", status::CRITICAL)];
+        assert!(plan(t0, t0, &[], &HashMap::new(), &failed).0.is_empty());
+        assert!(plan(within, t0, &[], &HashMap::new(), &failed).0.is_empty());
         let past = within + Duration::from_millis(1);
         let (changes, _) = plan(past, t0, &[], &HashMap::new(), &current);
         assert_eq!(changes[0].node, "old");
@@ -387,6 +428,34 @@ mod tests {
     }
 
     #[test]
+    fn late_heartbeats_of_an_agent_that_left_are_ignored_but_its_next_start_counts() {
+        let l = Liveness::default();
+        let t0 = Instant::now();
+        let hb = Heartbeat {
+            node: "c1".into(),
+            address: "10.0.0.1".into(),
+            interval_ms: 1000,
+            forwarded: false,
+            leaving: false,
+            incarnation: 7,
+        };
+        l.record(&hb, t0);
+        l.record_leave(&hb, t0);
+        l.record(&hb, t0 + Duration::from_millis(5));
+        assert!(l.snapshot().is_empty());
+        let next = Heartbeat {
+            incarnation: 8,
+            ..hb.clone()
+        };
+        l.record(&next, t0 + Duration::from_secs(1));
+        assert!(l.snapshot().contains_key("c1"));
+        // Long after, the same incarnation counts again (the memory is bounded).
+        l.record_leave(&hb, t0);
+        l.record(&hb, t0 + LEFT_REMEMBERED);
+        assert!(l.snapshot().contains_key("c1"));
+    }
+
+    #[test]
     fn heartbeats_are_validated() {
         let ok = Heartbeat {
             node: "n".into(),
@@ -394,6 +463,7 @@ mod tests {
             interval_ms: 2000,
             forwarded: false,
             leaving: false,
+            incarnation: 1,
         };
         assert!(ok.validate().is_ok());
         for bad in [

@@ -273,7 +273,7 @@ async fn heartbeat(State(s): State<Arc<Server>>, Json(hb): Json<Heartbeat>) -> R
     }
     if s.is_leader() {
         if hb.leaving {
-            if let Err(e) = crate::members::leave(&s, &hb.node).await {
+            if let Err(e) = crate::members::leave(&s, &hb).await {
                 return error_response(&e);
             }
         } else {
@@ -287,8 +287,11 @@ async fn heartbeat(State(s): State<Arc<Server>>, Json(hb): Json<Heartbeat>) -> R
             forwarded: true,
             ..hb
         };
+        // Within the heartbeat's own period: a leader that does not answer by then is no
+        // help, and the agent tries another server.
+        let limit = std::time::Duration::from_millis(hb.interval_ms);
         let sent: Result<StatusResponse, _> =
-            post_json(&s.http, &leader.addr, RPC_HEARTBEAT, &hb).await;
+            post_json_within(&s.http, &leader.addr, RPC_HEARTBEAT, &hb, limit).await;
         if let Err(e) = sent {
             return error_response(&e);
         }
@@ -309,13 +312,28 @@ where
     Req: Serialize,
     Resp: serde::de::DeserializeOwned,
 {
+    post_json_within(http, addr, path, body, std::time::Duration::from_secs(30)).await
+}
+
+/// [`post_json`] with its own time limit for the whole call.
+pub async fn post_json_within<Req, Resp>(
+    http: &reqwest::Client,
+    addr: &str,
+    path: &str,
+    body: &Req,
+    limit: std::time::Duration,
+) -> Result<Resp, ServerError>
+where
+    Req: Serialize,
+    Resp: serde::de::DeserializeOwned,
+{
     let err = |message: String| ServerError::Rpc {
         addr: addr.to_string(),
         message,
     };
     let resp = http
         .post(format!("http://{addr}{path}"))
-        .timeout(std::time::Duration::from_secs(30))
+        .timeout(limit)
         .json(body)
         .send()
         .await

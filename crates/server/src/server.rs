@@ -164,10 +164,11 @@ async fn record_membership(server: std::sync::Weak<Server>, dir: PathBuf) {
     }
 }
 
-/// Starts the leader-only work (the CA manager now; replication later) when this server
-/// becomes leader and aborts it when it steps down, so it never runs on two servers of one
-/// term. Writes it makes are check-and-set, so one overlapping a leadership change cannot
-/// undo the new leader's.
+/// Starts the leader-only work (the CA manager and the member health loop now; replication
+/// later) when this server becomes leader and aborts it when it steps down, so it never runs on
+/// two servers of one term. The CA manager's writes are check-and-set, so one overlapping a
+/// leadership change cannot undo the new leader's; the member loop's are committed only while
+/// this server leads (never forwarded to its successor).
 async fn leadership(server: std::sync::Weak<Server>) {
     let Some((mut metrics, node_id)) = server.upgrade().map(|s| (s.raft.metrics(), s.node_id))
     else {
@@ -333,12 +334,12 @@ impl Server {
     }
 
     async fn bootstrap(&self, this: &Arc<Server>) -> Result<(), ServerError> {
+        tokio::spawn(crate::cluster::stay_member(Arc::downgrade(this)));
         if self.initialized().await? {
             tracing::info!(
                 node_id = self.node_id,
                 "raft state found; rejoining the cluster"
             );
-            tokio::spawn(crate::cluster::stay_member(Arc::downgrade(this)));
             return Ok(());
         }
         if self.config.bootstrap_expect == 1 && self.config.retry_join.is_empty() {
@@ -484,6 +485,16 @@ impl Server {
                 let node = leader.ok_or(ServerError::NoLeader)?;
                 rpc::post_json(&self.http, &node.addr, rpc::RPC_APPLY, &cmd).await
             }
+            Outcome::Failed(e) => Err(ServerError::Raft(e)),
+        }
+    }
+
+    /// Commits a command through Raft only while this server leads (leader-only work: a write
+    /// computed from a leader's view must not be forwarded to its successor).
+    pub(crate) async fn apply_as_leader(&self, cmd: Command) -> Result<ApplyResponse, ServerError> {
+        match self.batcher.submit(cmd).await {
+            Outcome::Done(resp) => Ok(resp),
+            Outcome::Forward(_) => Err(ServerError::NoLeader),
             Outcome::Failed(e) => Err(ServerError::Raft(e)),
         }
     }

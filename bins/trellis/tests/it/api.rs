@@ -316,6 +316,13 @@ async fn bad_input_is_refused_and_changes_nothing() {
         ),
         (
             "PUT",
+            "/v1/agent/check/register",
+            r#"{"ID":"serfHealth","Name":"c","TTL":"5s"}"#.into(),
+            400,
+            "reserved",
+        ),
+        (
+            "PUT",
             "/v1/catalog/register",
             r#"{"Address":"10.0.0.1"}"#.into(),
             400,
