@@ -75,6 +75,11 @@ pub(crate) struct Seen {
     address: String,
 }
 
+/// How long a client agent's node may stay failed before the leader deregisters it (Consul's
+/// `reconnect_timeout`, 72 hours), counted by the leader from when it saw the node failed (or
+/// from the start of its leadership).
+pub const REAP_AFTER: Duration = Duration::from_secs(72 * 3600);
+
 /// How long the leader remembers that an agent process left, to ignore its late heartbeats.
 const LEFT_REMEMBERED: Duration = Duration::from_secs(120);
 
@@ -85,6 +90,8 @@ pub(crate) struct Liveness {
     seen: Mutex<HashMap<String, Seen>>,
     /// Agent processes that left lately: node → (incarnation, when).
     left: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Since when this leader has seen each failed member failed.
+    failed_since: Mutex<HashMap<String, Instant>>,
     /// Held by a reconcile pass and by a leave, so that a pass computed before a leave cannot
     /// write the node back after it.
     pub(crate) pass: tokio::sync::Mutex<()>,
@@ -128,6 +135,7 @@ impl Liveness {
     pub(crate) fn clear(&self) {
         self.seen.lock().clear();
         self.left.lock().clear();
+        self.failed_since.lock().clear();
     }
 
     fn snapshot(&self) -> HashMap<String, Seen> {
@@ -230,6 +238,33 @@ pub(crate) async fn leave(s: &crate::Server, hb: &Heartbeat) -> Result<(), crate
     Ok(())
 }
 
+/// Client members failed for [`REAP_AFTER`], to deregister. Updates `failed_since` from the
+/// catalog's view (`current`, after this pass's changes): a member newly seen failed starts its
+/// clock now, one passing again or gone drops it. Voters are never reaped.
+pub(crate) fn reapable(
+    now: Instant,
+    failed_since: &mut HashMap<String, Instant>,
+    servers: &[ServerHealth],
+    current: &[MemberHealth],
+) -> Vec<String> {
+    let failed: std::collections::HashSet<&str> = current
+        .iter()
+        .filter(|m| m.status == status::CRITICAL)
+        .map(|m| m.node.as_str())
+        .collect();
+    failed_since.retain(|node, _| failed.contains(node.as_str()));
+    let mut reap = Vec::new();
+    for node in failed {
+        let since = *failed_since.entry(node.to_string()).or_insert(now);
+        let voter = servers.iter().any(|s| s.name == node);
+        if !voter && now.saturating_duration_since(since) >= REAP_AFTER {
+            reap.push(node.to_string());
+        }
+    }
+    reap.sort();
+    reap
+}
+
 /// The write that sets a node's member check (creating the node if the catalog lacks it).
 pub(crate) fn registration(c: &Change) -> Command {
     let output = if c.status == status::PASSING {
@@ -295,7 +330,25 @@ async fn reconcile_once(
         &current,
     );
     s.liveness.forget(&forget);
-    if changes.is_empty() {
+    // The catalog's view once these changes are written, for the reaping clock.
+    let mut after = current;
+    for c in &changes {
+        match after.iter_mut().find(|m| m.node == c.node) {
+            Some(m) => m.status = c.status.to_string(),
+            None => after.push(MemberHealth {
+                node: c.node.clone(),
+                address: c.address.clone(),
+                status: c.status.to_string(),
+            }),
+        }
+    }
+    let reap = reapable(
+        Instant::now(),
+        &mut s.liveness.failed_since.lock(),
+        &servers,
+        &after,
+    );
+    if changes.is_empty() && reap.is_empty() {
         return Ok(());
     }
     for c in &changes {
@@ -305,7 +358,17 @@ async fn reconcile_once(
             tracing::warn!(node = %c.node, "member failed: no heartbeat or Raft contact");
         }
     }
+    for node in &reap {
+        tracing::warn!(%node, after = ?REAP_AFTER, "member failed for too long; its node is deregistered");
+    }
+    s.liveness.forget(&reap);
     let mut commands: Vec<Command> = changes.iter().map(registration).collect();
+    commands.extend(reap.into_iter().map(|node| {
+        Command::Deregister(trellis_api::CatalogDeregistration {
+            node,
+            ..Default::default()
+        })
+    }));
     let cmd = if commands.len() == 1 {
         commands.remove(0)
     } else {
@@ -453,6 +516,30 @@ mod tests {
         l.record_leave(&hb, t0);
         l.record(&hb, t0 + LEFT_REMEMBERED);
         assert!(l.snapshot().contains_key("c1"));
+    }
+
+    #[test]
+    fn client_members_failed_for_the_reap_time_are_reaped_voters_never() {
+        let t0 = Instant::now();
+        let mut since = HashMap::new();
+        let servers = [ServerHealth {
+            name: "s2".into(),
+            address: "10.0.0.2".into(),
+            reachable: false,
+        }];
+        let current = [
+            member("c1", status::CRITICAL),
+            member("c2", status::PASSING),
+            member("s2", status::CRITICAL),
+        ];
+        assert!(reapable(t0, &mut since, &servers, &current).is_empty());
+        let later = t0 + REAP_AFTER;
+        assert_eq!(reapable(later, &mut since, &servers, &current), ["c1"]);
+        // Passing again in between: the clock starts over when it fails next.
+        let back = [member("c1", status::PASSING)];
+        assert!(reapable(later, &mut since, &servers, &back).is_empty());
+        assert!(reapable(later, &mut since, &servers, &current).is_empty());
+        assert!(since.contains_key("c1") && !since.contains_key("c2"));
     }
 
     #[test]

@@ -41,15 +41,11 @@ async fn cached_reads_hit_and_block_on_the_cache() {
     a.ready().await;
     assert_eq!(register(&a, "db", 5432).await.0, 200);
     let path = "/v1/health/connect/db?cached";
-    // With its node's member check, so that nothing else changes the answer below.
-    a.wait_for("/v1/health/connect/db", "the sidecar in the catalog", |v| {
-        v.as_array().is_some_and(|l| {
-            l.len() == 1
-                && l[0]["Checks"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["CheckID"] == "serfHealth"))
-        })
-    })
+    a.wait_for(
+        "/v1/health/connect/db",
+        "the sidecar in the catalog",
+        one_entry_with_member_check,
+    )
     .await;
 
     let (s, x, age, index, body) = cached(&a, path).await;
@@ -103,6 +99,17 @@ async fn cached_reads_hit_and_block_on_the_cache() {
     assert_eq!(cached(&a, "/v1/agent/connect/ca/roots").await.1, "HIT");
 }
 
+/// One health entry whose node carries the servers' member check: the answer will not change
+/// again by itself (the check's first write changes every health answer of the node).
+fn one_entry_with_member_check(v: &Value) -> bool {
+    v.as_array().is_some_and(|l| {
+        l.len() == 1
+            && l[0]["Checks"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["CheckID"] == "serfHealth"))
+    })
+}
+
 #[tokio::test]
 async fn a_client_agent_serves_cached_discovery_and_roots_while_its_server_is_down() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,9 +119,11 @@ async fn a_client_agent_serves_cached_discovery_and_roots_while_its_server_is_do
     agent.ready().await;
     assert_eq!(register(&agent, "db", 5432).await.0, 200);
     agent
-        .wait_for("/v1/health/connect/db", "the sidecar in the catalog", |v| {
-            v.as_array().is_some_and(|l| l.len() == 1)
-        })
+        .wait_for(
+            "/v1/health/connect/db",
+            "the sidecar in the catalog",
+            one_entry_with_member_check,
+        )
         .await;
     agent
         .wait_for("/v1/agent/connect/ca/roots", "the CA", |v| {
