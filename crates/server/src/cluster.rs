@@ -193,6 +193,22 @@ impl Server {
         if voters.contains(&req.node_id) && known.as_ref() == Some(&req.node) {
             return Ok(());
         }
+        if voters.contains(&req.node_id) {
+            // A voter back at another address (or under another name): the same server, as
+            // its node ID (kept in its data directory) says; its entry is updated in place.
+            tracing::info!(node = %req.node, node_id = req.node_id, was = ?known, "updating a voter's address");
+            self.raft
+                .change_membership(
+                    openraft::ChangeMembers::SetNodes(BTreeMap::from([(
+                        req.node_id,
+                        req.node.clone(),
+                    )])),
+                    true,
+                )
+                .await
+                .map_err(|e| ServerError::Raft(e.to_string()))?;
+            return Ok(());
+        }
         let stale: Vec<u64> = membership
             .nodes()
             .filter(|(id, n)| **id != req.node_id && n.addr == req.node.addr)
@@ -384,13 +400,22 @@ pub(crate) async fn form(server: Weak<Server>) {
 
 /// What a member that has not heard from a leader for [`REJOIN_AFTER`] should do, given the
 /// configurations its `retry_join` servers report (each the leader's view): ask to join again
-/// through one whose cluster has a leader but lacks this server as a voter, else nothing.
-pub(crate) fn rejoin_via(my_id: u64, reports: &[(String, RaftConfiguration)]) -> Option<String> {
+/// through one whose cluster has a leader but lacks this server as a voter at `my_addr` (its
+/// address changed while it was down, say), else nothing.
+pub(crate) fn rejoin_via(
+    my_id: u64,
+    my_addr: &str,
+    reports: &[(String, RaftConfiguration)],
+) -> Option<String> {
     let me = my_id.to_string();
     reports
         .iter()
         .find(|(_, c)| c.servers.iter().any(|s| s.leader))
-        .filter(|(_, c)| !c.servers.iter().any(|s| s.id == me && s.voter))
+        .filter(|(_, c)| {
+            !c.servers
+                .iter()
+                .any(|s| s.id == me && s.voter && s.address == my_addr)
+        })
         .map(|(addr, _)| addr.clone())
 }
 
@@ -438,7 +463,7 @@ pub(crate) async fn stay_member(server: Weak<Server>) {
                 }
             }
         }
-        let Some(via) = rejoin_via(s.node_id, &reports) else {
+        let Some(via) = rejoin_via(s.node_id, &own, &reports) else {
             continue;
         };
         tracing::warn!(%via, "not a voter of the cluster (removed while away?); asking to join again");
@@ -559,25 +584,37 @@ mod tests {
         let a = "127.0.0.2:8300".to_string();
         let b = "127.0.0.3:8300".to_string();
         // Removed: the cluster has a leader and no voter 9.
+        let mine = "127.0.0.9:8300";
         let removed = config(&[(2, true, true), (3, true, false)]);
         assert_eq!(
-            rejoin_via(9, &[(a.clone(), removed.clone())]),
+            rejoin_via(9, mine, &[(a.clone(), removed.clone())]),
             Some(a.clone())
         );
         // Still a voter (an election is under way, say): nothing to do.
         let member = config(&[(2, true, true), (9, true, false)]);
-        assert_eq!(rejoin_via(9, &[(a.clone(), member)]), None);
+        assert_eq!(rejoin_via(9, mine, &[(a.clone(), member.clone())]), None);
+        // A voter listed at another address (this server moved): asks again.
+        assert_eq!(
+            rejoin_via(9, "127.0.0.10:8300", &[(a.clone(), member)]),
+            Some(a.clone())
+        );
         // A learner (a join under way) asks again; the leader resumes it.
         let learner = config(&[(2, true, true), (9, false, false)]);
-        assert_eq!(rejoin_via(9, &[(a.clone(), learner)]), Some(a.clone()));
+        assert_eq!(
+            rejoin_via(9, mine, &[(a.clone(), learner)]),
+            Some(a.clone())
+        );
         // No leader anywhere: wait; the first report with a leader decides.
         let leaderless = config(&[(2, true, false), (3, true, false)]);
-        assert_eq!(rejoin_via(9, &[(a.clone(), leaderless.clone())]), None);
         assert_eq!(
-            rejoin_via(9, &[(a, leaderless), (b.clone(), removed)]),
+            rejoin_via(9, mine, &[(a.clone(), leaderless.clone())]),
+            None
+        );
+        assert_eq!(
+            rejoin_via(9, mine, &[(a, leaderless), (b.clone(), removed)]),
             Some(b)
         );
-        assert_eq!(rejoin_via(9, &[]), None);
+        assert_eq!(rejoin_via(9, mine, &[]), None);
     }
 
     #[test]

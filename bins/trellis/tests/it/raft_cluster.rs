@@ -354,6 +354,51 @@ async fn three_servers_form_one_cluster_forward_writes_restart_and_change_member
         tail(&c.servers[3].log(), 40)
     );
     assert!(write(&c.servers[3], "after-s4-is-back").await);
+
+    // It moves: the same data directory on another address. The leader cannot reach it where
+    // it was, so it hears nothing, finds itself listed at the old address, and asks again; the
+    // cluster updates its address.
+    c.servers[3].kill();
+    let moved = format!("127.0.0.6:{p4}");
+    c.servers[3] = Agent::cluster_server(
+        "s4",
+        &dir.path().join("s4"),
+        "127.0.0.6",
+        (h4, p4),
+        3,
+        &[c.addrs[0].clone()],
+        &[],
+    );
+    c.addrs[3] = moved.clone();
+    c.servers[3].ready().await;
+    let start = Instant::now();
+    loop {
+        let config = get_json(&c.servers[0], "/v1/operator/raft/configuration").await;
+        let s4 = config["Servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["Node"] == "s4")
+            .cloned()
+            .unwrap_or(Value::Null);
+        if s4["Address"] == moved.as_str() && s4["Voter"] == true {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "s4 never listed at {moved}: {config}\n{}",
+            tail(&c.servers[3].log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.agreed_leader(4).await;
+    assert!(write(&c.servers[0], "after-s4-moved").await);
+    wait_holds(
+        &c.servers[3],
+        &["after-s4-moved".to_string()],
+        "the server that moved",
+    )
+    .await;
 }
 
 #[tokio::test]
