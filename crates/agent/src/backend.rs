@@ -41,13 +41,14 @@ fn read_known(path: &std::path::Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Replaces the kept server list (written aside, then renamed over).
+/// Replaces the kept server list (written aside and synced, then renamed over).
 fn write_known(path: &std::path::Path, servers: &[String]) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec(servers).expect("strings serialise"),
-    )?;
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec(servers).expect("strings serialise"))?;
+    // On disk before it replaces the old list, so a crash leaves one list or the other.
+    file.sync_all()?;
     std::fs::rename(&tmp, path)
 }
 
