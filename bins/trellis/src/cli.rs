@@ -345,12 +345,8 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
         Some(s) => {
             let d = trellis_api::parse_go_duration(s)
                 .map_err(|e| anyhow::anyhow!("--heartbeat-interval: {e}"))?;
-            use trellis_server::members::{MAX_HEARTBEAT, MIN_HEARTBEAT};
-            if !(MIN_HEARTBEAT..=MAX_HEARTBEAT).contains(&d) {
-                anyhow::bail!(
-                    "--heartbeat-interval must be between {MIN_HEARTBEAT:?} and {MAX_HEARTBEAT:?}, not {s}"
-                );
-            }
+            trellis_server::members::check_interval(d)
+                .map_err(|e| anyhow::anyhow!("--heartbeat-interval: {e}"))?;
             d
         }
         None => trellis_server::members::DEFAULT_HEARTBEAT,
@@ -448,17 +444,12 @@ pub async fn run_agent(args: Box<AgentArgs>) -> anyhow::Result<()> {
 
 /// `trellis leave`.
 pub async fn run_leave(args: HttpArgs) -> anyhow::Result<()> {
-    let addr = args.http_addr.trim_start_matches("http://");
     let resp = reqwest::Client::new()
-        .put(format!("http://{addr}/v1/agent/leave"))
+        .put(format!("{}/v1/agent/leave", base_url(&args)))
         .send()
         .await
-        .with_context(|| format!("cannot reach the agent at {addr}"))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body = resp.text().await.unwrap_or_default();
-        anyhow::bail!("Error leaving: {status}: {}", body.trim());
-    }
+        .with_context(|| format!("cannot reach the agent at {}", args.http_addr))?;
+    check(resp).await.context("Error leaving")?;
     println!("Graceful leave complete");
     Ok(())
 }

@@ -136,14 +136,7 @@ impl Agent {
                 Backend::Local(server)
             }
             None => {
-                use trellis_server::members::{MAX_HEARTBEAT, MIN_HEARTBEAT};
-                if !(MIN_HEARTBEAT..=MAX_HEARTBEAT).contains(&config.heartbeat_interval) {
-                    return Err(bad(format!(
-                        "the heartbeat interval must be between {MIN_HEARTBEAT:?} and \
-                         {MAX_HEARTBEAT:?}, not {:?}",
-                        config.heartbeat_interval
-                    )));
-                }
+                trellis_server::members::check_interval(config.heartbeat_interval).map_err(bad)?;
                 if config.retry_join.is_empty() {
                     return Err(bad(
                         "a client agent needs at least one --retry-join server address",

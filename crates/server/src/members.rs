@@ -57,13 +57,19 @@ impl Heartbeat {
         if self.address.is_empty() || self.address.len() > 256 {
             return Err("heartbeat needs a node address of 1 to 256 bytes".into());
         }
-        let every = Duration::from_millis(self.interval_ms);
-        if !(MIN_HEARTBEAT..=MAX_HEARTBEAT).contains(&every) {
-            return Err(format!(
-                "heartbeat interval {every:?} is outside {MIN_HEARTBEAT:?} to {MAX_HEARTBEAT:?}"
-            ));
-        }
+        check_interval(Duration::from_millis(self.interval_ms))
+    }
+}
+
+/// Refuses a heartbeat interval outside [`MIN_HEARTBEAT`]..=[`MAX_HEARTBEAT`] (the servers,
+/// the agent and the CLI apply the same rule).
+pub fn check_interval(every: Duration) -> Result<(), String> {
+    if (MIN_HEARTBEAT..=MAX_HEARTBEAT).contains(&every) {
         Ok(())
+    } else {
+        Err(format!(
+            "heartbeat interval {every:?} is outside {MIN_HEARTBEAT:?} to {MAX_HEARTBEAT:?}"
+        ))
     }
 }
 
@@ -142,7 +148,7 @@ impl Liveness {
         self.seen.lock().clone()
     }
 
-    /// Drops records of nodes failed and gone from the catalog, or that left.
+    /// Drops the records of these nodes (failed and gone from the catalog, or reaped).
     pub(crate) fn forget(&self, nodes: &[String]) {
         let mut seen = self.seen.lock();
         for n in nodes {
@@ -174,8 +180,8 @@ pub(crate) struct Change {
 /// since `leading_since`, and the members' checks as the catalog holds them. A node the
 /// catalog shows as a member but this leader has not heard from keeps its status for
 /// [`MISSED_BEFORE_FAILED`] × [`MAX_HEARTBEAT`] from the start of its leadership, then fails.
-/// A failed node missing from
-/// the catalog is not registered again. Also returns heartbeat records that can be forgotten.
+/// A failed node missing from the catalog is not registered again. Also returns heartbeat
+/// records that can be forgotten.
 pub(crate) fn plan(
     now: Instant,
     leading_since: Instant,
