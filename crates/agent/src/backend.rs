@@ -219,17 +219,14 @@ impl Remote {
         address: String,
         interval: Duration,
     ) {
-        let mut hb = Heartbeat {
-            node,
-            address,
-            interval_ms: interval.as_millis() as u64,
-            forwarded: false,
-            leaving: false,
-            incarnation: 0,
+        let Some(hb) = remote
+            .upgrade()
+            .map(|r| r.heartbeat_message(node, address, interval, false))
+        else {
+            return;
         };
         loop {
             let Some(r) = remote.upgrade() else { return };
-            hb.incarnation = r.incarnation;
             // While a leave is under way or done, say nothing (a failed leave resumes).
             if !r.left.load(Ordering::Relaxed) {
                 let sent = r
@@ -258,21 +255,35 @@ impl Remote {
             tokio::time::sleep(interval).await;
         }
     }
-}
 
-impl Remote {
+    /// This agent process's heartbeat (or, with `leaving`, its leave).
+    fn heartbeat_message(
+        &self,
+        node: String,
+        address: String,
+        interval: Duration,
+        leaving: bool,
+    ) -> Heartbeat {
+        Heartbeat {
+            node,
+            address,
+            interval_ms: interval.as_millis() as u64,
+            forwarded: false,
+            leaving,
+            incarnation: self.incarnation,
+        }
+    }
+
     /// Leaves the datacenter for good: stops the heartbeats and has the leader deregister
     /// this agent's node, so that it is gone from the members rather than failed.
     pub async fn leave(&self, node: &str, address: &str) -> Result<(), ServerError> {
         self.left.store(true, Ordering::Relaxed);
-        let hb = Heartbeat {
-            node: node.to_string(),
-            address: address.to_string(),
-            interval_ms: trellis_server::members::DEFAULT_HEARTBEAT.as_millis() as u64,
-            forwarded: false,
-            leaving: true,
-            incarnation: self.incarnation,
-        };
+        let hb = self.heartbeat_message(
+            node.to_string(),
+            address.to_string(),
+            trellis_server::members::DEFAULT_HEARTBEAT,
+            true,
+        );
         let sent = self
             .with_failover(|addr| {
                 let hb = &hb;
