@@ -123,17 +123,10 @@ impl Server {
     pub async fn leader_raft_configuration(&self) -> RaftConfiguration {
         if !self.is_leader() {
             if let Some(leader) = self.leader() {
-                let url = format!("http://{}{RPC_CONFIGURATION}?local", leader.addr);
-                let asked = self
-                    .http
-                    .get(url)
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await;
-                if let Ok(r) = asked {
-                    if let Ok(config) = r.json::<RaftConfiguration>().await {
-                        return config;
-                    }
+                let path = format!("{RPC_CONFIGURATION}?local");
+                let limit = Duration::from_secs(2);
+                if let Some(config) = fetch(&self.http, &leader.addr, &path, limit).await {
+                    return config;
                 }
             }
         }
@@ -355,22 +348,15 @@ pub(crate) async fn form(server: Weak<Server>) {
         }
         let greetings = greet_all(&s).await;
         match next_step(&me, s.config.bootstrap_expect, &greetings) {
-            Step::Join(addr) => {
-                let req = JoinRequest {
-                    node_id: me.node_id,
-                    node: me.node.clone(),
-                    datacenter: me.datacenter.clone(),
-                };
-                match join_via(&s, &addr, &req).await {
-                    Ok(_) => {
-                        tracing::info!(via = %addr, "joined the cluster");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(via = %addr, error = %e, "joining the cluster failed; retrying")
-                    }
+            Step::Join(addr) => match join_via(&s, &addr).await {
+                Ok(_) => {
+                    tracing::info!(via = %addr, "joined the cluster");
+                    return;
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(via = %addr, error = %e, "joining the cluster failed; retrying")
+                }
+            },
             Step::Bootstrap(members) => {
                 let names: Vec<String> = members.values().map(|n| n.to_string()).collect();
                 match s.raft.initialize(members).await {
@@ -451,29 +437,16 @@ pub(crate) async fn stay_member(server: Weak<Server>) {
         let own = s.config.rpc_addr.to_string();
         let mut reports = Vec::new();
         for addr in s.config.retry_join.iter().filter(|a| **a != own) {
-            let asked = s
-                .http
-                .get(format!("http://{addr}{RPC_CONFIGURATION}"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if let Ok(r) = asked {
-                if let Ok(c) = r.json::<RaftConfiguration>().await {
-                    reports.push((addr.clone(), c));
-                }
+            let limit = Duration::from_secs(2);
+            if let Some(c) = fetch(&s.http, addr, RPC_CONFIGURATION, limit).await {
+                reports.push((addr.clone(), c));
             }
         }
         let Some(via) = rejoin_via(s.node_id, &own, &reports) else {
             continue;
         };
         tracing::warn!(%via, "not a voter of the cluster (removed while away?); asking to join again");
-        let me = s.hello();
-        let req = JoinRequest {
-            node_id: me.node_id,
-            node: me.node,
-            datacenter: me.datacenter,
-        };
-        match join_via(&s, &via, &req).await {
+        match join_via(&s, &via).await {
             Ok(_) => tracing::info!(%via, "joined the cluster again"),
             Err(e) => tracing::warn!(%via, error = %e, "joining again failed; retrying"),
         }
@@ -482,9 +455,35 @@ pub(crate) async fn stay_member(server: Weak<Server>) {
 
 /// Asks the cluster, through the server at `addr`, to add this server; waits as long as the
 /// leader may take to let it catch up (a shorter wait would abandon the promotion).
-async fn join_via(s: &Server, addr: &str, req: &JoinRequest) -> Result<bool, ServerError> {
+async fn join_via(s: &Server, addr: &str) -> Result<bool, ServerError> {
+    let me = s.hello();
+    let req = JoinRequest {
+        node_id: me.node_id,
+        node: me.node,
+        datacenter: me.datacenter,
+    };
     let limit = CATCH_UP_TIMEOUT + Duration::from_secs(10);
-    crate::rpc::post_json_within(&s.http, addr, RPC_JOIN, req, limit).await
+    crate::rpc::post_json_within(&s.http, addr, RPC_JOIN, &req, limit).await
+}
+
+/// GETs a server-port path at `addr` and decodes its JSON; `None` on any failure (the
+/// callers ask again or ask another server).
+async fn fetch<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    addr: &str,
+    path: &str,
+    limit: Duration,
+) -> Option<T> {
+    let resp = http
+        .get(format!("http://{addr}{path}"))
+        .timeout(limit)
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
 }
 
 async fn greet_all(s: &Arc<Server>) -> Vec<Hello> {
@@ -503,16 +502,7 @@ async fn greet_all(s: &Arc<Server>) -> Vec<Hello> {
 }
 
 async fn greet(http: &reqwest::Client, addr: &str) -> Option<Hello> {
-    let resp = http
-        .get(format!("http://{addr}{RPC_HELLO}"))
-        .timeout(Duration::from_secs(1))
-        .send()
-        .await
-        .ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json().await.ok()
+    fetch(http, addr, RPC_HELLO, Duration::from_secs(1)).await
 }
 
 #[cfg(test)]
