@@ -38,6 +38,10 @@
 # h2load --rps at RATE req/s in total after the saturation runs; 0 skips it), INSTALL (1: apt-get
 # the missing Debian packages), BUILD (1), OUT (the result file, under the target directory),
 # PROXY_BIN (trellis: `trellis connect proxy`; trellis-proxy: the proxy-only binary).
+#
+# The L7 path always normalizes request paths (no flag turns it off, so none can weaken a
+# deployment); its cost per request is measured against a no-op in the same run by
+# `cargo bench -p trellis-intentions --bench path_normalize`, to compare with cpu_us/req here.
 set -euo pipefail
 
 if [[ "${MODE:-tcp}" == all ]]; then

@@ -104,7 +104,7 @@ start_dev_agent() {
   free_port; http=$PORT
   free_port; srv=$PORT
   if [[ "${2:-}" == pinned ]]; then pin=(${SERVER_PIN[@]+"${SERVER_PIN[@]}"}); fi
-  ${pin[@]+"${pin[@]}"} "$TRELLIS" agent --dev --http-port "$http" --server-port "$srv" --node "bench-$1" \
+  ${pin[@]+"${pin[@]}"} "$TRELLIS" agent --config-file "$NO_CONN_LIMIT" --dev --http-port "$http" --server-port "$srv" --node "bench-$1" \
     >"$WORK/$1.log" 2>&1 &
   AGENT_PID=$!
   PIDS+=("$AGENT_PID")
@@ -208,6 +208,10 @@ fi
 
 mkdir -p "$TARGET_DIR"
 WORK=$(mktemp -d "$TARGET_DIR/bench-tmp.XXXXXX")
+# The fan-out and rotation parts hold thousands of HTTP connections from 127.0.0.1, over the
+# default per-client limit (200, Consul's); every agent here runs without it.
+NO_CONN_LIMIT="$WORK/no-conn-limit.hcl"
+echo 'limits { http_max_conns_per_client = 0 }' >"$NO_CONN_LIMIT"
 
 say "# Trellis benchmarks, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 say "commit:   $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
@@ -279,7 +283,7 @@ if [[ " $SCENARIOS " == *" c "* ]]; then
   free_port; http=$PORT
   free_port; srv=$PORT
   mkdir -p "$WORK/data"
-  "$TRELLIS" agent --server --bootstrap-expect 1 --data-dir "$WORK/data" \
+  "$TRELLIS" agent --config-file "$NO_CONN_LIMIT" --server --bootstrap-expect 1 --data-dir "$WORK/data" \
     --http-port "$http" --server-port "$srv" --node bench-writes >"$WORK/writes.log" 2>&1 &
   AGENT_PID=$!
   PIDS+=("$AGENT_PID")
@@ -327,7 +331,7 @@ if [[ " $SCENARIOS " == *" e "* ]]; then
   note "e. signing: starting a dev agent..."
   free_port; e_http=$PORT
   free_port; e_srv=$PORT
-  "$TRELLIS" agent --dev --http-port "$e_http" --server-port "$e_srv" --node bench-sign >"$WORK/sign.log" 2>&1 &
+  "$TRELLIS" agent --config-file "$NO_CONN_LIMIT" --dev --http-port "$e_http" --server-port "$e_srv" --node bench-sign >"$WORK/sign.log" 2>&1 &
   AGENT_PID=$!; PIDS+=("$AGENT_PID")
   wait_leader "127.0.0.1:$e_http" "$AGENT_PID"
   for i in $(seq 1 100); do
@@ -381,7 +385,7 @@ if [[ " $SCENARIOS " == *" g "* ]]; then
   free_port; g_srv=$PORT
   free_port; g_chttp=$PORT
   mkdir -p "$WORK/g-server" "$WORK/g-client"
-  "$TRELLIS" agent --server --bootstrap-expect 1 --data-dir "$WORK/g-server" \
+  "$TRELLIS" agent --config-file "$NO_CONN_LIMIT" --server --bootstrap-expect 1 --data-dir "$WORK/g-server" \
     --http-port "$g_shttp" --server-port "$g_srv" --node bench-g-server >"$WORK/g-server.log" 2>&1 &
   G_SERVER=$!; PIDS+=("$G_SERVER")
   wait_leader "127.0.0.1:$g_shttp" "$G_SERVER"
@@ -399,7 +403,7 @@ if [[ " $SCENARIOS " == *" g "* ]]; then
   while read -r entry; do
     curl -sf -X PUT "http://127.0.0.1:$g_shttp/v1/config" -d "$entry" >/dev/null || die "intention write failed"
   done <"$WORK/g-intentions.jsonl"
-  "$TRELLIS" agent --data-dir "$WORK/g-client" --node bench-g-client --http-port "$g_chttp" \
+  "$TRELLIS" agent --config-file "$NO_CONN_LIMIT" --data-dir "$WORK/g-client" --node bench-g-client --http-port "$g_chttp" \
     --retry-join "127.0.0.1:$g_srv" >"$WORK/g-client.log" 2>&1 &
   G_CLIENT=$!; PIDS+=("$G_CLIENT")
   wait_leader "127.0.0.1:$g_chttp" "$G_CLIENT"

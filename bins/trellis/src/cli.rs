@@ -153,6 +153,10 @@ pub struct AgentArgs {
     /// Raft log entries between snapshots (Consul's `raft_snapshot_threshold`).
     #[arg(long = "raft-snapshot-threshold")]
     pub raft_snapshot_threshold: Option<u64>,
+    /// A PKCS#11 module (absolute path) the CA's `pkcs11` provider may load (repeatable; adds
+    /// to `connect { pkcs11_modules }`). A CA configuration may name only these.
+    #[arg(long = "pkcs11-module", value_name = "PATH")]
+    pub pkcs11_module: Vec<String>,
 }
 
 /// Flags of commands that talk to an agent's HTTP API.
@@ -324,6 +328,13 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
         bail!("--bootstrap-expect needs --server");
     }
     let rpc_addr = SocketAddr::new(bind, server_port);
+    let pkcs11_modules = trellis_server::Pkcs11Modules::new(
+        args.pkcs11_module
+            .iter()
+            .chain(&file.connect.pkcs11_modules)
+            .cloned(),
+    )
+    .map_err(|e| anyhow::anyhow!("-pkcs11-module / connect.pkcs11_modules: {e}"))?;
     let server_config = server.then(|| ServerConfig {
         node_name: node_name.clone(),
         datacenter: datacenter.clone(),
@@ -335,6 +346,11 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             .raft_snapshot_threshold
             .or(file.raft_snapshot_threshold)
             .unwrap_or(trellis_raft::SNAPSHOT_THRESHOLD),
+        pkcs11_modules,
+        rpc_max_conns_per_client: file
+            .limits
+            .rpc_max_conns_per_client
+            .unwrap_or(trellis_server::listen::Limits::RPC.max_conns_per_client),
     });
     let sync_interval = match &args.sync_interval {
         Some(s) => trellis_api::parse_go_duration(s)
@@ -356,6 +372,24 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             .map_err(|e| anyhow::anyhow!("--leaf-root-change-jitter: {e}"))?,
         None => trellis_agent::leaf::ROOT_CHANGE_JITTER,
     };
+    let http_limits = trellis_server::listen::Limits {
+        max_conns_per_client: file
+            .limits
+            .http_max_conns_per_client
+            .unwrap_or(trellis_server::listen::Limits::HTTP.max_conns_per_client),
+        body_timeout: match &file.limits.http_body_read_timeout {
+            Some(s) => trellis_api::parse_go_duration(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "limits.http_body_read_timeout must be a positive duration such as \"30s\", not {s:?}"
+                    )
+                })?,
+            None => trellis_server::listen::Limits::HTTP.body_timeout,
+        },
+        ..trellis_server::listen::Limits::HTTP
+    };
     let advertise = file
         .advertise_addr
         .map(|a| a.to_string())
@@ -374,6 +408,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             node_meta: file.node_meta.clone(),
             leaf_root_change_jitter,
             cache_ttl: trellis_agent::cache::DEFAULT_LAST_GET_TTL,
+            http_limits,
             default_intention_policy: match file.default_intention_policy.as_deref() {
                 None | Some("") => None,
                 Some("allow") => Some(trellis_agent::IntentionAction::Allow),
@@ -396,8 +431,14 @@ pub async fn run_agent(args: Box<AgentArgs>) -> anyhow::Result<()> {
         .or(file.log_level.clone())
         .unwrap_or_else(|| "info".into());
     crate::common::init_logging(&level, args.log_json || file.log_json.unwrap_or(false))?;
-    for key in file.ignored.keys() {
+    for key in file.ignored_keys() {
         tracing::warn!(%key, "config key not used by this version of Trellis; ignored");
+    }
+    if let Some(server) = &config.server {
+        let modules: Vec<&str> = server.pkcs11_modules.paths().collect();
+        if !modules.is_empty() {
+            tracing::info!(?modules, "the CA may load these PKCS#11 modules");
+        }
     }
     tracing::info!(
         node = %config.node_name,
@@ -626,6 +667,9 @@ mod tests {
             "-h",
             "-",
             "-5",
+            "-pkcs11-module",
+            "/m.so",
+            "-10s",
         ]
         .iter()
         .map(std::ffi::OsString::from)
@@ -645,7 +689,10 @@ mod tests {
                 "n",
                 "-h",
                 "-",
-                "-5"
+                "-5",
+                "--pkcs11-module",
+                "/m.so",
+                "-10s",
             ]
         );
     }
@@ -669,6 +716,40 @@ mod tests {
         let (cfg, _) = agent_config(&args).unwrap();
         assert_eq!(cfg.node_name, "n1");
         assert_eq!(cfg.http_addr.port(), 18500);
-        assert_eq!(cfg.server.unwrap().bootstrap_expect, 1);
+        let server = cfg.server.unwrap();
+        assert_eq!(server.bootstrap_expect, 1);
+        assert!(
+            server.pkcs11_modules.is_empty(),
+            "no module allowed by default"
+        );
+    }
+
+    #[test]
+    fn pkcs11_modules_from_flags_and_files_reach_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hsm.hcl");
+        std::fs::write(&file, "connect { pkcs11_modules = [\"/from/file.so\"] }\n").unwrap();
+        let args = AgentArgs {
+            dev: true,
+            pkcs11_module: vec!["/from/flag.so".into()],
+            config_file: vec![file],
+            ..Default::default()
+        };
+        let (cfg, _) = agent_config(&args).unwrap();
+        let modules: Vec<String> = cfg
+            .server
+            .unwrap()
+            .pkcs11_modules
+            .paths()
+            .map(String::from)
+            .collect();
+        assert_eq!(modules, ["/from/file.so", "/from/flag.so"]);
+        let args = AgentArgs {
+            dev: true,
+            pkcs11_module: vec!["libsofthsm2.so".into()],
+            ..Default::default()
+        };
+        let err = agent_config(&args).unwrap_err().to_string();
+        assert!(err.contains("absolute path"), "{err}");
     }
 }

@@ -16,7 +16,10 @@ pub fn dash_aliases(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
             let is_long = i > 0
                 && !name.starts_with('-')
                 && flag.len() > 1
-                && flag.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+                && flag.starts_with(|c: char| c.is_ascii_lowercase())
+                && flag
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
             if is_long {
                 OsString::from(format!("-{s}"))
             } else {

@@ -19,6 +19,63 @@ pub struct Ports {
     pub server: Option<u16>,
 }
 
+/// `connect { ... }`: what Trellis reads of Consul's `connect` block.
+#[derive(Debug, Default, Clone)]
+pub struct Connect {
+    /// `pkcs11_modules`: the PKCS#11 modules (absolute paths) the CA's `pkcs11` provider may
+    /// load. The only way a module path reaches the agent: a CA configuration set through the
+    /// API may name only one of these.
+    pub pkcs11_modules: Vec<String>,
+    /// Keys of the block this version does not use.
+    pub ignored: BTreeMap<String, Value>,
+}
+
+impl Connect {
+    /// Reads one `connect` block (HCL gives repeated blocks as an array of them).
+    fn read(&mut self, raw: Value) -> anyhow::Result<()> {
+        let blocks = match raw {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        for block in blocks {
+            let Value::Object(map) = block else {
+                bail!("connect must be a block (an object)");
+            };
+            for (key, value) in map {
+                if key == "pkcs11_modules" {
+                    let paths: Vec<String> = serde_json::from_value(value).context(
+                        "connect.pkcs11_modules must be a list of paths, such as \
+                         [\"/usr/lib/softhsm/libsofthsm2.so\"]",
+                    )?;
+                    self.pkcs11_modules.extend(paths);
+                } else {
+                    self.ignored.insert(key, value);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `limits { ... }`: Consul's per-client connection limits, and Trellis's own request body
+/// time limit. Unset keys keep the defaults (`trellis_server::listen::Limits`).
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct Limits {
+    /// Connections one client IP may hold open to the HTTP API (Consul's default 200; 0: no
+    /// limit).
+    pub http_max_conns_per_client: Option<usize>,
+    /// Connections one client IP may hold open to the server port (Consul's default 100; 0: no
+    /// limit).
+    pub rpc_max_conns_per_client: Option<usize>,
+    /// How long a client may take to send a whole request body to the HTTP API (a Go
+    /// duration; default 30s). Trellis's own key.
+    pub http_body_read_timeout: Option<String>,
+    /// Keys of the block this version does not use.
+    #[serde(flatten)]
+    pub ignored: BTreeMap<String, Value>,
+}
+
 /// The keys Trellis reads from a config file. Others are reported and ignored.
 #[derive(Deserialize, Debug, Default)]
 #[serde(default)]
@@ -39,6 +96,11 @@ pub struct FileConfig {
     pub node_meta: BTreeMap<String, String>,
     pub raft_snapshot_threshold: Option<u64>,
     pub default_intention_policy: Option<String>,
+    pub limits: Limits,
+    #[serde(skip)]
+    pub connect: Connect,
+    #[serde(rename = "connect")]
+    connect_raw: Option<Value>,
     #[serde(skip)]
     pub services: Vec<ServiceDefinition>,
     service: Option<Value>,
@@ -71,6 +133,9 @@ impl FileConfig {
             bail!("the top level must be an object");
         }
         let mut cfg: FileConfig = serde_json::from_value(value)?;
+        if let Some(raw) = cfg.connect_raw.take() {
+            cfg.connect.read(raw)?;
+        }
         let mut defs = Vec::new();
         for raw in [cfg.service.take(), cfg.services_raw.take()]
             .into_iter()
@@ -130,10 +195,36 @@ impl FileConfig {
         if other.ports.server.is_some() {
             self.ports.server = other.ports.server;
         }
+        let limits = other.limits;
+        if limits.http_max_conns_per_client.is_some() {
+            self.limits.http_max_conns_per_client = limits.http_max_conns_per_client;
+        }
+        if limits.rpc_max_conns_per_client.is_some() {
+            self.limits.rpc_max_conns_per_client = limits.rpc_max_conns_per_client;
+        }
+        if limits.http_body_read_timeout.is_some() {
+            self.limits.http_body_read_timeout = limits.http_body_read_timeout;
+        }
+        self.limits.ignored.extend(limits.ignored);
         self.retry_join.extend(other.retry_join);
         self.node_meta.extend(other.node_meta);
         self.services.extend(other.services);
+        self.connect
+            .pkcs11_modules
+            .extend(other.connect.pkcs11_modules);
+        self.connect.ignored.extend(other.connect.ignored);
         self.ignored.extend(other.ignored);
+    }
+
+    /// The keys this version does not use, for the start-up warning (`connect.x` for a key of
+    /// the `connect` block).
+    pub fn ignored_keys(&self) -> Vec<String> {
+        self.ignored
+            .keys()
+            .cloned()
+            .chain(self.connect.ignored.keys().map(|k| format!("connect.{k}")))
+            .chain(self.limits.ignored.keys().map(|k| format!("limits.{k}")))
+            .collect()
     }
 }
 
@@ -181,5 +272,57 @@ mod tests {
         let cfg = FileConfig::from_value(json).unwrap();
         assert_eq!(cfg.services.len(), 2);
         assert!(FileConfig::from_value(serde_json::json!({"ports": {"http": "x"}})).is_err());
+    }
+
+    #[test]
+    fn limits_are_read_and_layered() {
+        let hcl: Value = hcl::from_str(
+            r#"
+            limits {
+              http_max_conns_per_client = 50
+              rpc_rate = 100
+            }
+            "#,
+        )
+        .unwrap();
+        let mut cfg = FileConfig::from_value(hcl).unwrap();
+        assert_eq!(cfg.limits.http_max_conns_per_client, Some(50));
+        assert_eq!(cfg.limits.rpc_max_conns_per_client, None);
+        assert!(cfg.ignored_keys().contains(&"limits.rpc_rate".to_string()));
+        let json = serde_json::json!({"limits": {
+            "rpc_max_conns_per_client": 0, "http_body_read_timeout": "5s"}});
+        cfg.merge(FileConfig::from_value(json).unwrap());
+        assert_eq!(cfg.limits.http_max_conns_per_client, Some(50), "kept");
+        assert_eq!(cfg.limits.rpc_max_conns_per_client, Some(0));
+        assert_eq!(cfg.limits.http_body_read_timeout.as_deref(), Some("5s"));
+        let negative = serde_json::json!({"limits": {"http_max_conns_per_client": -1}});
+        assert!(FileConfig::from_value(negative).is_err());
+    }
+
+    #[test]
+    fn pkcs11_modules_come_from_the_connect_block() {
+        let hcl: Value = hcl::from_str(
+            r#"
+            connect {
+              enabled = true
+              pkcs11_modules = ["/usr/lib/softhsm/libsofthsm2.so", "/opt/hsm/lib.so"]
+            }
+            "#,
+        )
+        .unwrap();
+        let mut cfg = FileConfig::from_value(hcl).unwrap();
+        assert_eq!(
+            cfg.connect.pkcs11_modules,
+            ["/usr/lib/softhsm/libsofthsm2.so", "/opt/hsm/lib.so"]
+        );
+        assert_eq!(cfg.ignored_keys(), ["connect.enabled"]);
+        let json = serde_json::json!({"connect": {"pkcs11_modules": ["/x/y.so"]}});
+        cfg.merge(FileConfig::from_value(json).unwrap());
+        assert_eq!(cfg.connect.pkcs11_modules.len(), 3, "lists accumulate");
+        let err =
+            FileConfig::from_value(serde_json::json!({"connect": {"pkcs11_modules": "/x.so"}}))
+                .unwrap_err();
+        assert!(format!("{err:#}").contains("list of paths"), "{err:#}");
+        assert!(FileConfig::from_value(serde_json::json!({"connect": 1})).is_err());
     }
 }

@@ -52,6 +52,9 @@ pub struct AgentConfig {
     pub default_intention_policy: Option<trellis_intentions::Action>,
     /// How long a cache entry lives without being read (Consul's 72 hours by default).
     pub cache_ttl: Duration,
+    /// What the HTTP API allows one client: connections per IP, body size and time
+    /// ([`trellis_server::listen::Limits::HTTP`] by default).
+    pub http_limits: trellis_server::listen::Limits,
 }
 
 /// The file in a client agent's data directory keeping the servers it last learned.
@@ -117,6 +120,9 @@ impl Agent {
     /// Starts the agent's parts (server, checks, sync) and binds its HTTP port. The returned
     /// future serves HTTP until the process ends.
     pub async fn start(config: AgentConfig) -> Result<(Arc<Agent>, TcpListener), AgentError> {
+        // Consul's check of `node_meta` at start, with its message.
+        trellis_api::validate_node_meta(&config.node_meta, false)
+            .map_err(|e| startup(format!("node_meta invalid: {e}")))?;
         let node_id = node_id(config.data_dir.as_ref())?;
         let http = trellis_server::listen::bind(config.http_addr)
             .map_err(|e| startup(format!("cannot listen on {}: {e}", config.http_addr)))?;
@@ -233,7 +239,8 @@ impl Agent {
 
     /// Serves the HTTP API on `listener`.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        trellis_server::listen::serve_http1(listener, crate::http::router(self)).await
+        let limits = self.config.http_limits;
+        trellis_server::listen::serve_http(listener, crate::http::router(self), limits).await
     }
 
     /// The agent's configuration.

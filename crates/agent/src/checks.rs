@@ -15,8 +15,79 @@ use crate::local::LocalState;
 
 /// Default timeout of one HTTP or TCP probe, as Consul's.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest HTTP check output kept, as Consul's (4 KiB).
-const MAX_OUTPUT: usize = 4096;
+/// Longest check output kept, as Consul's (`checks.BufSize`, the default `output_max_size`:
+/// 4 KiB).
+pub const MAX_OUTPUT: usize = 4096;
+
+/// A check output over [`MAX_OUTPUT`] bytes cut the way Consul cuts TTL outputs: its first
+/// 4 KiB (to a character boundary), then `... (captured 4096 of N bytes)`.
+pub fn truncate_output(output: &str) -> std::borrow::Cow<'_, str> {
+    if output.len() <= MAX_OUTPUT {
+        return output.into();
+    }
+    let mut cut = MAX_OUTPUT;
+    while !output.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{} ... (captured {cut} of {} bytes)",
+        &output[..cut],
+        output.len()
+    )
+    .into()
+}
+
+/// Reads at most [`MAX_OUTPUT`] bytes of an HTTP check's answer, chunk by chunk, and stops:
+/// the rest is never read (the connection is dropped with it). Consul reads the whole answer
+/// through a 4 KiB ring buffer within the check's timeout; stopping costs neither memory nor
+/// time whatever the service sends. The output is the kept bytes (lossy UTF-8), and when the
+/// answer was longer, Consul's truncation note.
+async fn read_output(resp: &mut reqwest::Response) -> String {
+    // The declared length, read before the body (reqwest's shrinks as the body is read).
+    let total = resp.content_length();
+    let mut kept: Vec<u8> = Vec::new();
+    let mut more = false;
+    // A body cut short keeps what arrived, as Consul's does.
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = MAX_OUTPUT - kept.len();
+        if chunk.len() > room {
+            kept.extend_from_slice(&chunk[..room]);
+            more = true;
+            break;
+        }
+        kept.extend_from_slice(&chunk);
+    }
+    if !more {
+        return String::from_utf8_lossy(&kept).into_owned();
+    }
+    cut_incomplete_char(&mut kept);
+    let text = String::from_utf8_lossy(&kept);
+    match total {
+        Some(total) => format!("{text} ... (captured {} of {total} bytes)", kept.len()),
+        None => format!("{text} ... (captured the first {} bytes)", kept.len()),
+    }
+}
+
+/// Drops a UTF-8 sequence cut off at the end of `b` (so a cut inside a character does not show
+/// as a replacement character).
+fn cut_incomplete_char(b: &mut Vec<u8>) {
+    let n = b.len();
+    for back in 1..=n.min(4) {
+        let byte = b[n - back];
+        if byte & 0xC0 != 0x80 {
+            let len = match byte {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            if len > back {
+                b.truncate(n - back);
+            }
+            return;
+        }
+    }
+}
 
 /// The running check tasks.
 pub struct CheckRunner {
@@ -79,8 +150,10 @@ impl CheckRunner {
 
     /// Records a TTL update (`/v1/agent/check/{pass,warn,fail,update}`). Returns false for an
     /// unknown check.
+    /// An output over [`MAX_OUTPUT`] bytes is cut as Consul cuts it ([`truncate_output`]).
     pub fn update_ttl(&self, id: &str, new_status: &str, output: &str) -> bool {
-        if self.local.update_check(id, new_status, output).is_none() {
+        let output = truncate_output(output);
+        if self.local.update_check(id, new_status, &output).is_none() {
             return false;
         }
         if let Some(tx) = self.ttl_touch.lock().get(id) {
@@ -163,16 +236,10 @@ impl CheckRunner {
         }
         match req.send().await {
             Err(e) => (status::CRITICAL, format!("{method} {}: {e}", def.http)),
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let code = resp.status();
-                let mut body = resp.text().await.unwrap_or_default();
-                if body.len() > MAX_OUTPUT {
-                    let mut cut = MAX_OUTPUT;
-                    while !body.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    body.truncate(cut);
-                }
+                let body = read_output(&mut resp).await;
+                drop(resp);
                 let output = format!("HTTP {method} {}: {code} Output: {body}", def.http);
                 let st = if code.is_success() {
                     status::PASSING
@@ -337,6 +404,91 @@ mod tests {
         // The target going away turns it critical.
         local.remove_service("web").unwrap();
         wait_for(status::CRITICAL).await;
+    }
+
+    #[test]
+    fn outputs_are_cut_as_consul_cuts_them() {
+        assert_eq!(truncate_output("short"), "short");
+        let exact = "x".repeat(MAX_OUTPUT);
+        assert_eq!(truncate_output(&exact), exact.as_str());
+        let long = "y".repeat(MAX_OUTPUT + 10);
+        assert_eq!(
+            truncate_output(&long),
+            format!("{} ... (captured 4096 of 4106 bytes)", "y".repeat(4096))
+        );
+        // A cut inside a character moves back to its start.
+        let wide = format!("{}é", "z".repeat(MAX_OUTPUT - 1));
+        assert_eq!(
+            truncate_output(&wide),
+            format!("{} ... (captured 4095 of 4097 bytes)", "z".repeat(4095))
+        );
+        let mut b = "aé".as_bytes().to_vec();
+        b.pop();
+        cut_incomplete_char(&mut b);
+        assert_eq!(b, b"a");
+        let mut b = "aé".as_bytes().to_vec();
+        cut_incomplete_char(&mut b);
+        assert_eq!(b, "aé".as_bytes());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_outputs_are_truncated() {
+        let local = Arc::new(LocalState::open("n1", None).unwrap());
+        ttl_check(&local, "t");
+        let runner = CheckRunner::new(local.clone());
+        assert!(runner.update_ttl("t", status::PASSING, &"o".repeat(10_000)));
+        let output = local.check("t").unwrap().check.output;
+        assert!(
+            output.ends_with(" ... (captured 4096 of 10000 bytes)"),
+            "{}",
+            &output[4000..]
+        );
+    }
+
+    /// A service answering far more than [`MAX_OUTPUT`] bytes: the probe keeps 4 KiB and hangs
+    /// up, reading a small part of the answer.
+    #[tokio::test]
+    async fn http_probe_reads_only_what_it_keeps() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const ANSWER: u64 = 64 << 20;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = sent.clone();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 4096];
+            let _ = s.read(&mut head).await;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {ANSWER}\r\n\r\n");
+            s.write_all(head.as_bytes()).await.unwrap();
+            let chunk = vec![b'a'; 64 << 10];
+            while counter.load(Ordering::Relaxed) < ANSWER {
+                if s.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+        });
+        let local = Arc::new(LocalState::open("n1", None).unwrap());
+        let runner = CheckRunner::new(local);
+        let def = CheckDefinition {
+            http: format!("http://{addr}/"),
+            ..Default::default()
+        };
+        let (st, output) = runner.probe_http(&def, Duration::from_secs(10)).await;
+        assert_eq!(st, status::PASSING);
+        let prefix = format!("HTTP GET http://{addr}/: 200 OK Output: ");
+        assert_eq!(
+            output,
+            format!(
+                "{prefix}{} ... (captured 4096 of {ANSWER} bytes)",
+                "a".repeat(4096)
+            )
+        );
+        server.await.unwrap();
+        let read = sent.load(Ordering::Relaxed);
+        assert!(read < 16 << 20, "{read} bytes sent before the hang-up");
     }
 
     #[tokio::test]

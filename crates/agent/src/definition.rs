@@ -12,6 +12,11 @@ pub const SIDECAR_MIN_PORT: u16 = 21000;
 /// Last port handed to a sidecar without one.
 pub const SIDECAR_MAX_PORT: u16 = 21255;
 
+/// Consul's refusal of `*` as a Connect proxy's destination (`NodeService.Validate`). A service
+/// may be named `*` (Consul accepts it), but no proxy may stand for every service.
+pub(crate) const WILDCARD_DESTINATION: &str =
+    "Proxy.DestinationServiceName must not be a wildcard for Connect proxy services";
+
 /// A service ready to store, with its checks.
 #[derive(Debug)]
 pub struct Registration {
@@ -61,19 +66,17 @@ pub fn expand(
         if dest.is_empty() {
             return Err("Proxy.DestinationServiceName must be set for a connect-proxy".into());
         }
+        if dest == "*" {
+            return Err(WILDCARD_DESTINATION.into());
+        }
         if def.port == 0 && def.socket_path.is_empty() {
             return Err("Port must be set for a Connect proxy".into());
         }
     } else if def.proxy.is_some() && def.kind.is_empty() {
         return Err("Proxy may only be set for a service of a proxy or gateway Kind".into());
     }
-    for key in def.meta.keys() {
-        if key.starts_with("consul-") {
-            return Err(format!(
-                "Meta key {key:?} uses the reserved prefix \"consul-\""
-            ));
-        }
-    }
+    trellis_api::validate_service_meta(&def.kind, &def.meta, false)
+        .map_err(|e| format!("Invalid Service Meta: {e}"))?;
     for (i, up) in def
         .proxy
         .iter()
@@ -374,7 +377,19 @@ mod tests {
                 r#"{"Name":"x","Check":{"HTTP":"http://a"}}"#,
                 "Interval is required",
             ),
-            (r#"{"Name":"x","Meta":{"consul-x":"1"}}"#, "reserved prefix"),
+            (
+                r#"{"Name":"x","Meta":{"consul-x":"1"}}"#,
+                "Invalid Service Meta: Couldn't load metadata pair ('consul-x', '1'): \
+                 Key prefix 'consul-' is reserved for internal use",
+            ),
+            (
+                r#"{"Name":"x","Meta":{"a b":"1"}}"#,
+                "Key contains invalid characters",
+            ),
+            (
+                r#"{"Name":"p","Kind":"connect-proxy","Port":1,"Proxy":{"DestinationServiceName":"*"}}"#,
+                "must not be a wildcard",
+            ),
         ] {
             let err = expand(def(json), &|_| Ok(21000)).unwrap_err();
             assert!(err.contains(needle), "{json}: {err}");

@@ -53,6 +53,19 @@ fn refused_for_now(e: &AgentError) -> bool {
     rate_limited(e) || unreachable(e)
 }
 
+/// Refuses a leaf for a name no workload may carry: `*`, the intentions wildcard ("every
+/// service"). A 400; the servers refuse such a CSR too.
+pub fn check_leaf_service(service: &str) -> Result<(), AgentError> {
+    if service == trellis_identity::WILDCARD {
+        return Err(AgentError::BadRequest(format!(
+            "Invalid service name {service:?}: {:?} is the intentions wildcard, which means \
+             every service; no certificate is issued for it",
+            trellis_identity::WILDCARD
+        )));
+    }
+    Ok(())
+}
+
 fn internal(msg: impl Into<String>) -> AgentError {
     AgentError::Unavailable(msg.into())
 }
@@ -590,6 +603,7 @@ impl<S: LeafSource> LeafStore<S> {
         min_index: u64,
         wait: Duration,
     ) -> Result<(Bytes, u64, bool), AgentError> {
+        check_leaf_service(&key.request)?;
         let deadline = Instant::now() + wait.min(MAX_WAIT);
         let mut last_error = None;
         loop {
@@ -1152,6 +1166,23 @@ mod tests {
             assert!(index > last);
             last = index;
         }
+    }
+
+    /// `*` is the intentions wildcard: no leaf for it, and nothing is asked of the servers.
+    #[tokio::test(start_paused = true)]
+    async fn no_leaf_for_the_intentions_wildcard() {
+        let (ca, store) = setup(crate::cache::DEFAULT_LAST_GET_TTL);
+        match store.get(&key("*"), 0, Duration::ZERO).await {
+            Err(e @ AgentError::BadRequest(_)) => {
+                assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+                assert!(e.to_string().contains("intentions wildcard"), "{e}");
+            }
+            other => panic!("expected a 400, got {other:?}"),
+        }
+        assert_eq!((ca.signs(), store.len()), (0, 0));
+        // A name that only contains '*' is an ordinary name.
+        store.get(&key("web*"), 0, Duration::ZERO).await.unwrap();
+        assert_eq!(ca.signs(), 1);
     }
 
     #[tokio::test(start_paused = true)]

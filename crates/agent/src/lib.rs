@@ -44,6 +44,8 @@ pub(crate) async fn test_server() -> std::sync::Arc<trellis_server::Server> {
         bootstrap_expect: 1,
         retry_join: vec![],
         snapshot_threshold: 10_000,
+        pkcs11_modules: Default::default(),
+        rpc_max_conns_per_client: trellis_server::listen::Limits::RPC.max_conns_per_client,
     })
     .await
     .expect("server starts");

@@ -13,6 +13,7 @@ pub mod filter;
 mod health;
 mod intention;
 mod keys;
+mod meta;
 #[cfg(test)]
 mod proptests;
 mod service;
@@ -23,6 +24,7 @@ pub use connect::*;
 pub use health::*;
 pub use intention::*;
 pub use keys::canonicalize_keys;
+pub use meta::*;
 pub use service::*;
 
 /// The default datacenter name, as Consul's.

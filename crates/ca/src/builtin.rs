@@ -41,14 +41,20 @@ impl BuiltinProvider {
         config: &CaConfig,
     ) -> Result<BuiltinProvider, CaError> {
         if let (Some(key), Some(root)) = (&config.private_key, &config.root_cert) {
-            let info = CertInfo::from_pem(root)?;
+            // The operator's key and root: anything wrong with them is the request's fault
+            // (a 400), never a server error.
+            let supplied = |e: CaError| match e {
+                CaError::Crypto(m) => CaError::InvalidConfig(format!("invalid RootCert: {m}")),
+                other => other,
+            };
+            let info = CertInfo::from_pem(root).map_err(supplied)?;
             let want = format!("spiffe://{}", trust_domain.as_str());
             if !info.uris.iter().any(|u| u.eq_ignore_ascii_case(&want)) {
                 return Err(CaError::InvalidConfig(format!(
                     "RootCert must have the URI SAN {want}"
                 )));
             }
-            return BuiltinProvider::load(key, root);
+            return BuiltinProvider::load(key, root).map_err(supplied);
         }
         let key = generate_key(config)?;
         let root_pem = self_signed_root(trust_domain, &key, config.root_cert_ttl)?;

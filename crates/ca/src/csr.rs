@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use trellis_identity::{can_sign, SpiffeId, TrustDomain};
+use trellis_identity::{can_sign, SpiffeId, TrustDomain, WILDCARD};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
@@ -38,8 +38,9 @@ fn bad(msg: impl Into<String>) -> CaError {
 }
 
 /// Checks a leaf CSR as Consul's server does, in Consul's order: exactly one URI SAN, no
-/// email SANs, a service or mesh-gateway SPIFFE ID, this datacenter, this trust domain, no CA
-/// request, and finally the CSR's own signature. Any failure names the problem.
+/// email SANs, a service or mesh-gateway SPIFFE ID, this datacenter, no intentions wildcard
+/// (`*`) as its service, namespace or partition, this trust domain, no CA request, and finally
+/// the CSR's own signature. Any failure names the problem.
 pub fn validate_csr(
     csr_pem: &str,
     trust_domain: &TrustDomain,
@@ -96,6 +97,13 @@ pub fn validate_csr(
     if id_dc != datacenter {
         return Err(bad(format!(
             "SPIFFE ID in CSR from a different datacenter: {id_dc}, we are {datacenter}"
+        )));
+    }
+    // `*` is the intentions wildcard, never a workload: no leaf may carry it.
+    if let Some(segment) = id.wildcard_segment() {
+        return Err(bad(format!(
+            "SPIFFE ID in CSR has the wildcard {WILDCARD:?} as its {segment}: {WILDCARD:?} \
+             means every service to intentions, so no certificate is issued for it"
         )));
     }
     if !can_sign(trust_domain, &id) {

@@ -7,7 +7,8 @@
 //! signs the digest with `CKM_ECDSA`, the mechanism every ECDSA-capable token has; the raw
 //! `r‖s` it returns is DER-encoded for X.509.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -37,6 +38,91 @@ pub struct Pkcs11Provider {
     ca: KeyedCa<HsmKey>,
 }
 
+/// The PKCS#11 modules this process may load, as the operator set them in the agent's own
+/// configuration (`connect { pkcs11_modules = [...] }`, `-pkcs11-module PATH`). A CA
+/// configuration, whether it comes from the API or from the replicated state, may name only one
+/// of these, matched as the exact path string; any other `ModulePath` is refused before it is
+/// opened, because loading a module runs its code inside the agent. Empty by default: no module
+/// may be loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pkcs11Modules {
+    paths: BTreeSet<String>,
+}
+
+/// A module path that passed the allow-list: the only thing [`module`] opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AllowedModule(String);
+
+impl AllowedModule {
+    pub(crate) fn path(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Pkcs11Modules {
+    /// No module may be loaded.
+    pub fn none() -> Pkcs11Modules {
+        Pkcs11Modules::default()
+    }
+
+    /// An allow-list of module paths; each must be an absolute path (a bare name would be
+    /// looked up in the library search path, a relative one from the working directory).
+    pub fn new<I, S>(paths: I) -> Result<Pkcs11Modules, CaError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut out = BTreeSet::new();
+        for p in paths {
+            let p: String = p.into();
+            if !Path::new(&p).is_absolute() || p.contains('\0') {
+                return Err(CaError::InvalidConfig(format!(
+                    "PKCS#11 module {p:?}: an allowed module must be an absolute path"
+                )));
+            }
+            out.insert(p);
+        }
+        Ok(Pkcs11Modules { paths: out })
+    }
+
+    /// Whether no module may be loaded.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// The allowed paths, in order.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.paths.iter().map(String::as_str)
+    }
+
+    /// `path` as a module that may be loaded, or why it may not (a 400: the configuration
+    /// named a module this server does not allow).
+    pub(crate) fn allow(&self, path: &str) -> Result<AllowedModule, CaError> {
+        if self.paths.contains(path) {
+            return Ok(AllowedModule(path.to_string()));
+        }
+        let why = if self.paths.is_empty() {
+            "this server allows no PKCS#11 modules"
+        } else {
+            "it is not on this server's list of allowed PKCS#11 modules"
+        };
+        Err(CaError::InvalidConfig(format!(
+            "ModulePath {path:?} is not an allowed PKCS#11 module: {why}; an operator allows a \
+             module in the server agent's configuration (connect {{ pkcs11_modules = [...] }} \
+             or -pkcs11-module PATH), never through the API"
+        )))
+    }
+
+    /// Refuses a CA configuration that names a module this server does not allow. Nothing is
+    /// loaded.
+    pub fn check(&self, config: &CaConfig) -> Result<(), CaError> {
+        match &config.pkcs11 {
+            Some(p) => self.allow(&p.module_path).map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The process's PKCS#11 modules, by path. `C_Initialize` may run once per module per process
 /// (a second call fails with `CKR_CRYPTOKI_ALREADY_INITIALIZED`), and every session of a module
 /// shares its login state, so each module is loaded and initialised once and kept.
@@ -45,8 +131,10 @@ fn modules() -> &'static Mutex<HashMap<String, Pkcs11>> {
     MODULES.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// The initialised module at `path`, loading it on first use.
-pub(crate) fn module(path: &str) -> Result<Pkcs11, CaError> {
+/// The initialised module at an allowed path, loading it on first use. The only place a
+/// module is opened: the allow-list was checked to make `allowed`.
+pub(crate) fn module(allowed: &AllowedModule) -> Result<Pkcs11, CaError> {
+    let path = allowed.path();
     let mut modules = modules().lock();
     if let Some(m) = modules.get(path) {
         return Ok(m.clone());
@@ -139,7 +227,7 @@ impl Curve {
 /// Where a key lives: enough to open a session and find it again. The PIN is a
 /// `SecretString` (zeroised on drop, redacted in `Debug`).
 struct KeyRef {
-    module_path: String,
+    module: AllowedModule,
     token_label: String,
     pin: AuthPin,
     id: Vec<u8>,
@@ -147,19 +235,25 @@ struct KeyRef {
 }
 
 impl KeyRef {
-    fn new(config: &Pkcs11Config, id: Vec<u8>, label: String) -> KeyRef {
-        KeyRef {
-            module_path: config.module_path.clone(),
+    /// Where the key lives, once the configured module has passed the allow-list.
+    fn new(
+        config: &Pkcs11Config,
+        modules: &Pkcs11Modules,
+        id: Vec<u8>,
+        label: String,
+    ) -> Result<KeyRef, CaError> {
+        Ok(KeyRef {
+            module: modules.allow(&config.module_path)?,
             token_label: config.token_label.clone(),
             pin: AuthPin::new(config.pin.as_str().into()),
             id,
             label,
-        }
+        })
     }
 
     /// Opens a session on the token and logs the user in.
     fn open(&self) -> Result<Session, CaError> {
-        let m = module(&self.module_path)?;
+        let m = module(&self.module)?;
         let mut found = Vec::new();
         for slot in m.get_slots_with_token().map_err(p11("listing slots"))? {
             let info = m.get_token_info(slot).map_err(p11("reading token info"))?;
@@ -172,13 +266,15 @@ impl KeyRef {
             [] => {
                 return Err(CaError::InvalidConfig(format!(
                     "no initialised PKCS#11 token labelled {:?} in {:?}",
-                    self.token_label, self.module_path
+                    self.token_label,
+                    self.module.path()
                 )))
             }
             _ => {
                 return Err(CaError::InvalidConfig(format!(
                     "more than one PKCS#11 token is labelled {:?} in {:?}",
-                    self.token_label, self.module_path
+                    self.token_label,
+                    self.module.path()
                 )))
             }
         };
@@ -449,13 +545,15 @@ fn pkcs11_config(config: &CaConfig) -> Result<&Pkcs11Config, CaError> {
 impl Pkcs11Provider {
     /// Makes a new key pair on the configured token (sensitive, non-extractable, labelled
     /// `KeyLabel` plus a unique suffix) and a self-signed root for `trust_domain` with it.
+    /// The configured module must be on `modules`, or it is not loaded.
     pub fn generate(
         trust_domain: &TrustDomain,
         config: &CaConfig,
+        modules: &Pkcs11Modules,
     ) -> Result<Pkcs11Provider, CaError> {
         let curve = Curve::for_config(config)?;
         let p11_config = pkcs11_config(config)?;
-        let mut key = KeyRef::new(p11_config, Vec::new(), String::new());
+        let mut key = KeyRef::new(p11_config, modules, Vec::new(), String::new())?;
         let session = key.open()?;
         // A fresh ID and label, so a re-generate or a rotation between two pkcs11
         // configurations never finds (or shadows) an older key.
@@ -514,7 +612,13 @@ impl Pkcs11Provider {
             key = %key.label,
             "generated the CA key pair in the HSM"
         );
-        let cleanup = KeyRef::new(p11_config, key.id.clone(), key.label.clone());
+        let cleanup = KeyRef {
+            module: key.module.clone(),
+            token_label: key.token_label.clone(),
+            pin: AuthPin::new(p11_config.pin.as_str().into()),
+            id: key.id.clone(),
+            label: key.label.clone(),
+        };
         let made = HsmKey::new(key, session, private, public).and_then(|key| {
             let root_pem = self_signed_root(trust_domain, &key, config.root_cert_ttl)?;
             Pkcs11Provider::load(key, &root_pem)
@@ -541,10 +645,13 @@ impl Pkcs11Provider {
     }
 
     /// Rebuilds the provider from its replicated state: reopens the configured module and
-    /// token and finds the key pair by the stored label and `CKA_ID`.
+    /// token and finds the key pair by the stored label and `CKA_ID`. The configured module
+    /// must be on `modules` (the replicated state may come from a server that allows others),
+    /// or it is not loaded.
     pub fn from_state(
         state: &BTreeMap<String, String>,
         config: &CaConfig,
+        modules: &Pkcs11Modules,
     ) -> Result<Pkcs11Provider, CaError> {
         let get = |k: &str| {
             state
@@ -556,7 +663,7 @@ impl Pkcs11Provider {
             .filter(|id| !id.is_empty())
             .ok_or_else(|| CaError::Crypto("pkcs11 CA state has an invalid KeyId".into()))?;
         let root = get(STATE_ROOT)?;
-        let key = KeyRef::new(pkcs11_config(config)?, id, label.clone());
+        let key = KeyRef::new(pkcs11_config(config)?, modules, id, label.clone())?;
         let session = key.open()?;
         let private = key.find(&session, ObjectClass::PRIVATE_KEY)?;
         let public = key.find(&session, ObjectClass::PUBLIC_KEY)?;
@@ -680,18 +787,58 @@ mod tests {
             CaConfig::parse("pkcs11", m.as_object().unwrap(), false).unwrap()
         };
         let td = TrustDomain::for_cluster("11111111-2222-3333-4444-555555555555").unwrap();
+        let allowed = Pkcs11Modules::new(["/nonexistent/module.so"]).unwrap();
         let rsa = parse(serde_json::json!({"PrivateKeyType": "rsa", "PrivateKeyBits": 2048}));
-        match Pkcs11Provider::generate(&td, &rsa) {
+        match Pkcs11Provider::generate(&td, &rsa, &allowed) {
             Err(CaError::InvalidConfig(m)) => assert!(m.contains("EC keys only"), "{m}"),
             other => panic!("rsa: {:?}", other.err()),
         }
         // A missing module is named; the PIN never appears.
-        match Pkcs11Provider::generate(&td, &parse(serde_json::json!({}))) {
+        match Pkcs11Provider::generate(&td, &parse(serde_json::json!({})), &allowed) {
             Err(CaError::InvalidConfig(m)) => {
                 assert!(m.contains("/nonexistent/module.so"), "{m}");
                 assert!(!m.contains("1234"), "{m}");
             }
             other => panic!("missing module: {:?}", other.err()),
         }
+    }
+
+    #[test]
+    fn only_absolute_paths_can_be_allowed() {
+        for bad in ["libsofthsm2.so", "./lib.so", "lib/x.so", ""] {
+            let err = Pkcs11Modules::new([bad]).unwrap_err().to_string();
+            assert!(err.contains("absolute path"), "{bad:?}: {err}");
+        }
+        let m = Pkcs11Modules::new(["/b.so", "/a.so", "/a.so"]).unwrap();
+        assert_eq!(m.paths().collect::<Vec<_>>(), ["/a.so", "/b.so"]);
+        assert!(Pkcs11Modules::none().is_empty());
+    }
+
+    /// Exact string match: no prefix, no normalisation, no case folding.
+    #[test]
+    fn the_allow_list_matches_the_exact_path() {
+        let m = Pkcs11Modules::new(["/usr/lib/softhsm/libsofthsm2.so"]).unwrap();
+        assert!(m.allow("/usr/lib/softhsm/libsofthsm2.so").is_ok());
+        for other in [
+            "/usr/lib/softhsm/../softhsm/libsofthsm2.so",
+            "/usr/lib/softhsm//libsofthsm2.so",
+            "/usr/lib/softhsm/libsofthsm2.so ",
+            "/usr/lib/softhsm/LIBSOFTHSM2.so",
+            "/usr/lib/softhsm",
+            "/tmp/evil.so",
+        ] {
+            match m.allow(other) {
+                Err(CaError::InvalidConfig(msg)) => {
+                    assert!(msg.contains("is not an allowed PKCS#11 module"), "{msg}");
+                    assert!(msg.contains(&format!("{other:?}")), "{msg}");
+                }
+                r => panic!("{other:?}: {r:?}"),
+            }
+        }
+        let none = Pkcs11Modules::none()
+            .allow("/usr/lib/softhsm/libsofthsm2.so")
+            .unwrap_err()
+            .to_string();
+        assert!(none.contains("allows no PKCS#11 modules"), "{none}");
     }
 }

@@ -81,10 +81,12 @@ pub trait CaProvider: Send + Sync {
     }
 }
 
-/// Makes a new root with the provider `config` names.
+/// Makes a new root with the provider `config` names. A `pkcs11` configuration may name only
+/// a module on `modules`.
 pub fn generate_provider(
     trust_domain: &trellis_identity::TrustDomain,
     config: &crate::CaConfig,
+    modules: &crate::Pkcs11Modules,
 ) -> Result<std::sync::Arc<dyn CaProvider>, CaError> {
     match config.provider.as_str() {
         "consul" => Ok(std::sync::Arc::new(crate::BuiltinProvider::generate(
@@ -94,6 +96,7 @@ pub fn generate_provider(
         "pkcs11" => Ok(std::sync::Arc::new(crate::Pkcs11Provider::generate(
             trust_domain,
             config,
+            modules,
         )?)),
         other => Err(CaError::InvalidConfig(format!(
             "the {other:?} CA provider is not available in this build"
@@ -102,17 +105,19 @@ pub fn generate_provider(
 }
 
 /// Rebuilds the provider that made the active root, from the state it keeps in the replicated
-/// store and the stored configuration.
+/// store and the stored configuration. A `pkcs11` configuration may name only a module on
+/// `modules`: the replicated state is no reason to load a module this server does not allow.
 pub fn provider_from_state(
     config: &crate::CaConfig,
     state: &BTreeMap<String, String>,
+    modules: &crate::Pkcs11Modules,
 ) -> Result<std::sync::Arc<dyn CaProvider>, CaError> {
     match config.provider.as_str() {
         "consul" => Ok(std::sync::Arc::new(crate::BuiltinProvider::from_state(
             state,
         )?)),
         "pkcs11" => Ok(std::sync::Arc::new(crate::Pkcs11Provider::from_state(
-            state, config,
+            state, config, modules,
         )?)),
         other => Err(CaError::InvalidConfig(format!(
             "the {other:?} CA provider is not available in this build"

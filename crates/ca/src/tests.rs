@@ -12,6 +12,7 @@ use crate::{
     leaf_key_and_csr, validate_csr, BuiltinProvider, CaConfig, CaError, CaProvider, CertInfo,
 };
 
+mod allowlist;
 mod hsm;
 
 const CLUSTER: &str = "11111111-2222-3333-4444-555555555555";
@@ -356,6 +357,42 @@ fn every_bad_csr_is_refused_with_its_reason() {
             "must not request a CA",
         ),
         (tampered, "CSR signature or contents invalid"),
+        (
+            csr_with(
+                vec![uri(&format!(
+                    "spiffe://{CLUSTER}.consul/ns/default/dc/dc1/svc/*"
+                ))],
+                false,
+            ),
+            "has the wildcard \"*\" as its service",
+        ),
+        (
+            csr_with(
+                vec![uri(&format!(
+                    "spiffe://{CLUSTER}.consul/ns/default/dc/dc1/svc/%2A"
+                ))],
+                false,
+            ),
+            "has the wildcard \"*\" as its service",
+        ),
+        (
+            csr_with(
+                vec![uri(&format!(
+                    "spiffe://{CLUSTER}.consul/ns/*/dc/dc1/svc/web"
+                ))],
+                false,
+            ),
+            "has the wildcard \"*\" as its namespace",
+        ),
+        (
+            csr_with(
+                vec![uri(&format!(
+                    "spiffe://{CLUSTER}.consul/ap/*/ns/default/dc/dc1/svc/web"
+                ))],
+                false,
+            ),
+            "has the wildcard \"*\" as its admin partition",
+        ),
     ];
     for (pem, needle) in cases {
         match validate_csr(&pem, &td(), "dc1") {
@@ -429,4 +466,33 @@ fn provider_state_round_trips_and_supplied_roots_are_checked() {
         .unwrap()
         .to_string();
     assert!(err.contains("does not match"), "{err}");
+}
+
+/// A garbage operator-supplied key or root is the request's fault: `InvalidConfig` (a 400),
+/// never `Crypto` (a 500).
+#[test]
+fn bad_supplied_key_or_root_pem_is_an_invalid_config() {
+    let ca = BuiltinProvider::generate(&td(), &CaConfig::default_consul()).unwrap();
+    let key = ca.root().state["PrivateKey"].clone();
+    let root = ca.root().root_pem.clone();
+    let garbage_cert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    let key_as_root = key.clone();
+    for (k, r, needle) in [
+        ("garbage", "garbage", "invalid RootCert"),
+        (key.as_str(), "garbage", "invalid RootCert"),
+        (key.as_str(), garbage_cert, "invalid RootCert"),
+        (key.as_str(), key_as_root.as_str(), "invalid RootCert"),
+        ("garbage", root.as_str(), "invalid CA private key"),
+        (root.as_str(), root.as_str(), "invalid CA private key"),
+    ] {
+        let supplied = config(json!({"PrivateKey": k, "RootCert": r}));
+        match BuiltinProvider::generate(&td(), &supplied) {
+            Err(CaError::InvalidConfig(m)) => {
+                assert!(m.contains(needle), "{needle:?} not in {m:?}");
+                assert!(!m.contains("-----BEGIN"), "no key material in {m:?}");
+            }
+            Err(e) => panic!("{needle}: expected InvalidConfig, got {e:?}"),
+            Ok(_) => panic!("{needle}: accepted"),
+        }
+    }
 }

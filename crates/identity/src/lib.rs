@@ -48,5 +48,7 @@ mod proptests;
 pub use error::{IdError, Segment};
 pub use sign::can_sign;
 pub use sni::service_sni;
-pub use spiffe_id::{ServiceId, SpiffeId, DEFAULT_NAMESPACE, DEFAULT_PARTITION, MAX_ID_LEN};
+pub use spiffe_id::{
+    ServiceId, SpiffeId, DEFAULT_NAMESPACE, DEFAULT_PARTITION, MAX_ID_LEN, WILDCARD,
+};
 pub use trust_domain::{TrustDomain, CONSUL_TLD, MAX_TRUST_DOMAIN_LEN};

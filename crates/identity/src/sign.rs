@@ -9,8 +9,14 @@ use crate::{SpiffeId, TrustDomain};
 /// * service, mesh gateway and server IDs only if their trust domain is the CA's (compared
 ///   case-insensitively; both are stored lower-case);
 /// * agent IDs never — Consul rewrites agent CSRs itself, and Trellis does not sign agent
-///   certificates yet.
+///   certificates yet;
+/// * no ID with the intentions wildcard `*` as its service, namespace or partition
+///   ([`SpiffeId::wildcard_segment`]): `*` means "every service" to intentions, so a
+///   certificate carrying it would name no workload, or all of them.
 pub fn can_sign(signing: &TrustDomain, id: &SpiffeId) -> bool {
+    if id.wildcard_segment().is_some() {
+        return false;
+    }
     match id {
         SpiffeId::Signing { trust_domain }
         | SpiffeId::Server { trust_domain, .. }
@@ -23,6 +29,7 @@ pub fn can_sign(signing: &TrustDomain, id: &SpiffeId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Segment;
 
     fn td(s: &str) -> TrustDomain {
         TrustDomain::parse(s).unwrap()
@@ -65,6 +72,45 @@ mod tests {
             &SpiffeId::signing(td("abc.consul.example"))
         ));
         assert!(!can_sign(&ours, &SpiffeId::signing(td("abc.other"))));
+    }
+
+    #[test]
+    fn never_signs_the_intentions_wildcard() {
+        let ours = td("abc.consul");
+        let svc = |ns: &str, ap: &str, name: &str| {
+            SpiffeId::Service(
+                crate::ServiceId::new(ours.clone(), "dc1", name)
+                    .with_namespace(ns)
+                    .with_partition(ap),
+            )
+        };
+        assert!(can_sign(&ours, &svc("default", "default", "web")));
+        for (id, segment) in [
+            (svc("default", "default", "*"), Segment::Service),
+            (svc("*", "default", "web"), Segment::Namespace),
+            (svc("default", "*", "web"), Segment::Partition),
+        ] {
+            assert_eq!(id.wildcard_segment(), Some(segment), "{id}");
+            assert!(!can_sign(&ours, &id), "{id}");
+        }
+        // Parsed from a CSR's URI, as the CA sees it.
+        let parsed: SpiffeId = "spiffe://abc.consul/ns/default/dc/dc1/svc/*"
+            .parse()
+            .unwrap();
+        assert!(!can_sign(&ours, &parsed));
+        let escaped: SpiffeId = "spiffe://abc.consul/ns/default/dc/dc1/svc/%2A"
+            .parse()
+            .unwrap();
+        assert!(!can_sign(&ours, &escaped));
+        // Only the wildcard itself: a name that merely contains '*' is a name.
+        assert!(can_sign(&ours, &svc("default", "default", "web*")));
+        assert!(can_sign(&ours, &svc("default", "default", "**")));
+        let gateway = SpiffeId::MeshGateway {
+            trust_domain: ours.clone(),
+            partition: "*".into(),
+            datacenter: "dc1".into(),
+        };
+        assert!(!can_sign(&ours, &gateway));
     }
 
     #[test]

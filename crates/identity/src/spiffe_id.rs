@@ -15,6 +15,10 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// The longest SPIFFE ID accepted, in bytes (the SPIFFE specification's URI limit).
 pub const MAX_ID_LEN: usize = 2048;
 
+/// The name Consul's intentions use for "every service" (and every namespace or partition).
+/// It names no workload: no certificate may carry it as a service, namespace or partition.
+pub const WILDCARD: &str = "*";
+
 /// The identity of a service instance: `spiffe://<td>[/ap/<ap>]/ns/<ns>/dc/<dc>/svc/<name>`.
 ///
 /// The `/ap/` prefix is written only for a partition other than `default`. Values produced by
@@ -76,6 +80,19 @@ impl ServiceId {
         check_nonempty(&self.datacenter, Segment::Datacenter)?;
         check_nonempty(&self.service, Segment::Service)?;
         check_len(self)
+    }
+
+    /// The first segment (partition, namespace, service) that is the intentions wildcard
+    /// [`WILDCARD`], if any: such an ID names no workload and is never issued.
+    pub fn wildcard_segment(&self) -> Option<Segment> {
+        [
+            (&self.partition, Segment::Partition),
+            (&self.namespace, Segment::Namespace),
+            (&self.service, Segment::Service),
+        ]
+        .into_iter()
+        .find(|(value, _)| *value == WILDCARD)
+        .map(|(_, segment)| segment)
     }
 
     fn write_path(&self, f: &mut impl fmt::Write) -> fmt::Result {
@@ -216,6 +233,22 @@ impl SpiffeId {
             | SpiffeId::Server { trust_domain, .. }
             | SpiffeId::MeshGateway { trust_domain, .. } => trust_domain,
             SpiffeId::Service(id) => &id.trust_domain,
+        }
+    }
+
+    /// The first segment that is the intentions wildcard [`WILDCARD`] (a service's partition,
+    /// namespace or name; an agent's or mesh gateway's partition), if any. Such an ID parses
+    /// (it describes a URI faithfully) but names no workload: [`can_sign`](crate::can_sign)
+    /// refuses it.
+    pub fn wildcard_segment(&self) -> Option<Segment> {
+        match self {
+            SpiffeId::Service(id) => id.wildcard_segment(),
+            SpiffeId::Agent { partition, .. } | SpiffeId::MeshGateway { partition, .. }
+                if partition == WILDCARD =>
+            {
+                Some(Segment::Partition)
+            }
+            _ => None,
         }
     }
 

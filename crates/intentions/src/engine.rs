@@ -211,6 +211,19 @@ impl Engine {
         }
     }
 
+    /// Whether header `name` (lower-case) can change [`Engine::decide_request`]'s answer for
+    /// `source` → `destination`: some permission of the intention that applies tests it. A
+    /// caller that cannot show the engine a header's value exactly may go on when this is
+    /// false (the decision does not read it) and must refuse the request when it is true.
+    pub fn reads_header(&self, source: &str, destination: &str, name: &str) -> bool {
+        self.find_arc(source, destination).is_some_and(|i| {
+            i.action.is_none()
+                && i.permissions
+                    .iter()
+                    .any(|p| p.headers.iter().any(|h| h.name == name))
+        })
+    }
+
     /// Number of intentions held.
     pub fn len(&self) -> usize {
         let count = |t: &ByDestination| t.exact.len() + usize::from(t.wildcard.is_some());
@@ -227,5 +240,30 @@ fn reason(i: &Arc<Intention>, permission: Option<usize>) -> Reason {
     Reason::Intention {
         intention: i.clone(),
         permission,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::{parse_entry, Engine};
+
+    #[test]
+    fn reads_header_names_the_headers_the_applying_intention_tests() {
+        let mut e = Engine::new();
+        let entry = json!([
+            {"Name": "web", "Permissions": [
+                {"Action": "deny", "HTTP": {"Header": [{"Name": "X-Debug", "Present": true}]}},
+                {"Action": "allow", "HTTP": {"PathPrefix": "/"}}
+            ]},
+            {"Name": "*", "Action": "allow"}
+        ]);
+        e.set_destination("api", parse_entry("api", &entry).unwrap());
+        assert!(e.reads_header("web", "api", "x-debug"));
+        assert!(!e.reads_header("web", "api", "x-other"));
+        // An L4 intention, or none, reads no header.
+        assert!(!e.reads_header("other", "api", "x-debug"));
+        assert!(!e.reads_header("web", "db", "x-debug"));
     }
 }

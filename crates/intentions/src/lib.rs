@@ -16,6 +16,7 @@
 
 mod engine;
 mod model;
+pub mod path;
 mod protocol;
 mod wire;
 

@@ -1,5 +1,6 @@
 //! Intentions, permissions and how they are read from a `service-intentions` config entry.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use regex::Regex;
@@ -383,6 +384,9 @@ pub fn parse_entry(destination: &str, sources: &Value) -> Result<Vec<Intention>,
         return Err(vec!["Sources must be a non-empty list".into()]);
     };
     let mut out: Vec<Intention> = Vec::new();
+    // Names seen so far (every source with a name is pushed to `out`): a hash lookup per
+    // source, not a scan of those before it.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(list.len());
     for (i, src) in list.iter().enumerate() {
         let at = format!("Sources[{i}]");
         let name = src.get("Name").and_then(Value::as_str).unwrap_or("");
@@ -395,7 +399,7 @@ pub fn parse_entry(destination: &str, sources: &Value) -> Result<Vec<Intention>,
                 "{at}.Name {name:?}: wildcards must be the whole name (\"*\")"
             ));
         }
-        if out.iter().any(|x| &*x.source == name) {
+        if !seen.insert(name) {
             problems.push(format!("{at}.Name {name:?} is listed more than once"));
         }
         let before = problems.len();
@@ -444,5 +448,98 @@ pub fn parse_entry(destination: &str, sources: &Value) -> Result<Vec<Intention>,
         Ok(out)
     } else {
         Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod duplicate_tests {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::parse_entry;
+
+    /// A `Name` as a request may carry it: a few names (so duplicates are common), `*`, a bad
+    /// wildcard, the empty name, no name, and a name that is not a string.
+    fn name() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            4 => prop::sample::select(vec!["web", "api", "db", "Web", "web "]).prop_map(|n| Some(json!(n))),
+            1 => Just(Some(json!("*"))),
+            1 => Just(Some(json!("we*b"))),
+            1 => Just(Some(json!(""))),
+            1 => Just(None),
+            1 => Just(Some(json!(7))),
+        ]
+    }
+
+    fn source() -> impl Strategy<Value = Value> {
+        (name(), any::<bool>()).prop_map(|(name, allow)| {
+            let mut src = json!({"Action": if allow { "allow" } else { "deny" }});
+            if let Some(n) = name {
+                src["Name"] = n;
+            }
+            src
+        })
+    }
+
+    /// The duplicate problems the brute-force rule gives: a source whose name (a non-empty
+    /// string) an earlier source already used, compared with every earlier source.
+    fn brute_force_duplicates(sources: &[Value]) -> Vec<String> {
+        let name = |s: &Value| {
+            s.get("Name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let mut out = Vec::new();
+        for (i, src) in sources.iter().enumerate() {
+            let n = name(src);
+            if !n.is_empty() && sources[..i].iter().any(|earlier| name(earlier) == n) {
+                out.push(format!("Sources[{i}].Name {n:?} is listed more than once"));
+            }
+        }
+        out
+    }
+
+    proptest! {
+        /// The hashed duplicate check reports exactly the brute-force model's duplicates, with
+        /// the same messages in the same order, and refuses an entry exactly when it has one
+        /// (the sources are otherwise valid unless a name is bad).
+        #[test]
+        fn duplicates_match_a_brute_force_model(
+            dest in prop::sample::select(vec!["db", "*"]),
+            sources in prop::collection::vec(source(), 1..40),
+        ) {
+            let want = brute_force_duplicates(&sources);
+            let got: Vec<String> = match parse_entry(dest, &Value::Array(sources.clone())) {
+                Ok(parsed) => {
+                    prop_assert_eq!(parsed.len(), sources.len());
+                    Vec::new()
+                }
+                Err(problems) => problems
+                    .into_iter()
+                    .filter(|p| p.ends_with("is listed more than once"))
+                    .collect(),
+            };
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    /// 50,000 distinct sources parse, and one repeated at the end is the only problem.
+    #[test]
+    fn many_sources_and_one_duplicate() {
+        let mut sources: Vec<Value> = (0..50_000)
+            .map(|i| json!({"Name": format!("src-{i}"), "Action": "allow"}))
+            .collect();
+        assert_eq!(
+            parse_entry("db", &Value::Array(sources.clone()))
+                .unwrap()
+                .len(),
+            50_000
+        );
+        sources.push(json!({"Name": "src-49999", "Action": "deny"}));
+        assert_eq!(
+            parse_entry("db", &Value::Array(sources)).unwrap_err(),
+            vec!["Sources[50000].Name \"src-49999\" is listed more than once".to_string()]
+        );
     }
 }

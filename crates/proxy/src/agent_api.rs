@@ -54,9 +54,16 @@ impl AgentApi {
         } else {
             format!("http://{addr}")
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5));
+        // The agent serves h2c beside HTTP/1.1: every blocking query this proxy parks is a
+        // stream of one connection, so the proxy holds one place of the agent's per-client
+        // connection limit however many things it follows.
+        if base.starts_with("http://") {
+            http = http.http2_prior_knowledge();
+        }
+        let http = http
             .build()
             .map_err(|e| ProxyError::Agent(format!("building the HTTP client: {e}")))?;
         Ok(AgentApi {

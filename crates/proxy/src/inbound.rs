@@ -349,7 +349,28 @@ async fn serve_http<S>(
     tracing::debug!(target: ACCESS_LOG, %peer, source = %source, destination = %spec.service, requests = traffic.requests(), rx_bytes = traffic.rx(), tx_bytes = traffic.tx(), duration_ms = millis(started.elapsed()), %end, "connection closed");
 }
 
-/// Decides one request and, when allowed, passes it to the application.
+/// The request target the proxy decides on and sends on: the normalized path
+/// ([`trellis_intentions::path::normalize`]) with the query as it came, sharing the original when the path
+/// was already normal. An error (the body of a 400) when the path cannot be normalized safely
+/// or the result is not a valid target.
+fn normalized_target(uri: &hyper::Uri) -> Result<hyper::http::uri::PathAndQuery, &'static str> {
+    use hyper::http::uri::PathAndQuery;
+    let path = trellis_intentions::path::normalize(uri.path())
+        .map_err(trellis_intentions::path::PathError::body)?;
+    match (path, uri.path_and_query()) {
+        (std::borrow::Cow::Borrowed(_), Some(pq)) => Ok(pq.clone()),
+        (path, _) => {
+            let target = match uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.into_owned(),
+            };
+            PathAndQuery::try_from(target).map_err(|_| "bad request target\n")
+        }
+    }
+}
+
+/// Decides one request and, when allowed, passes it to the application. The decision and the
+/// application see the same request: the normalized path, and every header value as its bytes.
 async fn handle(
     mut req: Request<Incoming>,
     peer: SocketAddr,
@@ -362,15 +383,38 @@ async fn handle(
     let Some(engine) = inbound.engine.borrow().clone() else {
         return status(StatusCode::SERVICE_UNAVAILABLE, "no intentions yet\n");
     };
+    let target = match normalized_target(req.uri()) {
+        Ok(t) => t,
+        Err(why) => {
+            tracing::info!(target: ACCESS_LOG, %peer, %source, %destination, method = %req.method(), path = %req.uri().path(), reason = %why.trim_end(), duration_ms = millis(start.elapsed()), "request refused");
+            return status(StatusCode::BAD_REQUEST, why);
+        }
+    };
     let decision = {
-        let headers: Vec<(&str, &str)> = req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
-            .collect();
+        // Header values are matched as their bytes: a value that is UTF-8 (every visible-ASCII
+        // one, and more) is shown to the engine as it is, so Present, Exact, Prefix, Suffix and
+        // Regex compare exactly the bytes the application gets. A value that is not UTF-8
+        // (obs-text such as `\xff`) has no exact `&str` view; a lossy one could make distinct
+        // values equal, and dropping it let such a header escape a `Present` deny. So when an
+        // intention's permission tests that header the request is refused (400, not sent on);
+        // when none does, the value cannot change the decision and the request goes on whole.
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(req.headers().len());
+        for (name, value) in req.headers() {
+            match std::str::from_utf8(value.as_bytes()) {
+                Ok(v) => headers.push((name.as_str(), v)),
+                Err(_) if engine.reads_header(source, destination, name.as_str()) => {
+                    tracing::info!(target: ACCESS_LOG, %peer, %source, %destination, method = %req.method(), path = %target.path(), header = %name, reason = "a header an intention tests is not UTF-8", duration_ms = millis(start.elapsed()), "request refused");
+                    return status(
+                        StatusCode::BAD_REQUEST,
+                        "bad request header: a value that is not UTF-8\n",
+                    );
+                }
+                Err(_) => {}
+            }
+        }
         let view = HttpRequest {
             method: req.method().as_str(),
-            path: req.uri().path(),
+            path: target.path(),
             headers: &headers,
         };
         engine.decide_request(
@@ -382,13 +426,12 @@ async fn handle(
     };
     inbound.metrics.decision(Layer::L7, decision.allowed);
     if !decision.allowed {
-        tracing::info!(target: ACCESS_LOG, %peer, %source, %destination, method = %req.method(), path = %req.uri().path(), reason = %decision.reason, duration_ms = millis(start.elapsed()), "request denied");
+        tracing::info!(target: ACCESS_LOG, %peer, %source, %destination, method = %req.method(), path = %target.path(), reason = %decision.reason, duration_ms = millis(start.elapsed()), "request denied");
         // Envoy's answer to a request its RBAC filter refuses.
         return status(StatusCode::FORBIDDEN, "RBAC: access denied");
     }
     let method = req.method().clone();
-    let target = req.uri().path_and_query().cloned();
-    let Some(uri) = target_at(&spec.local_app, target.as_ref()) else {
+    let Some(uri) = target_at(&spec.local_app, Some(&target)) else {
         return status(StatusCode::BAD_REQUEST, "bad request target\n");
     };
     *req.uri_mut() = uri;
@@ -410,7 +453,7 @@ async fn handle(
             status(StatusCode::BAD_GATEWAY, "the application did not answer\n")
         }
     };
-    tracing::debug!(target: ACCESS_LOG, %peer, %source, %destination, %method, path = target.as_ref().map_or("/", |t| t.path()), status = resp.status().as_u16(), reason = %decision.reason, duration_ms = millis(start.elapsed()), "request allowed");
+    tracing::debug!(target: ACCESS_LOG, %peer, %source, %destination, %method, path = %target.path(), status = resp.status().as_u16(), reason = %decision.reason, duration_ms = millis(start.elapsed()), "request allowed");
     resp
 }
 
@@ -434,6 +477,218 @@ mod tests {
         );
         assert!(target_at("127.0.0.1:5432", Some(&PathAndQuery::from_static("*"))).is_none());
         assert!(target_at("not an authority", Some(&pq)).is_none());
+    }
+
+    /// What the application got: each request's target and its `x-…` headers, as bytes.
+    type Seen = Arc<std::sync::Mutex<Vec<(String, Vec<(String, Vec<u8>)>)>>>;
+    /// Header fields to send, as bytes.
+    type Fields<'a> = &'a [(&'a str, &'a [u8])];
+
+    /// An application on a loopback port (HTTP/1.1 or HTTP/2 by preface) that records the
+    /// target and the `x-…` headers of every request it gets and answers 200.
+    async fn recording_app() -> (String, Seen) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let target = req
+                            .uri()
+                            .path_and_query()
+                            .map_or(String::new(), |t| t.to_string());
+                        let debug = req
+                            .headers()
+                            .iter()
+                            .filter(|(k, _)| k.as_str().starts_with("x-"))
+                            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                            .collect();
+                        log.lock().unwrap().push((target, debug));
+                        async {
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                                b"app",
+                            ))))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// An inbound side for `api` (speaking `protocol`, its application at `app`) whose one
+    /// intention, from `web`, has these permissions.
+    fn with_permissions(
+        protocol: Protocol,
+        app: &str,
+        permissions: serde_json::Value,
+    ) -> Arc<Inbound> {
+        let spec = Arc::new(ProxySpec {
+            service: "api".into(),
+            public_listener: None,
+            local_app: app.into(),
+            protocol,
+            local_connect_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(1),
+            upstreams: Vec::new(),
+        });
+        let entry = serde_json::json!([{"Name": "web", "Permissions": permissions}]);
+        let mut engine = Engine::new();
+        engine.set_destination(
+            "api",
+            trellis_intentions::parse_entry("api", &entry).unwrap(),
+        );
+        Arc::new(Inbound::new(
+            watch::channel(spec).1,
+            watch::channel(None).1,
+            watch::channel(Some(Arc::new(engine))).1,
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(Semaphore::new(10)),
+            Arc::new(Metrics::new()),
+            None,
+        ))
+    }
+
+    /// Serves one inbound connection from `web` over an in-memory pipe.
+    fn connect(inbound: &Arc<Inbound>) -> tokio::io::DuplexStream {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve_http(
+            server_io,
+            "10.0.0.9:50000".parse().unwrap(),
+            "web".into(),
+            inbound.spec.borrow().clone(),
+            inbound.clone(),
+            Instant::now(),
+        ));
+        client_io
+    }
+
+    fn deny_admin() -> serde_json::Value {
+        serde_json::json!([
+            {"Action": "deny", "HTTP": {"PathPrefix": "/admin"}},
+            {"Action": "deny", "HTTP": {"Header": [{"Name": "X-Debug", "Present": true}]}},
+            {"Action": "allow", "HTTP": {"PathPrefix": "/"}}
+        ])
+    }
+
+    /// Paths that spell `/admin…` another way, and what each must get (403 denied, 400
+    /// refused): none reaches the application.
+    const ADMIN_SPELLINGS: &[(&str, u16)] = &[
+        ("/admin", 403),
+        ("/api/../admin/secret", 403),
+        ("/api/%2e%2e/admin/secret", 403),
+        ("/api/%2E%2E/admin", 403),
+        ("/api/./../admin", 403),
+        ("//admin", 403),
+        ("/%61dmin", 403),
+        ("/api/..%2fadmin/secret", 400),
+        ("/api/..%2Fadmin/secret", 400),
+        ("/api/..%5cadmin/secret", 400),
+        ("/api/..\\admin/secret", 400),
+        ("/api/..;/admin/secret", 400),
+        ("/api/%zz", 400),
+    ];
+
+    /// HTTP/2: the decision is on the normalized `:path`, the application gets it (with the
+    /// query untouched), and no spelling of a denied path gets through.
+    #[tokio::test]
+    async fn http2_paths_are_normalized_before_the_decision_and_sent_on_normalized() {
+        let (app, seen) = recording_app().await;
+        let inbound = with_permissions(Protocol::Http2, &app, deny_admin());
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            TokioExecutor::new(),
+            TokioIo::new(connect(&inbound)),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        for (path, want) in ADMIN_SPELLINGS {
+            let req = Request::get(format!("http://api{path}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status().as_u16(), *want, "{path}");
+        }
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        let req = Request::get("http://api/api//v1/./x/../%61bc%3a?q=/../%2e")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            [("/api/v1/abc%3A?q=/../%2e".to_string(), vec![])]
+        );
+    }
+
+    /// HTTP/1.1: the same paths; and a header value that is not UTF-8 cannot escape a header
+    /// test (refused), while a UTF-8 one is matched as its bytes and a non-UTF-8 value of a
+    /// header no permission tests goes on untouched.
+    #[tokio::test]
+    async fn http1_paths_and_header_bytes() {
+        let (app, seen) = recording_app().await;
+        let inbound = with_permissions(Protocol::Http, &app, deny_admin());
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(connect(&inbound)))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let get = |path: &str, headers: Fields<'_>| {
+            let mut req = Request::get(path)
+                .header("host", "api")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            for (k, v) in headers {
+                req.headers_mut().append(
+                    hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    hyper::header::HeaderValue::from_bytes(v).unwrap(),
+                );
+            }
+            req
+        };
+        for (path, want) in ADMIN_SPELLINGS {
+            let resp = send.send_request(get(path, &[])).await.unwrap();
+            assert_eq!(resp.status().as_u16(), *want, "{path}");
+        }
+        let cases: &[(Fields<'_>, u16)] = &[
+            (&[("x-debug", b"\xff")], 400),
+            (&[("x-debug", b"on\x80off")], 400),
+            // One value fine, another not: the joined value has no exact view either.
+            (&[("x-debug", b"1"), ("x-debug", b"\xfe")], 400),
+            (&[("x-debug", "é".as_bytes())], 403),
+            (&[("x-debug", b"")], 403),
+        ];
+        for (headers, want) in cases {
+            let resp = send.send_request(get("/ok", headers)).await.unwrap();
+            assert_eq!(resp.status().as_u16(), *want, "{headers:?}");
+        }
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        // A header no permission tests is not read: its bytes go on as they came.
+        let resp = send
+            .send_request(get("/ok/./a", &[("x-other", b"\xff")]))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            [(
+                "/ok/a".to_string(),
+                vec![("x-other".to_string(), b"\xff".to_vec())]
+            )]
+        );
     }
 
     /// An inbound side for an `http` service with no intentions, denying by default (every

@@ -49,11 +49,21 @@ fn ensure_tables(db: &Database) -> Result<(), StorageError> {
 }
 
 /// Opens (or creates) the database file at `path`; commits are fsynced.
+///
+/// The open verifies the whole file (redb's integrity check on open: the checksum of every
+/// page of the committed trees). A plain open trusts a cleanly closed file and reads its pages
+/// unchecked, so one page of foreign bytes made redb panic ("Invalid page type byte") during
+/// open or the first read; verified, such a file is refused with [`StorageError::Open`] naming
+/// the path, and every later read sees only checked pages. The cost is one read of the file
+/// per start (the log is purged behind each snapshot, so the file stays small).
 pub fn open_db(path: &Path) -> Result<RaftDb, StorageError> {
-    let db = Database::create(path).map_err(|source| StorageError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let db = Database::builder()
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(|source| StorageError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
     ensure_tables(&db)?;
     Ok(Arc::new(db))
 }

@@ -132,4 +132,6 @@ pub fn raft_config(cluster_name: &str, snapshot_threshold: u64) -> openraft::Con
 }
 
 #[cfg(test)]
+mod corruption_tests;
+#[cfg(test)]
 mod tests;

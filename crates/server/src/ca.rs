@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use trellis_api::{CaConfiguration, CaRoot, IssuedCert};
 use trellis_ca::{
     generate_provider, provider_from_state, validate_csr, CaConfig, CaError, CaProvider, CertInfo,
-    CsrLimiter,
+    CsrLimiter, Pkcs11Modules,
 };
 use trellis_identity::{SpiffeId, TrustDomain};
 use trellis_state::{Applied, CaState, Command, StoredRoot};
@@ -16,10 +16,12 @@ use trellis_state::{Applied, CaState, Command, StoredRoot};
 use crate::{Server, ServerError};
 
 /// Leader-side CA state that is not replicated: the provider built from the replicated state
-/// (cached by active root) and the CSR limiter.
+/// (cached by active root), the CSR limiter, and the PKCS#11 modules this server's operator
+/// allows (every provider is built through it, so no other module is ever loaded).
 pub(crate) struct CaManager {
     signer: Mutex<Option<Arc<Signer>>>,
     limiter: CsrLimiter,
+    modules: Pkcs11Modules,
 }
 
 /// What signing needs, derived once per version of the CA state rather than per request.
@@ -86,11 +88,14 @@ fn parse_stored(state: &CaState) -> Result<CaConfig, CaError> {
 }
 
 impl CaManager {
-    pub(crate) fn new() -> CaManager {
+    /// A manager that may load only the PKCS#11 modules on `modules` (from the server's own
+    /// configuration).
+    pub(crate) fn new(modules: Pkcs11Modules) -> CaManager {
         let defaults = CaConfig::default_consul();
         CaManager {
             signer: Mutex::new(None),
             limiter: CsrLimiter::new(defaults.csr_max_per_second, defaults.csr_max_concurrent),
+            modules,
         }
     }
 
@@ -105,7 +110,7 @@ impl CaManager {
         let config = parse_stored(&state)?;
         let trust_domain = TrustDomain::parse(&state.trust_domain)
             .map_err(|e| ServerError::Raft(e.to_string()))?;
-        let provider = provider_from_state(&config, &state.provider_state)?;
+        let provider = provider_from_state(&config, &state.provider_state, &self.modules)?;
         let active = state.active_root().ok_or(CaError::Uninitialized)?;
         let mut chain = String::new();
         for pem in active.intermediate_certs.iter().flatten() {
@@ -153,7 +158,7 @@ impl CaManager {
         let td =
             TrustDomain::for_cluster(&cluster_id).map_err(|e| ServerError::Raft(e.to_string()))?;
         let config = CaConfig::default_consul();
-        let provider = generate_provider(&td, &config)?;
+        let provider = generate_provider(&td, &config, &self.modules)?;
         let root = root_of(provider.as_ref(), &cluster_id)?;
         let state = CaState {
             cluster_id,
@@ -226,6 +231,9 @@ impl CaManager {
             &update.config,
             update.force_without_cross_signing,
         )?;
+        // A module path comes only from this server's own configuration: a request may name
+        // only a module on its allow-list. Refused before anything is loaded or written.
+        self.modules.check(&next)?;
         for _attempt in 0..3 {
             let current = server.store().ca_state().ok_or(CaError::Uninitialized)?;
             let cur_cfg = parse_stored(&current)?;
@@ -237,7 +245,7 @@ impl CaManager {
             if cur_cfg.needs_new_root(&next) {
                 let td = TrustDomain::parse(&current.trust_domain)
                     .map_err(|e| ServerError::Raft(e.to_string()))?;
-                let new_provider = generate_provider(&td, &next)?;
+                let new_provider = generate_provider(&td, &next, &self.modules)?;
                 let mut new_root = root_of(new_provider.as_ref(), &current.cluster_id)?;
                 let active_id = current
                     .active_root()

@@ -1,24 +1,86 @@
-//! Listening sockets and the serving loops: HTTP/1.1 for the HTTP API, HTTP/1.1 and h2c for
-//! the server port.
+//! Listening sockets and the serving loops (HTTP/1.1 and h2c on both the HTTP API and the
+//! server port); and the limits both put on what one client may hold: connections per
+//! client IP, request head size, HTTP/2 streams, request body size and time.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Pending-connection queue length, as Go's listeners get from `somaxconn` (tokio's default of
 /// 128 drops bursts of new connections).
 const BACKLOG: u32 = 4096;
 
-/// Streams one HTTP/2 connection to the server port may hold open: every blocking query a client
-/// agent's cache parks is one stream, so the limit is sized for tens of thousands.
-const MAX_RPC_STREAMS: u32 = 1 << 20;
+/// Streams one HTTP/2 connection to the server port may hold open at once
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`). A client agent parks one long-poll per 256 watched
+/// store keys (`watcher.rs`) plus its in-flight RPCs, so 4096 streams cover a million watched
+/// keys with room for two thousand concurrent calls; a client at the limit waits for a free
+/// stream (HTTP/2 clients queue), and one connection holds at most ~40 MB of parked streams
+/// (about 10 KB each) instead of the 10 GB that 2^20 allowed.
+pub const MAX_RPC_STREAMS: u32 = 4096;
+
+/// The largest HTTP/1 request head (request line and headers) read: hyper's read buffer
+/// ceiling, which is also what one idle or slow connection can make the server hold. 64 KiB,
+/// about Envoy's default (60 KiB); Consul's own headers (ACL tokens, index, wait) are far
+/// smaller. HTTP/2 header lists keep hyper's 16 KiB.
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a refused client is given to take its 429 (Consul's limiter waits 10 ms).
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// How often, at most, refused connections are logged at warn level.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What one listener allows one client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections one client IP may hold open at once; 0 for no limit. Consul's
+    /// `limits { http_max_conns_per_client }` (HTTP API) and `rpc_max_conns_per_client`
+    /// (server port).
+    pub max_conns_per_client: usize,
+    /// The largest request body read, in bytes; a larger one is refused with 413.
+    pub max_body: usize,
+    /// The longest a client may take to send a whole request body, counted from the end of its
+    /// headers; a slower one is answered 408 and its connection closed.
+    pub body_timeout: Duration,
+}
+
+impl Limits {
+    /// The HTTP API: Consul's 200 connections per client IP; 4 MiB bodies, eight times the
+    /// 512 KiB Consul allows a KV value or a transaction (its largest request bodies) and room
+    /// for a `service-intentions` entry with thousands of sources; 30 s to send one, which
+    /// still lets a 4 MiB body arrive at 140 KB/s.
+    pub const HTTP: Limits = Limits {
+        max_conns_per_client: 200,
+        max_body: 4 << 20,
+        body_timeout: Duration::from_secs(30),
+    };
+
+    /// The server port: Consul's 100 connections per client IP (`rpc_max_conns_per_client`);
+    /// 64 MiB bodies (Raft appends and snapshot chunks); 60 s to send one.
+    pub const RPC: Limits = Limits {
+        max_conns_per_client: 100,
+        max_body: 64 << 20,
+        body_timeout: Duration::from_secs(60),
+    };
+}
 
 /// Binds a TCP listener with a deep accept queue and address reuse.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -32,21 +94,138 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// The connections each client IP holds open, against the per-client limit.
+struct ClientConns {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+    /// Refusals not yet logged at warn level, and when that was last done.
+    refused: Mutex<(u64, Option<Instant>)>,
+}
+
+/// One admitted connection's place; dropped when the connection ends.
+struct ConnSlot {
+    conns: Arc<ClientConns>,
+    ip: IpAddr,
+}
+
+impl ClientConns {
+    fn new(max: usize) -> Arc<ClientConns> {
+        Arc::new(ClientConns {
+            max,
+            open: Mutex::new(HashMap::new()),
+            refused: Mutex::new((0, None)),
+        })
+    }
+
+    /// A place for a connection from `ip`, or `None` when it already holds the limit.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
+        if self.max == 0 {
+            return Some(ConnSlot {
+                conns: self.clone(),
+                ip,
+            });
+        }
+        let mut open = self.open.lock();
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ConnSlot {
+            conns: self.clone(),
+            ip,
+        })
+    }
+
+    /// Logs a refusal: each at debug level, and at most one warning per interval with the
+    /// count since the last.
+    fn log_refusal(&self, ip: IpAddr, port: u16) {
+        tracing::debug!(client = %ip, limit = self.max, "connection refused: per-client limit");
+        let mut refused = self.refused.lock();
+        refused.0 += 1;
+        let due = refused
+            .1
+            .is_none_or(|at| at.elapsed() >= REFUSAL_LOG_INTERVAL);
+        if due {
+            tracing::warn!(
+                client = %ip,
+                port,
+                limit = self.max,
+                refused = refused.0,
+                "refused connections from clients over the per-client connection limit"
+            );
+            *refused = (0, Some(Instant::now()));
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if self.conns.max == 0 {
+            return;
+        }
+        let mut open = self.conns.open.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a connection over the per-client limit gets before it is closed.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// A 429, as Consul's HTTP server answers.
+    TooManyRequests,
+    /// Nothing (the server port, whose clients speak HTTP/2 or Raft RPCs).
+    Close,
+}
+
+async fn refuse(mut stream: TcpStream, how: Refusal) {
+    if let Refusal::TooManyRequests = how {
+        const BODY: &str = "client connection limit reached";
+        let answer = format!(
+            "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let _ =
+            tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.write_all(answer.as_bytes())).await;
+    }
+}
+
 /// Accepts connections until the listener fails (backing off when accept errors, e.g. out of
-/// file descriptors) and serves each on its own task with `serve`.
-async fn accept_loop<F, Fut>(listener: TcpListener, router: Router, serve: F)
-where
+/// file descriptors) and serves each on its own task with `serve`, holding a place of its
+/// client IP's quota while it lasts; a client over its quota is refused and closed at once.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    refusal: Refusal,
+    serve: F,
+) where
     F: Fn(TokioIo<TcpStream>, TowerToHyperService<Router>) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let conns = ClientConns::new(limits.max_conns_per_client);
+    let router = router.layer(axum::middleware::from_fn_with_state(limits, buffer_body));
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let ip = peer.ip().to_canonical();
+        let Some(slot) = conns.admit(ip) else {
+            conns.log_refusal(ip, port);
+            tokio::spawn(refuse(stream, refusal));
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let conn = serve(
@@ -57,47 +236,271 @@ where
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
+            drop(slot);
         });
     }
 }
 
-/// Serves `router` over HTTP/1.1 with keep-alive until the listener fails. Consul's HTTP API
-/// is HTTP/1.1 in the clear; serving only that keeps each idle connection small.
-pub async fn serve_http1(listener: TcpListener, router: Router) {
-    accept_loop(listener, router, |io, service| async move {
-        hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .keep_alive(true)
-            .serve_connection(io, service)
-            .await
-            .map_err(|e| e.to_string())
-    })
+/// Streams one HTTP/2 connection to the HTTP API may hold open at once. A local sidecar
+/// proxy parks one blocking query per thing it follows (its registration, leaf, roots,
+/// intentions, one per upstream), all on one connection; 1024 covers a thousand upstreams.
+pub const MAX_HTTP_STREAMS: u32 = 1024;
+
+/// Serves the HTTP API until the listener fails: HTTP/1.1 with keep-alive, as Consul serves
+/// it, and HTTP/2 in the clear with prior knowledge (h2c), which Trellis's own sidecar proxies
+/// use so that all their parked blocking queries share one connection (one place of the
+/// per-client connection limit) instead of one connection each.
+pub async fn serve_http(listener: TcpListener, router: Router, limits: Limits) {
+    accept_loop(
+        listener,
+        router,
+        limits,
+        Refusal::TooManyRequests,
+        |io, service| serve_h1_and_h2c(io, service, MAX_HTTP_STREAMS),
+    )
     .await
+}
+
+/// One connection of either port: HTTP/1.1, or h2c when the client opens with the HTTP/2
+/// preface, each with the listener's limits.
+async fn serve_h1_and_h2c(
+    io: TokioIo<TcpStream>,
+    service: TowerToHyperService<Router>,
+    max_streams: u32,
+) -> Result<(), String> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(max_streams)
+        .adaptive_window(true)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+        .serve_connection(io, service)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Serves the server port: HTTP/1.1, and HTTP/2 in the clear with prior knowledge (h2c), which
 /// client agents use so that every RPC and parked blocking query of an agent shares one
 /// connection, as Consul multiplexes its RPCs, instead of one connection (and its buffers)
 /// each.
-pub async fn serve_rpc(listener: TcpListener, router: Router) {
-    accept_loop(listener, router, |io, service| async move {
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(MAX_RPC_STREAMS)
-            .adaptive_window(true)
-            .keep_alive_interval(Some(Duration::from_secs(30)));
-        builder
-            .serve_connection(io, service)
-            .await
-            .map_err(|e| e.to_string())
+pub async fn serve_rpc(listener: TcpListener, router: Router, limits: Limits) {
+    accept_loop(listener, router, limits, Refusal::Close, |io, service| {
+        serve_h1_and_h2c(io, service, MAX_RPC_STREAMS)
     })
     .await
+}
+
+/// Why a request body was not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Over the size limit (declared or sent).
+    #[error("Request body too large, max size: {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// Not all sent within the time limit.
+    #[error("Request body not received within {} s", .0.as_secs_f64())]
+    TimedOut(Duration),
+    /// The connection failed while reading it.
+    #[error("Request body read failed: {0}")]
+    Read(String),
+}
+
+impl BodyError {
+    /// The status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Read(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl IntoResponse for BodyError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status(), format!("{self}\n")).into_response();
+        // The rest of the body is not read, so the connection cannot carry another request.
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    }
+}
+
+/// The most of an over-limit body read and thrown away before its 413 is sent. An HTTP/1.1
+/// client that does not wait for `100 Continue` writes its whole body before it reads the
+/// answer, and a server that closes first makes the kernel reset the connection, which loses
+/// the 413 on the way; so the rest is drained (into no buffer, within the body time limit), as
+/// nginx's lingering close does, and a body larger still is cut off.
+const DRAIN_MAX: u64 = 64 << 20;
+
+/// Reads a whole request body into one buffer: at most `max` bytes, all of it within
+/// `timeout`. Each received chunk is copied and dropped at once: a chunk is a view into the
+/// connection's read buffer, and keeping the chunks of a body sent a byte at a time would keep
+/// a read buffer (~4 KiB) per byte. A body over `max` is refused; unless the client waits for
+/// `100 Continue` (`expects_continue`: it sends nothing until the body is read, so it is
+/// answered at once) the rest of it is first read and dropped (see [`DRAIN_MAX`]).
+pub async fn collect_body(
+    body: Body,
+    declared: Option<u64>,
+    expects_continue: bool,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyError> {
+    let too_large = BodyError::TooLarge { limit: max };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut data = body.into_data_stream();
+    if declared.is_some_and(|n| n > max as u64) {
+        if !expects_continue {
+            drain(&mut data, deadline).await;
+        }
+        return Err(too_large);
+    }
+    // A declared length is a claim, not bytes received: reserve at most 64 KiB up front.
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(64 << 10) as usize);
+    loop {
+        match tokio::time::timeout_at(deadline, data.next()).await {
+            Err(_) => return Err(BodyError::TimedOut(timeout)),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => return Err(BodyError::Read(e.to_string())),
+            Ok(Some(Ok(chunk))) => {
+                if buf.len() + chunk.len() > max {
+                    drop(buf);
+                    drain(&mut data, deadline).await;
+                    return Err(too_large);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// Reads and drops what is left of a body, up to [`DRAIN_MAX`] bytes and until `deadline`.
+async fn drain(data: &mut axum::body::BodyDataStream, deadline: tokio::time::Instant) {
+    let mut drained = 0u64;
+    while drained <= DRAIN_MAX {
+        match tokio::time::timeout_at(deadline, data.next()).await {
+            Ok(Some(Ok(chunk))) => drained += chunk.len() as u64,
+            _ => return,
+        }
+    }
+}
+
+/// Middleware of both ports: the request's body read whole into one buffer, within the
+/// listener's size and time limits, before the handler sees it.
+async fn buffer_body(State(limits): State<Limits>, req: Request, next: Next) -> Response {
+    use axum::body::HttpBody;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let expects_continue = parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    match collect_body(
+        body,
+        declared,
+        expects_continue,
+        limits.max_body,
+        limits.body_timeout,
+    )
+    .await
+    {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, uri = %parts.uri, "request body refused");
+            e.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_client_places_are_counted_and_freed() {
+        let conns = ClientConns::new(2);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let first = conns.admit(a).unwrap();
+        let _second = conns.admit(a).unwrap();
+        assert!(conns.admit(a).is_none(), "a third from one IP");
+        let _other = conns.admit(b).expect("another IP has its own quota");
+        drop(first);
+        let _again = conns.admit(a).expect("a freed place is usable");
+        assert!(conns.admit(a).is_none());
+
+        let unlimited = ClientConns::new(0);
+        let held: Vec<_> = (0..1000).map(|_| unlimited.admit(a).unwrap()).collect();
+        assert!(unlimited.open.lock().is_empty(), "0 counts nothing");
+        drop(held);
+    }
+
+    #[test]
+    fn v4_mapped_addresses_count_as_their_v4_address() {
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:1".parse().unwrap();
+        assert_eq!(
+            mapped.ip().to_canonical(),
+            IpAddr::from([10, 0, 0, 1]),
+            "one client, one quota, whichever socket family it came in on"
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_within_size_and_time() {
+        let max = 10;
+        let t = Duration::from_secs(5);
+        let body = collect_body(Body::from("0123456789"), Some(10), false, max, t).await;
+        assert_eq!(body.unwrap(), Bytes::from_static(b"0123456789"));
+        assert_eq!(
+            collect_body(Body::from("x"), Some(11), true, max, t).await,
+            Err(BodyError::TooLarge { limit: 10 }),
+            "a declared length over the limit is refused unread"
+        );
+        assert_eq!(
+            collect_body(Body::from("0123456789a"), None, false, max, t).await,
+            Err(BodyError::TooLarge { limit: 10 })
+        );
+        let chunks = futures::stream::iter(
+            ["ab", "cd", "ef"].map(|s| Ok::<_, std::io::Error>(Bytes::from_static(s.as_bytes()))),
+        );
+        let body = collect_body(Body::from_stream(chunks), None, false, max, t).await;
+        assert_eq!(body.unwrap(), Bytes::from_static(b"abcdef"));
+    }
+
+    #[tokio::test]
+    async fn a_slow_body_times_out() {
+        let never = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let slow = futures::stream::iter([Ok(Bytes::from_static(b"a"))]).chain(never);
+        let limit = Duration::from_millis(50);
+        let err = collect_body(Body::from_stream(slow), None, false, 10, limit)
+            .await
+            .unwrap_err();
+        assert_eq!(err, BodyError::TimedOut(limit));
+        assert_eq!(err.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(err.to_string(), "Request body not received within 0.05 s");
+        assert_eq!(
+            BodyError::TimedOut(Duration::from_secs(30)).to_string(),
+            "Request body not received within 30 s"
+        );
+    }
 }

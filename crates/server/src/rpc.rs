@@ -31,8 +31,8 @@ pub const RPC_CA_SIGN: &str = "/v1/internal/ca/sign";
 pub const RPC_CA_CONFIG: &str = "/v1/internal/ca/config";
 /// Path of the many-keys blocking wait: a [`WatchRequest`] in, a [`WatchResponse`] out.
 pub const RPC_WATCH: &str = "/v1/internal/watch";
-/// The most keys one [`WatchRequest`] may carry.
-pub const MAX_WATCH_KEYS: usize = 4096;
+/// The most keys one [`WatchRequest`] may carry (the store's limit; more is a 400).
+pub const MAX_WATCH_KEYS: usize = trellis_state::MAX_WATCH_KEYS;
 /// The longest one [`WatchRequest`] waits (Consul's blocking-query ceiling).
 pub const MAX_WATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -112,7 +112,8 @@ pub(crate) fn router(server: Arc<Server>) -> Router {
         .route(cluster::RPC_JOIN, post(join))
         .route(cluster::RPC_REMOVE, post(remove))
         .route(cluster::RPC_CONFIGURATION, get(configuration))
-        .layer(DefaultBodyLimit::max(64 << 20))
+        // The listener reads each body whole within this limit before the router sees it.
+        .layer(DefaultBodyLimit::max(crate::listen::Limits::RPC.max_body))
         .with_state(server)
 }
 
@@ -245,19 +246,15 @@ async fn query(State(s): State<Arc<Server>>, Json(req): Json<QueryRequest>) -> R
 /// Answered from this server's own copy (like a stale read): it only tells the caller when
 /// to read again, and that read goes where the caller's consistency mode sends it.
 async fn watch(State(s): State<Arc<Server>>, Json(req): Json<WatchRequest>) -> Response {
-    if req.keys.len() > MAX_WATCH_KEYS {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!(
-                "a watch may carry at most {MAX_WATCH_KEYS} keys, not {}",
-                req.keys.len()
-            ),
-        )
-            .into_response();
-    }
     let wait = std::time::Duration::from_millis(req.wait_ms).min(MAX_WATCH_WAIT);
-    let changed = s.store().wait_for_keys(&req.keys, wait).await;
-    Json(WatchResponse { changed }).into_response()
+    match s.store().wait_for_keys(&req.keys, wait).await {
+        Ok(changed) => Json(WatchResponse { changed }).into_response(),
+        // More keys than one wait may carry: the caller's request is wrong.
+        Err(e @ trellis_state::StateError::TooManyWatchKeys { .. }) => {
+            (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn status(State(s): State<Arc<Server>>) -> Json<StatusResponse> {

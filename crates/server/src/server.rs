@@ -32,6 +32,12 @@ pub struct ServerConfig {
     pub retry_join: Vec<String>,
     /// Raft log entries between snapshots.
     pub snapshot_threshold: u64,
+    /// The PKCS#11 modules the CA may load (the operator's allow-list; empty: none). A CA
+    /// configuration naming any other module is refused and the module never loaded.
+    pub pkcs11_modules: trellis_ca::Pkcs11Modules,
+    /// Connections one client IP may hold open to the server port, 0 for no limit (Consul's
+    /// `limits { rpc_max_conns_per_client }`, [`crate::listen::Limits::RPC`] by default).
+    pub rpc_max_conns_per_client: usize,
 }
 
 /// Why a server operation failed.
@@ -280,16 +286,21 @@ impl Server {
         let raft = Raft::new(node_id, raft_config, network.clone(), LogStore::new(db), sm)
             .await
             .map_err(|e| ServerError::Raft(e.to_string()))?;
+        // HTTP/2 with prior knowledge (every server port serves h2c): forwarded reads and
+        // writes to the leader share one connection, however many are parked, and so stay
+        // within the leader's per-client connection limit.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
+            .http2_prior_knowledge()
             .build()
             .expect("HTTP client builds");
+        let ca = CaManager::new(config.pkcs11_modules.clone());
         let server = Arc::new(Server {
             config,
             node_id,
             metrics: raft.metrics(),
             batcher: Batcher::start(raft.clone()),
-            ca: CaManager::new(),
+            ca,
             raft,
             store,
             http,
@@ -304,7 +315,11 @@ impl Server {
             tokio::spawn(record_membership(Arc::downgrade(&server), dir.clone()));
         }
         let router = rpc::router(server.clone());
-        tokio::spawn(crate::listen::serve_rpc(listener, router));
+        let limits = crate::listen::Limits {
+            max_conns_per_client: server.config.rpc_max_conns_per_client,
+            ..crate::listen::Limits::RPC
+        };
+        tokio::spawn(crate::listen::serve_rpc(listener, router, limits));
         server.bootstrap(&server).await?;
         tokio::spawn(leadership(Arc::downgrade(&server)));
         Ok(server)

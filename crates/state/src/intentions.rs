@@ -6,7 +6,7 @@
 //! as a change to the entries around the one intention, through the same validation as a
 //! config-entry write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -115,9 +115,19 @@ pub(crate) fn check_legacy_fields(
     entry: &ConfigEntry,
     existing: Option<&ConfigEntry>,
 ) -> Result<(), String> {
+    // The stored entry's sources by name (the first of a name, as `find_source` finds it),
+    // indexed once and only when a source carries a legacy field: a lookup per source rather
+    // than a scan of the stored entry each.
+    let mut stored_by_name: Option<HashMap<&str, &Map<String, Value>>> = None;
     for (i, src) in sources(entry).iter().enumerate() {
+        if LEGACY_FIELDS.iter().all(|field| src.get(field).is_none()) {
+            continue;
+        }
         let name = src.get("Name").and_then(Value::as_str).unwrap_or("");
-        let stored = existing.and_then(|e| find_source(e, name)).map(|(_, s)| s);
+        let stored = stored_by_name
+            .get_or_insert_with(|| existing.map(sources_by_name).unwrap_or_default())
+            .get(name)
+            .copied();
         for field in LEGACY_FIELDS {
             let Some(v) = src.get(field) else { continue };
             if stored.and_then(|s| s.get(field)) != Some(v) {
@@ -138,6 +148,17 @@ fn sources(entry: &ConfigEntry) -> &[Value] {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
+}
+
+/// An entry's sources by name; the first wins, as [`find_source`] finds it.
+fn sources_by_name(entry: &ConfigEntry) -> HashMap<&str, &Map<String, Value>> {
+    let mut out = HashMap::new();
+    for obj in sources(entry).iter().filter_map(Value::as_object) {
+        if let Some(name) = obj.get("Name").and_then(Value::as_str) {
+            out.entry(name).or_insert(obj);
+        }
+    }
+    out
 }
 
 fn find_source<'a>(entry: &'a ConfigEntry, name: &str) -> Option<(usize, &'a Map<String, Value>)> {

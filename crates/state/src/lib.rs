@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod answers;
 mod ca;
 mod command;
 mod error;
@@ -17,6 +18,7 @@ mod query;
 mod tables;
 mod watch;
 
+pub use answers::{ANSWER_CACHE_BYTES, MAX_CACHED_ANSWER_BYTES};
 pub use ca::{CaState, StoredRoot};
 pub use command::{
     normalize_config_entry, validate_config_entry, validate_registration, Applied, Command,
@@ -25,7 +27,7 @@ pub use error::StateError;
 pub use intentions::IntentionRef;
 pub use query::{Query, QueryOutput};
 pub use tables::{Snapshot, Store};
-pub use watch::WatchKey;
+pub use watch::{WatchKey, MAX_WATCH_KEYS};
 
 #[cfg(test)]
 mod tests;

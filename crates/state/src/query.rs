@@ -167,6 +167,36 @@ impl Query {
         }
     }
 
+    /// Bytes the query's strings hold on the heap (the answer cache counts them).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let all = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
+        match self {
+            Query::CatalogNodes
+            | Query::CatalogServices
+            | Query::CaRoots
+            | Query::CaConfig
+            | Query::IntentionList
+            | Query::Members => 0,
+            Query::CatalogNode { node }
+            | Query::HealthNode { node }
+            | Query::NodeState { node } => node.len(),
+            Query::HealthChecks { service } => service.len(),
+            Query::HealthState { state } => state.len(),
+            Query::ConfigList { kind } => kind.len(),
+            Query::IntentionGet { id } => id.len(),
+            Query::CatalogService { name, tags, .. } | Query::HealthService { name, tags, .. } => {
+                name.len() + all(tags)
+            }
+            Query::ConfigGet { kind, name } => kind.len() + name.len(),
+            Query::IntentionExact {
+                source,
+                destination,
+            } => source.len() + destination.len(),
+            Query::IntentionMatch { names, .. } => all(names),
+            Query::ResolveServiceConfig { name, upstreams } => name.len() + all(upstreams),
+        }
+    }
+
     /// Answers the query from the tables.
     pub(crate) fn run(&self, t: &Tables, dc: &str) -> QueryOutput {
         match self {
@@ -391,27 +421,17 @@ fn with_dc(node: &Node, dc: &str) -> Node {
     n
 }
 
-/// Most answers kept; the cache is emptied when it fills (a working set larger than this
-/// simply means more serialisation).
-const MAX_CACHED_ANSWERS: usize = 16 * 1024;
-
 impl Store {
     /// The answer for `q` at key index `idx`: from the answer cache when it holds one for that
     /// index, else computed and cached. Called under the tables' read lock, so `idx` and the
     /// tables agree; an answer is only reused for the exact index it was computed at.
     fn answer(&self, t: &Tables, q: &Query, idx: u64) -> QueryOutput {
         let cache = self.answers();
-        if let Some((at, out)) = cache.lock().get(q) {
-            if *at == idx {
-                return out.clone();
-            }
+        if let Some(out) = cache.lock().get(q, idx) {
+            return out;
         }
         let out = q.run(t, self.datacenter());
-        let mut cache = cache.lock();
-        if cache.len() >= MAX_CACHED_ANSWERS {
-            cache.clear();
-        }
-        cache.insert(q.clone(), (idx, out.clone()));
+        cache.lock().insert(q, idx, &out);
         out
     }
 

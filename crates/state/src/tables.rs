@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use trellis_api::{
     status, AgentService, CatalogDeregistration, CatalogRegistration, ConfigEntry, HealthCheck,
     Node,
 };
 
+use crate::answers::AnswerCache;
 use crate::command::{validate_config_entry, validate_registration, Applied, Command};
-use crate::watch::{WatchKey, Watches};
+use crate::watch::{Subscription, WatchKey, Watches, MAX_WATCH_KEYS};
 use crate::StateError;
 
 /// Key of a row owned by a node: (node name, service or check ID).
@@ -509,7 +509,7 @@ struct Inner {
     datacenter: String,
     tables: RwLock<Tables>,
     watches: Watches,
-    answers: Mutex<HashMap<crate::Query, (u64, crate::QueryOutput)>>,
+    answers: Mutex<AnswerCache>,
 }
 
 impl Store {
@@ -520,7 +520,7 @@ impl Store {
                 datacenter: datacenter.to_string(),
                 tables: RwLock::new(Tables::default()),
                 watches: Watches::default(),
-                answers: Mutex::new(HashMap::new()),
+                answers: Mutex::new(AnswerCache::default()),
             }),
         }
     }
@@ -648,7 +648,7 @@ impl Store {
     }
 
     /// The cache of serialised answers by query (see `Store::answer`).
-    pub(crate) fn answers(&self) -> &Mutex<HashMap<crate::Query, (u64, crate::QueryOutput)>> {
+    pub(crate) fn answers(&self) -> &Mutex<AnswerCache> {
         &self.inner.answers
     }
 
@@ -667,12 +667,29 @@ impl Store {
         self.inner.watches.len()
     }
 
+    /// Slots the watch registry's table holds (for tests).
+    #[cfg(test)]
+    pub(crate) fn watch_capacity(&self) -> usize {
+        self.inner.watches.capacity()
+    }
+
     /// Many blocking waits in one: for each `(key, index)`, the key's current change index
     /// when it differs from `index`. Answers at once when any differs; otherwise waits until
     /// one changes or `wait` passes (then answers with whatever differs, possibly nothing).
     /// Positions in the answer are positions in `keys`. This is what lets an agent hold one
-    /// request per few hundred cache entries instead of one blocking query each.
-    pub async fn wait_for_keys(&self, keys: &[(WatchKey, u64)], wait: Duration) -> Vec<(u32, u64)> {
+    /// request per few hundred cache entries instead of one blocking query each. More than
+    /// [`MAX_WATCH_KEYS`] keys is [`StateError::TooManyWatchKeys`].
+    pub async fn wait_for_keys(
+        &self,
+        keys: &[(WatchKey, u64)],
+        wait: Duration,
+    ) -> Result<Vec<(u32, u64)>, StateError> {
+        if keys.len() > MAX_WATCH_KEYS {
+            return Err(StateError::TooManyWatchKeys {
+                keys: keys.len(),
+                max: MAX_WATCH_KEYS,
+            });
+        }
         let deadline = tokio::time::Instant::now() + wait;
         let changed = |tables: &Tables| -> Vec<(u32, u64)> {
             keys.iter()
@@ -688,7 +705,7 @@ impl Store {
                 let tables = self.inner.tables.read();
                 let out = changed(&tables);
                 if !out.is_empty() {
-                    return out;
+                    return Ok(out);
                 }
                 // Subscribe before the read lock goes, so no write slips in between.
                 keys.iter()
@@ -698,23 +715,19 @@ impl Store {
             tokio::select! {
                 _ = futures_any(&mut receivers) => continue,
                 _ = tokio::time::sleep_until(deadline) => {
-                    return changed(&self.inner.tables.read());
+                    return Ok(changed(&self.inner.tables.read()));
                 }
             }
         }
     }
 }
 
-/// Resolves when any receiver sees a change or its sender goes away.
-async fn futures_any(receivers: &mut [watch::Receiver<()>]) {
+/// Resolves when any subscription sees a change or its sender goes away.
+async fn futures_any(receivers: &mut [Subscription<'_>]) {
     if receivers.is_empty() {
         return std::future::pending().await;
     }
-    let futs = receivers.iter_mut().map(|rx| {
-        Box::pin(async move {
-            let _ = rx.changed().await;
-        })
-    });
+    let futs = receivers.iter_mut().map(|rx| Box::pin(rx.changed()));
     futures::future::select_all(futs).await;
 }
 

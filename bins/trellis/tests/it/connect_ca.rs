@@ -125,6 +125,8 @@ async fn dev_agent_issues_leafs_that_openssl_verifies() {
         format!("spiffe://{td}/ns/default/dc/dc1/svc/db")
     );
     assert_eq!(a.get("/v1/agent/connect/ca/leaf/a%2Fb").await.0, 400);
+    // `*` is the intentions wildcard: no identity for it.
+    assert_eq!(a.get("/v1/agent/connect/ca/leaf/*").await.0, 400);
 }
 
 #[tokio::test]
@@ -148,6 +150,10 @@ async fn configuration_rules_and_rotation_keep_every_leaf_verifiable() {
         json!({"Provider": "consul", "Config": {"LeafCertTTL": "30m"}}),
         json!({"Provider": "consul", "Config": {"PrivateKeyType": "dsa"}}),
         json!({"Provider": "consul", "Config": {"RootCert": "x"}}),
+        json!({"Provider": "consul", "Config": {"PrivateKey": "x", "RootCert": "y"}}),
+        json!({"Provider": "pkcs11", "Config": {
+            "ModulePath": "/usr/lib/softhsm/libsofthsm2.so", "TokenLabel": "t", "Pin": "1", "KeyLabel": "k"
+        }}),
         json!({"Provider": "vault", "Config": {}}),
         json!({"Provider": "consul", "Config": {}, "State": {"x": "y"}}),
     ] {
@@ -387,15 +393,32 @@ async fn rotation_into_a_softhsm_token() {
     );
 
     let env = vec![("SOFTHSM2_CONF".to_string(), conf.display().to_string())];
-    let mut a = Agent::dev_env("hsm-node", dir.path(), env);
+    let to_hsm = json!({"Provider": "pkcs11", "Config": {
+        "ModulePath": MODULE, "TokenLabel": "trellis-ca", "Pin": "1234", "KeyLabel": "trellis-root"
+    }});
+
+    // Without SoftHSM on the agent's allow-list, the same request is refused.
+    {
+        let mut a = Agent::dev_env("hsm-not-allowed", dir.path(), env.clone());
+        a.ready().await;
+        let before = wait_ca(&a).await;
+        let (status, text) = a
+            .put("/v1/connect/ca/configuration", to_hsm.to_string())
+            .await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("is not an allowed PKCS#11 module"), "{text}");
+        let (_, _, cfg) = a.get("/v1/connect/ca/configuration").await;
+        assert_eq!(cfg["Provider"], "consul");
+        assert_eq!(a.get("/v1/connect/ca/roots").await.2, before);
+    }
+
+    // The operator allows the module in the agent's configuration.
+    let mut a = Agent::dev_env_with("hsm-node", dir.path(), &["-pkcs11-module", MODULE], env);
     a.ready().await;
     let before = wait_ca(&a).await;
     let old_root = before["Roots"][0]["RootCert"].as_str().unwrap().to_string();
     let (_, _, old_leaf) = a.get("/v1/agent/connect/ca/leaf/web").await;
 
-    let to_hsm = json!({"Provider": "pkcs11", "Config": {
-        "ModulePath": MODULE, "TokenLabel": "trellis-ca", "Pin": "1234", "KeyLabel": "trellis-root"
-    }});
     let (status, text) = a
         .put("/v1/connect/ca/configuration", to_hsm.to_string())
         .await;

@@ -2,11 +2,16 @@
 
 mod api;
 mod blocking;
+mod ca_hardening;
 mod cache;
 mod cluster;
 mod connect_ca;
+mod corrupt_raft_db;
 mod intentions_api;
 mod intentions_cli;
+mod limits;
 mod proxy;
+mod proxy_l7_bypass;
 mod raft_cluster;
 mod support;
+mod watch_memory;

@@ -124,6 +124,16 @@ impl Agent {
         Agent::dev_agent(node, log_dir, (free_port(), free_port()), "--", &[], env)
     }
 
+    /// A dev agent with extra flags and environment variables.
+    pub fn dev_env_with(
+        node: &str,
+        log_dir: &Path,
+        extra: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Agent {
+        Agent::dev_agent(node, log_dir, (free_port(), free_port()), "--", extra, env)
+    }
+
     /// A dev agent on given ports (to stand in for a server that lost its state).
     pub fn dev_on(node: &str, http: u16, server: u16, log_dir: &Path) -> Agent {
         Agent::dev_agent(node, log_dir, (http, server), "--", &[], Vec::new())

@@ -22,7 +22,30 @@ pub(crate) async fn register(State(a): State<Arc<Agent>>, p: Params, body: Bytes
     a.check_dc_name(&reg.datacenter)?;
     reg.datacenter.clear();
     validate_registration(&reg).map_err(bad)?;
+    validate_meta(&reg)?;
+    let proxy = reg
+        .service
+        .as_ref()
+        .filter(|s| s.kind == trellis_api::kind::CONNECT_PROXY)
+        .and_then(|s| s.proxy.as_ref());
+    if proxy.is_some_and(|p| p.destination_service_name == "*") {
+        return Err(bad(crate::definition::WILDCARD_DESTINATION));
+    }
     write(&a, Command::Register(Box::new(reg)), json!(true)).await
+}
+
+/// Consul's metadata rules (pairs, key and value sizes, key characters) on the node and the
+/// service. Consul's catalog endpoint checks neither, so the `consul-` prefix stays allowed here
+/// (Consul's agents write `consul-*` node meta through it); the sizes bound what one
+/// registration may store.
+fn validate_meta(reg: &CatalogRegistration) -> Result<(), AgentError> {
+    trellis_api::validate_node_meta(&reg.node_meta, true)
+        .map_err(|e| bad(format!("Invalid Node Meta: {e}")))?;
+    if let Some(svc) = &reg.service {
+        trellis_api::validate_service_meta(&svc.kind, &svc.meta, true)
+            .map_err(|e| bad(format!("Invalid Service Meta: {e}")))?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn deregister(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {

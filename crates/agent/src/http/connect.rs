@@ -70,6 +70,7 @@ pub(crate) async fn leaf(
     p: Params,
 ) -> Res {
     validate_name("service name", &service).map_err(bad)?;
+    crate::leaf::check_leaf_service(&service)?;
     let opts = query_options(&p)?;
     // Held per token: two tokens never share a leaf.
     let key = crate::cache::Key::new(a.config().datacenter.clone(), p.token(), service);

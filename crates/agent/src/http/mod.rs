@@ -31,8 +31,9 @@ pub use params::Params;
 use crate::error::bad;
 use crate::{Agent, AgentError};
 
-/// Largest request body accepted (Consul's default `http_max_request_body`-like limit).
-pub const MAX_BODY: usize = 4 << 20;
+/// Largest request body accepted; the listener refuses a larger one before the router sees it
+/// (see [`trellis_server::listen::Limits::HTTP`]).
+pub const MAX_BODY: usize = trellis_server::listen::Limits::HTTP.max_body;
 
 /// The agent's HTTP router.
 pub fn router(agent: Arc<Agent>) -> Router {

@@ -18,7 +18,7 @@ use super::{conformance, openssl_verify, sign_web, td};
 use crate::pkcs11::module;
 use crate::{
     generate_provider, provider_from_state, BuiltinProvider, CaConfig, CaError, CaProvider,
-    CertInfo, Pkcs11Provider,
+    CertInfo, Pkcs11Modules, Pkcs11Provider,
 };
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -26,6 +26,16 @@ const TOKEN: &str = "trellis-test";
 const PIN: &str = "hsm-user-pin-1234";
 const SO_PIN: &str = "5678";
 const KEY_LABEL: &str = "trellis-ca";
+
+/// The allow-list the tests run with: SoftHSM, as an operator would list it.
+fn allowed() -> Pkcs11Modules {
+    Pkcs11Modules::new([MODULE]).unwrap()
+}
+
+/// SoftHSM's module, through the allow-list.
+fn softhsm_module() -> cryptoki::context::Pkcs11 {
+    module(&allowed().allow(MODULE).unwrap()).unwrap()
+}
 
 /// A SoftHSM token directory for this process; removed when dropped.
 struct SoftHsm {
@@ -66,7 +76,7 @@ fn softhsm() -> Option<SoftHsm> {
     .unwrap();
     // Before the module's first C_Initialize in this process: SoftHSM reads it only then.
     std::env::set_var("SOFTHSM2_CONF", &conf);
-    let m = module(MODULE).unwrap();
+    let m = softhsm_module();
     let slot = m
         .get_all_slots()
         .unwrap()
@@ -94,7 +104,7 @@ fn hsm_config(extra: Value) -> CaConfig {
 
 /// A session of the test's own on the token, logged in (or sharing the process's login).
 fn side_session() -> Session {
-    let m = module(MODULE).unwrap();
+    let m = softhsm_module();
     let slot = m
         .get_slots_with_token()
         .unwrap()
@@ -142,7 +152,7 @@ fn pkcs11_provider_on_softhsm() {
     // (PKCS#11 login state is shared by every session of the application on the token).
     eprintln!("case: refusals");
     let wrong_pin = hsm_config(json!({"Pin": "wrong-pin-9999"}));
-    match err_of(Pkcs11Provider::generate(&td, &wrong_pin)) {
+    match err_of(Pkcs11Provider::generate(&td, &wrong_pin, &allowed())) {
         CaError::InvalidConfig(m) => {
             assert!(m.contains("refused the configured Pin"), "{m}");
             assert!(
@@ -155,6 +165,7 @@ fn pkcs11_provider_on_softhsm() {
     match err_of(Pkcs11Provider::generate(
         &td,
         &hsm_config(json!({"TokenLabel": "no-such-token"})),
+        &allowed(),
     )) {
         CaError::InvalidConfig(m) => assert!(m.contains("\"no-such-token\""), "{m}"),
         e => panic!("missing token: {e:?}"),
@@ -162,13 +173,14 @@ fn pkcs11_provider_on_softhsm() {
     match err_of(Pkcs11Provider::generate(
         &td,
         &hsm_config(json!({"PrivateKeyType": "rsa", "PrivateKeyBits": 2048})),
+        &allowed(),
     )) {
         CaError::InvalidConfig(m) => assert!(m.contains("EC keys only"), "{m}"),
         e => panic!("rsa: {e:?}"),
     }
 
     eprintln!("case: generate, state, leaf");
-    let ca = Pkcs11Provider::generate(&td, &config).unwrap();
+    let ca = Pkcs11Provider::generate(&td, &config, &allowed()).unwrap();
     assert_eq!(ca.name(), "pkcs11");
     let state = ca.root().state.clone();
     assert_eq!(
@@ -239,16 +251,40 @@ fn pkcs11_provider_on_softhsm() {
     eprintln!("case: from_state after the provider is dropped");
     let root_pem = ca.root().root_pem.clone();
     drop(ca);
-    let again = Pkcs11Provider::from_state(&state, &config).unwrap();
+    let again = Pkcs11Provider::from_state(&state, &config, &allowed()).unwrap();
     assert_eq!(again.root().root_pem, root_pem);
     assert_eq!(again.root().state, state);
     let (leaf, _) = sign_web(&again);
     openssl_verify(dir, &root_pem, &[], &leaf).unwrap();
     // Through the factories too.
-    let via_factory = provider_from_state(&config, &state).unwrap();
+    let via_factory = provider_from_state(&config, &state, &allowed()).unwrap();
     assert_eq!(via_factory.name(), "pkcs11");
     let (leaf, _) = sign_web(via_factory.as_ref());
     openssl_verify(dir, &root_pem, &[], &leaf).unwrap();
+
+    eprintln!("case: a module off the allow-list is refused, even once loaded in this process");
+    for modules in [
+        Pkcs11Modules::none(),
+        Pkcs11Modules::new(["/usr/lib/softhsm/other.so"]).unwrap(),
+    ] {
+        let refusals = [
+            Pkcs11Provider::from_state(&state, &config, &modules).map(drop),
+            Pkcs11Provider::generate(&td, &config, &modules).map(drop),
+            provider_from_state(&config, &state, &modules).map(drop),
+            generate_provider(&td, &config, &modules).map(drop),
+            modules.check(&config),
+        ];
+        for r in refusals {
+            match err_of(r) {
+                CaError::InvalidConfig(m) => {
+                    assert!(m.contains("is not an allowed PKCS#11 module"), "{m}");
+                    assert!(!m.contains(PIN), "{m}");
+                }
+                e => panic!("off the allow-list: {e:?}"),
+            }
+        }
+    }
+    allowed().check(&config).unwrap();
 
     eprintln!("case: a lost login is recovered");
     side_session().logout().unwrap();
@@ -257,13 +293,13 @@ fn pkcs11_provider_on_softhsm() {
     drop((again, via_factory));
 
     eprintln!("case: regenerating never reuses a key");
-    let second = generate_provider(&td, &config).unwrap();
+    let second = generate_provider(&td, &config, &allowed()).unwrap();
     assert_eq!(second.name(), "pkcs11");
     let second_state = second.root().state.clone();
     assert_ne!(second_state["KeyLabel"], state["KeyLabel"]);
     assert_ne!(second_state["KeyId"], state["KeyId"]);
     assert_ne!(second.root().root_pem, root_pem);
-    let first = Pkcs11Provider::from_state(&state, &config).unwrap();
+    let first = Pkcs11Provider::from_state(&state, &config, &allowed()).unwrap();
     let (leaf, _) = sign_web(&first);
     openssl_verify(dir, &root_pem, &[], &leaf).unwrap();
     let (leaf, _) = sign_web(second.as_ref());
@@ -283,13 +319,15 @@ fn pkcs11_provider_on_softhsm() {
     }
 
     eprintln!("case: P-384");
-    let p384 = Pkcs11Provider::generate(&td, &hsm_config(json!({"PrivateKeyBits": 384}))).unwrap();
+    let p384 =
+        Pkcs11Provider::generate(&td, &hsm_config(json!({"PrivateKeyBits": 384})), &allowed())
+            .unwrap();
     let info = CertInfo::from_pem(&p384.root().root_pem).unwrap();
     assert_eq!((info.key_type.as_str(), info.key_bits), ("ec", 384));
     conformance(&p384, &td);
     let p384_state = p384.root().state.clone();
     drop(p384);
-    let p384 = Pkcs11Provider::from_state(&p384_state, &config).unwrap();
+    let p384 = Pkcs11Provider::from_state(&p384_state, &config, &allowed()).unwrap();
     let (leaf, _) = sign_web(&p384);
     openssl_verify(dir, &p384.root().root_pem, &[], &leaf).unwrap();
 
@@ -303,7 +341,7 @@ fn pkcs11_provider_on_softhsm() {
             }
         }
     }
-    match err_of(Pkcs11Provider::from_state(&state, &config)) {
+    match err_of(Pkcs11Provider::from_state(&state, &config, &allowed())) {
         CaError::Crypto(m) => {
             assert!(m.contains(&state["KeyLabel"]), "{m}");
             assert!(m.contains("is not on PKCS#11 token"), "{m}");
@@ -313,11 +351,11 @@ fn pkcs11_provider_on_softhsm() {
     // A state whose root belongs to another key is refused.
     let mut mixed = second_state.clone();
     mixed.insert("RootCert".into(), builtin.root().root_pem.clone());
-    let err = err_of(Pkcs11Provider::from_state(&mixed, &config)).to_string();
+    let err = err_of(Pkcs11Provider::from_state(&mixed, &config, &allowed())).to_string();
     assert!(err.contains("does not match"), "{err}");
     let mut broken = second_state.clone();
     broken.insert("KeyId".into(), "zz".into());
-    let err = err_of(Pkcs11Provider::from_state(&broken, &config)).to_string();
+    let err = err_of(Pkcs11Provider::from_state(&broken, &config, &allowed())).to_string();
     assert!(err.contains("KeyId"), "{err}");
 
     // The keys left on the token still sign.
