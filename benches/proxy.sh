@@ -37,7 +37,8 @@
 # CONNS (16), WARMUP (2s), BODY_BYTES (1024), RATE (1000: a fixed-rate open-loop run with
 # h2load --rps at RATE req/s in total after the saturation runs; 0 skips it), INSTALL (1: apt-get
 # the missing Debian packages), BUILD (1), OUT (the result file, under the target directory),
-# PROXY_BIN (trellis: `trellis connect proxy`; trellis-proxy: the proxy-only binary).
+# PROXY_BIN (trellis: `trellis connect proxy`; trellis-proxy: the proxy-only binary), TRELLIS_B
+# (with PEERS=trellis-b: another build's proxy binary, run as a pair beside this build's).
 #
 # The L7 path always normalizes request paths (no flag turns it off, so none can weaken a
 # deployment); its cost per request is measured against a no-op in the same run by
@@ -272,6 +273,36 @@ start_trellis() {
   IN_ADDR[trellis]=127.0.0.1:$tin
   PAIR_PIDS[trellis]="${pids[*]}"
   wait_ready "${OUT_ADDR[trellis]}" "the trellis pair"
+}
+
+# A second Trellis pair from another build ($TRELLIS_B: a `trellis-proxy` binary, or `trellis`
+# run as `trellis connect proxy`), on the same agent, for an A/B of two builds in one run
+# (`PEERS=trellis-b`; r is then this build over that one).
+start_trellis-b() {
+  [[ -x "${TRELLIS_B:-}" ]] || die "PEERS has trellis-b: set TRELLIS_B to an executable proxy binary"
+  local tin tout webpub cmd=("$TRELLIS_B")
+  [[ "${TRELLIS_B##*/}" == trellis ]] && cmd+=(connect proxy)
+  free_port; tin=$PORT; free_port; tout=$PORT; free_port; webpub=$PORT
+  if [[ $LAYER == http ]]; then
+    curl -sf -X PUT "http://$AGENT_ADDR/v1/config" \
+      -d '{"Kind":"service-defaults","Name":"db-b","Protocol":"http"}' >/dev/null
+  fi
+  curl -sf -X PUT "http://$AGENT_ADDR/v1/agent/service/register" -d "{\"Name\":\"db-b\",\"Port\":${BACKEND##*:},
+    \"Connect\":{\"SidecarService\":{\"Port\":$tin}}}" >/dev/null
+  curl -sf -X PUT "http://$AGENT_ADDR/v1/agent/service/register" -d "{\"Name\":\"web-b\",\"Port\":8080,
+    \"Connect\":{\"SidecarService\":{\"Port\":$webpub,\"Proxy\":{\"Upstreams\":
+    [{\"DestinationName\":\"db-b\",\"LocalBindPort\":$tout}]}}}}" >/dev/null
+  local svc pids=()
+  for svc in db-b web-b; do
+    LOG_NAME=trellis-$svc spawn env TRELLIS_HTTP_ADDR="$AGENT_ADDR" TOKIO_WORKER_THREADS=1 \
+      "${PROXY_PIN[@]}" "${cmd[@]}" -sidecar-for "$svc" -max-connections "$MAXCONN" \
+      -tls-cipher-suites "$SUITE" -tls-groups "$GROUP"
+    pids+=("$LAST_PID")
+  done
+  OUT_ADDR[trellis-b]=127.0.0.1:$tout
+  IN_ADDR[trellis-b]=127.0.0.1:$tin
+  PAIR_PIDS[trellis-b]="${pids[*]}"
+  wait_ready "${OUT_ADDR[trellis-b]}" "the trellis-b pair"
 }
 
 start_haproxy() {
@@ -540,7 +571,7 @@ main() {
   local p pairs=(direct)
   for p in $PEERS; do
     case "$p" in
-      haproxy | stunnel | nginx) "start_$p"; pairs+=("$p") ;;
+      haproxy | stunnel | nginx | trellis-b) "start_$p"; pairs+=("$p") ;;
       *) die "unknown peer $p" ;;
     esac
   done

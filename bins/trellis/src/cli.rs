@@ -145,6 +145,10 @@ pub struct AgentArgs {
     pub sync_interval: Option<String>,
     /// How often a client agent tells the servers it is alive (Go duration, 100ms to 10s;
     /// its node is failed after three missed).
+    /// How long a server holds a write or read while the cluster has no leader, retrying until
+    /// one answers (Consul's `performance { rpc_hold_timeout }`, default 7s).
+    #[arg(long = "rpc-hold-timeout")]
+    pub rpc_hold_timeout: Option<String>,
     #[arg(long = "heartbeat-interval", hide = true)]
     pub heartbeat_interval: Option<String>,
     /// Window over which leaf watchers re-issue after a CA root change (Go duration).
@@ -335,6 +339,15 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             .cloned(),
     )
     .map_err(|e| anyhow::anyhow!("-pkcs11-module / connect.pkcs11_modules: {e}"))?;
+    let rpc_hold_timeout = match args
+        .rpc_hold_timeout
+        .as_ref()
+        .or(file.performance.rpc_hold_timeout.as_ref())
+    {
+        Some(s) => trellis_api::parse_go_duration(s)
+            .map_err(|e| anyhow::anyhow!("rpc_hold_timeout: {e}"))?,
+        None => trellis_server::RPC_HOLD_TIMEOUT,
+    };
     let server_config = server.then(|| ServerConfig {
         node_name: node_name.clone(),
         datacenter: datacenter.clone(),
@@ -351,6 +364,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             .limits
             .rpc_max_conns_per_client
             .unwrap_or(trellis_server::listen::Limits::RPC.max_conns_per_client),
+        rpc_hold_timeout,
     });
     let sync_interval = match &args.sync_interval {
         Some(s) => trellis_api::parse_go_duration(s)

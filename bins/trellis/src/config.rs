@@ -76,6 +76,18 @@ pub struct Limits {
     pub ignored: BTreeMap<String, Value>,
 }
 
+/// `performance { ... }`: Consul's `rpc_hold_timeout` (how long a server holds a request
+/// while there is no leader). Other keys of the block are reported and ignored.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct Performance {
+    /// A Go duration (Consul's default 7s).
+    pub rpc_hold_timeout: Option<String>,
+    /// Keys of the block this version does not use.
+    #[serde(flatten)]
+    pub ignored: BTreeMap<String, Value>,
+}
+
 /// The keys Trellis reads from a config file. Others are reported and ignored.
 #[derive(Deserialize, Debug, Default)]
 #[serde(default)]
@@ -97,6 +109,7 @@ pub struct FileConfig {
     pub raft_snapshot_threshold: Option<u64>,
     pub default_intention_policy: Option<String>,
     pub limits: Limits,
+    pub performance: Performance,
     #[serde(skip)]
     pub connect: Connect,
     #[serde(rename = "connect")]
@@ -206,6 +219,10 @@ impl FileConfig {
             self.limits.http_body_read_timeout = limits.http_body_read_timeout;
         }
         self.limits.ignored.extend(limits.ignored);
+        if other.performance.rpc_hold_timeout.is_some() {
+            self.performance.rpc_hold_timeout = other.performance.rpc_hold_timeout;
+        }
+        self.performance.ignored.extend(other.performance.ignored);
         self.retry_join.extend(other.retry_join);
         self.node_meta.extend(other.node_meta);
         self.services.extend(other.services);
@@ -224,6 +241,12 @@ impl FileConfig {
             .cloned()
             .chain(self.connect.ignored.keys().map(|k| format!("connect.{k}")))
             .chain(self.limits.ignored.keys().map(|k| format!("limits.{k}")))
+            .chain(
+                self.performance
+                    .ignored
+                    .keys()
+                    .map(|k| format!("performance.{k}")),
+            )
             .collect()
     }
 }
@@ -297,6 +320,31 @@ mod tests {
         assert_eq!(cfg.limits.http_body_read_timeout.as_deref(), Some("5s"));
         let negative = serde_json::json!({"limits": {"http_max_conns_per_client": -1}});
         assert!(FileConfig::from_value(negative).is_err());
+    }
+
+    #[test]
+    fn rpc_hold_timeout_is_read_from_the_performance_block() {
+        let hcl: Value = hcl::from_str(
+            r#"
+            performance {
+              rpc_hold_timeout = "3s"
+              raft_multiplier = 1
+            }
+            "#,
+        )
+        .unwrap();
+        let mut cfg = FileConfig::from_value(hcl).unwrap();
+        assert_eq!(cfg.performance.rpc_hold_timeout.as_deref(), Some("3s"));
+        assert_eq!(cfg.ignored_keys(), vec!["performance.raft_multiplier"]);
+        cfg.merge(FileConfig::from_value(serde_json::json!({"performance": {}})).unwrap());
+        assert_eq!(
+            cfg.performance.rpc_hold_timeout.as_deref(),
+            Some("3s"),
+            "kept"
+        );
+        let json = serde_json::json!({"performance": {"rpc_hold_timeout": "10s"}});
+        cfg.merge(FileConfig::from_value(json).unwrap());
+        assert_eq!(cfg.performance.rpc_hold_timeout.as_deref(), Some("10s"));
     }
 
     #[test]

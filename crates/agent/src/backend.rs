@@ -57,7 +57,7 @@ fn write_known(path: &std::path::Path, servers: &[String]) -> std::io::Result<()
 /// refusal (the heartbeat itself is bad) is logged loudly.
 fn passed_over(addr: &str, e: ServerError) -> ServerError {
     match e {
-        e @ ServerError::Rpc { .. } => e,
+        e if e.is_transport() => e,
         other => {
             if let ServerError::Remote { status: 400, .. } = &other {
                 tracing::warn!(error = %other, "a server refused this agent's heartbeat");
@@ -156,6 +156,22 @@ impl Remote {
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<T, ServerError>>,
     {
+        self.with_failover_for(true, f).await
+    }
+
+    /// [`Remote::with_failover`] for a request that may not be sent twice unless `resend`:
+    /// one that reached a server and got no answer ([`ServerError::Rpc`]) is then not sent to
+    /// the next (it may have been applied); one never delivered
+    /// ([`ServerError::Unreachable`]) always is.
+    pub(crate) async fn with_failover_for<T, F, Fut>(
+        &self,
+        resend: bool,
+        f: F,
+    ) -> Result<T, ServerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ServerError>>,
+    {
         let servers = self.servers.read().clone();
         if servers.is_empty() {
             return Err(ServerError::NoLeader);
@@ -169,7 +185,8 @@ impl Remote {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(v);
                 }
-                Err(e @ ServerError::Rpc { .. }) => {
+                Err(e @ ServerError::Rpc { .. }) if !resend => return Err(e),
+                Err(e) if e.is_transport() => {
                     tracing::debug!(server = %servers[i], error = %e, "server unreachable; trying the next");
                     last = e;
                 }
@@ -308,7 +325,7 @@ impl Backend {
         match self {
             Backend::Local(s) => s.apply(cmd).await,
             Backend::Remote(r) => {
-                r.with_failover(|addr| {
+                r.with_failover_for(cmd.idempotent(), |addr| {
                     let cmd = cmd.clone();
                     async move { post_json(&r.http, &addr, RPC_APPLY, &cmd).await }
                 })
@@ -420,7 +437,7 @@ impl Backend {
         match self {
             Backend::Local(s) => s.set_ca_config(cfg).await,
             Backend::Remote(r) => {
-                Box::pin(r.with_failover(|addr| {
+                Box::pin(r.with_failover_for(false, |addr| {
                     let cfg = cfg.clone();
                     async move {
                         post_json::<_, bool>(&r.http, &addr, RPC_CA_CONFIG, &cfg)

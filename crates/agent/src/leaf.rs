@@ -31,9 +31,9 @@ use crate::{AgentError, Backend};
 /// cannot be reached (or have no leader) right now.
 fn unreachable(e: &AgentError) -> bool {
     match e {
-        AgentError::Server(ServerError::Rpc { .. } | ServerError::NoLeader) => true,
+        AgentError::Server(s) => s.is_transport() || matches!(s, ServerError::NoLeader),
         AgentError::Cache(crate::cache::FetchError::Server(s)) => {
-            matches!(&**s, ServerError::Rpc { .. } | ServerError::NoLeader)
+            s.is_transport() || matches!(&**s, ServerError::NoLeader)
         }
         _ => false,
     }

@@ -58,10 +58,12 @@ impl Failure {
     fn of(e: &ServerError) -> Failure {
         match e {
             ServerError::NoLeader => Failure::NoLeader,
-            ServerError::Rpc { addr, message } => Failure::Other {
-                addr: addr.clone(),
-                message: message.clone(),
-            },
+            ServerError::Rpc { addr, message } | ServerError::Unreachable { addr, message } => {
+                Failure::Other {
+                    addr: addr.clone(),
+                    message: message.clone(),
+                }
+            }
             other => Failure::Other {
                 addr: String::new(),
                 message: other.to_string(),

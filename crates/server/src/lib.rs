@@ -22,7 +22,7 @@ pub use rpc::{
 };
 pub use server::{
     QueryOptions, QueryResponse, Server, ServerConfig, ServerError, DB_FILE, MEMBER_MARKER,
-    PEER_FAILED_AFTER,
+    PEER_FAILED_AFTER, RPC_HOLD_TIMEOUT,
 };
 /// The type of [`ServerConfig::pkcs11_modules`]: the PKCS#11 modules the CA may load.
 pub use trellis_ca::Pkcs11Modules;

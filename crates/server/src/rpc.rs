@@ -296,8 +296,19 @@ async fn heartbeat(State(s): State<Arc<Server>>, Json(hb): Json<Heartbeat>) -> R
     Json(s.status()).into_response()
 }
 
+/// A failure to send a request to `addr`: [`ServerError::Unreachable`] when no connection
+/// could be made (nothing was delivered), [`ServerError::Rpc`] otherwise.
+pub fn send_error(addr: &str, e: reqwest::Error) -> ServerError {
+    let (addr, message) = (addr.to_string(), e.to_string());
+    if e.is_connect() {
+        ServerError::Unreachable { addr, message }
+    } else {
+        ServerError::Rpc { addr, message }
+    }
+}
+
 /// Posts a JSON RPC to a server's port and decodes its JSON answer. Transport failures are
-/// [`ServerError::Rpc`] (worth trying another server); a 503 is [`ServerError::NoLeader`];
+/// [`ServerError::Unreachable`] or [`ServerError::Rpc`] (worth trying another server); a 503 is [`ServerError::NoLeader`];
 /// other error statuses are [`ServerError::Remote`].
 pub async fn post_json<Req, Resp>(
     http: &reqwest::Client,
@@ -334,7 +345,7 @@ where
         .json(body)
         .send()
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| send_error(addr, e))?;
     match resp.status() {
         StatusCode::OK => resp.json().await.map_err(|e| err(e.to_string())),
         StatusCode::SERVICE_UNAVAILABLE => Err(ServerError::NoLeader),
@@ -363,7 +374,7 @@ pub async fn remote_watch(
         .json(req)
         .send()
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| send_error(addr, e))?;
     match resp.status() {
         StatusCode::OK => resp.json().await.map_err(|e| err(e.to_string())),
         StatusCode::SERVICE_UNAVAILABLE => Err(ServerError::NoLeader),
@@ -394,7 +405,7 @@ pub async fn remote_query(
         .json(req)
         .send()
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| send_error(addr, e))?;
     let status = resp.status();
     let header = |name: &str| -> u64 {
         resp.headers()

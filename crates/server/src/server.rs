@@ -38,7 +38,14 @@ pub struct ServerConfig {
     /// Connections one client IP may hold open to the server port, 0 for no limit (Consul's
     /// `limits { rpc_max_conns_per_client }`, [`crate::listen::Limits::RPC`] by default).
     pub rpc_max_conns_per_client: usize,
+    /// How long a write or read waits for a leader (Consul's `rpc_hold_timeout`,
+    /// [`RPC_HOLD_TIMEOUT`] by default): while there is none, or the one known cannot be
+    /// reached, the request is tried again until one answers or this time has passed.
+    pub rpc_hold_timeout: Duration,
 }
+
+/// Consul's default `performance { rpc_hold_timeout }`: long enough to ride out an election.
+pub const RPC_HOLD_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// Why a server operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +59,16 @@ pub enum ServerError {
     /// The Raft node could not start or has stopped.
     #[error("raft: {0}")]
     Raft(String),
-    /// Talking to another server failed.
+    /// No connection could be made to another server: the request was never delivered, so
+    /// sending it again (there or elsewhere) cannot apply it twice.
+    #[error("rpc to {addr}: not delivered: {message}")]
+    Unreachable {
+        /// The server dialled.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Talking to another server failed after the request may have reached it.
     #[error("rpc to {addr}: {message}")]
     Rpc {
         /// The server dialled.
@@ -87,6 +103,17 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+impl ServerError {
+    /// Whether the servers could not be reached or answered nothing ([`ServerError::Rpc`],
+    /// [`ServerError::Unreachable`]): another server may do better.
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            ServerError::Rpc { .. } | ServerError::Unreachable { .. }
+        )
+    }
 }
 
 /// Consistency and blocking parameters of a read, as parsed from `?index&wait&stale&consistent`.
@@ -492,15 +519,56 @@ impl Server {
     }
 
     /// Commits a command through Raft (forwarding to the leader when this server is not it)
-    /// and returns its outcome and log index once it is applied here or on the leader.
+    /// and returns its outcome and log index once it is applied here or on the leader. While
+    /// there is no leader, or the one known cannot be reached, the write is held and tried
+    /// again (see [`Server::hold`]); one that may have reached a leader that then went away
+    /// is sent again only if applying it twice changes nothing ([`Command::idempotent`]).
     pub async fn apply(&self, cmd: Command) -> Result<ApplyResponse, ServerError> {
-        match self.batcher.submit(cmd.clone()).await {
-            Outcome::Done(resp) => Ok(resp),
-            Outcome::Forward(leader) => {
-                let node = leader.ok_or(ServerError::NoLeader)?;
-                rpc::post_json(&self.http, &node.addr, rpc::RPC_APPLY, &cmd).await
+        let resend = cmd.idempotent();
+        self.hold(resend, || async {
+            match self.batcher.submit(cmd.clone()).await {
+                Outcome::Done(resp) => Ok(resp),
+                Outcome::Forward(leader) => {
+                    let node = leader.ok_or(ServerError::NoLeader)?;
+                    rpc::post_json(&self.http, &node.addr, rpc::RPC_APPLY, &cmd).await
+                }
+                Outcome::Failed(e) => Err(ServerError::Raft(e)),
             }
-            Outcome::Failed(e) => Err(ServerError::Raft(e)),
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it succeeds, fails for a reason waiting cannot mend, or the hold
+    /// time ([`ServerConfig::rpc_hold_timeout`]) has passed, as Consul's servers hold an RPC
+    /// through a leader election. Worth another try: no leader known, or the leader could not
+    /// be reached (nothing was delivered); a request that was sent but got no answer only when
+    /// `resend` (reads, and writes that applying twice does not change). Between tries a
+    /// random pause of up to 1/16 of the hold time (Consul's jitter), at least 10 ms.
+    async fn hold<T, F, Fut>(&self, resend: bool, attempt: F) -> Result<T, ServerError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ServerError>>,
+    {
+        let hold = self.config.rpc_hold_timeout;
+        let deadline = tokio::time::Instant::now() + hold;
+        loop {
+            let err = match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let worth_waiting = match &err {
+                ServerError::NoLeader | ServerError::Unreachable { .. } => true,
+                ServerError::Rpc { .. } => resend,
+                _ => false,
+            };
+            let now = tokio::time::Instant::now();
+            if !worth_waiting || now >= deadline {
+                return Err(err);
+            }
+            let most = (hold / 16).max(Duration::from_millis(10));
+            let pause = Duration::from_millis(10) + most.mul_f64(rand::random::<f64>());
+            tracing::debug!(error = %err, ?pause, "held: no leader answered; trying again");
+            tokio::time::sleep_until((now + pause).min(deadline)).await;
         }
     }
 
@@ -519,55 +587,76 @@ impl Server {
         &self.ca
     }
 
-    /// Signs a leaf CSR; forwarded to the leader, which alone signs.
+    /// Signs a leaf CSR; forwarded to the leader, which alone signs (held through an
+    /// election; a CSR sent again at worst yields a second certificate for the same key).
     pub async fn sign(&self, csr_pem: &str) -> Result<trellis_api::IssuedCert, ServerError> {
-        if !self.is_leader() {
+        self.hold(true, || async {
+            if self.is_leader() {
+                return self.ca.sign(self, csr_pem).await;
+            }
             let leader = self.leader().ok_or(ServerError::NoLeader)?;
             let req = rpc::SignRequest {
                 csr: csr_pem.to_string(),
             };
-            return Box::pin(rpc::post_json(
+            Box::pin(rpc::post_json(
                 &self.http,
                 &leader.addr,
                 rpc::RPC_CA_SIGN,
                 &req,
             ))
-            .await;
-        }
-        self.ca.sign(self, csr_pem).await
+            .await
+        })
+        .await
     }
 
-    /// Changes the CA configuration (on the leader; forwarded there otherwise).
+    /// Changes the CA configuration (on the leader; forwarded there otherwise). Held through
+    /// an election, but never sent twice: a second copy could rotate the root again.
     pub async fn set_ca_config(
         &self,
         update: trellis_api::CaConfiguration,
     ) -> Result<(), ServerError> {
-        if !self.is_leader() {
+        self.hold(false, || async {
+            if self.is_leader() {
+                return self.ca.set_config(self, update.clone()).await;
+            }
             let leader = self.leader().ok_or(ServerError::NoLeader)?;
-            return Box::pin(rpc::post_json::<_, bool>(
+            Box::pin(rpc::post_json::<_, bool>(
                 &self.http,
                 &leader.addr,
                 rpc::RPC_CA_CONFIG,
                 &update,
             ))
             .await
-            .map(|_| ());
-        }
-        self.ca.set_config(self, update).await
+            .map(|_| ())
+        })
+        .await
     }
 
     /// Answers a read. Default and `consistent` reads are answered by the leader (forwarded);
     /// `stale` reads by this server from its own copy.
     pub async fn query(&self, q: Query, opts: QueryOptions) -> Result<QueryResponse, ServerError> {
         if !opts.stale && !self.is_leader() {
-            let leader = self.leader().ok_or(ServerError::NoLeader)?;
-            // Boxed: a forwarded read's future is large, and a parked local read should not
-            // carry its space.
+            // Held through an election like a write (a read may always be sent again).
             let req = QueryRequest {
-                query: q,
-                options: opts,
+                query: q.clone(),
+                options: opts.clone(),
             };
-            return Box::pin(self.forward_query(&leader.addr, req)).await;
+            let forwarded = self
+                .hold(true, || async {
+                    if self.is_leader() {
+                        return Ok(None);
+                    }
+                    let leader = self.leader().ok_or(ServerError::NoLeader)?;
+                    // Boxed: a forwarded read's future is large, and a parked local read
+                    // should not carry its space.
+                    Box::pin(self.forward_query(&leader.addr, req.clone()))
+                        .await
+                        .map(Some)
+                })
+                .await?;
+            if let Some(answer) = forwarded {
+                return Ok(answer);
+            }
         }
         if opts.consistent {
             Box::pin(self.raft.ensure_linearizable())

@@ -63,6 +63,22 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether applying this command twice leaves the state, and the answer its writer gets,
+    /// as applying it once: only such a write may be sent again when it is not known whether
+    /// the first copy arrived. Check-and-set writes, legacy creates and intention deletes are
+    /// not (the second copy would be refused, or answer "not found", after the first took).
+    pub fn idempotent(&self) -> bool {
+        match self {
+            Command::Register(_) | Command::Deregister(_) => true,
+            Command::ConfigSet { cas, .. } | Command::ConfigDelete { cas, .. } => cas.is_none(),
+            Command::CaSet { .. } | Command::IntentionDelete { .. } => false,
+            Command::IntentionUpsert { create_only, .. } => !create_only,
+            Command::Batch { commands } => commands.iter().all(Command::idempotent),
+        }
+    }
+}
+
 /// The outcome of applying a command, returned to the writer.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -212,6 +228,35 @@ pub fn normalize_config_entry(entry: &mut ConfigEntry) {
 
 #[cfg(test)]
 mod tests {
+    use crate::Command;
+
+    #[test]
+    fn only_writes_that_applying_twice_leaves_alone_are_idempotent() {
+        let dereg: trellis_api::CatalogDeregistration =
+            serde_json::from_value(serde_json::json!({"Node": "n1"})).unwrap();
+        let entry: trellis_api::ConfigEntry =
+            serde_json::from_value(serde_json::json!({"Kind": "service-defaults", "Name": "web"}))
+                .unwrap();
+        let set = |cas| Command::ConfigSet {
+            entry: entry.clone(),
+            cas,
+        };
+        let upsert = |create_only| Command::IntentionUpsert {
+            destination: "db".into(),
+            source: serde_json::Map::new(),
+            create_only,
+            replace_id: None,
+        };
+        assert!(Command::Deregister(dereg.clone()).idempotent());
+        assert!(set(None).idempotent());
+        assert!(!set(Some(0)).idempotent(), "a check-and-set write");
+        assert!(upsert(false).idempotent());
+        assert!(!upsert(true).idempotent(), "a legacy create");
+        let batch = |commands| Command::Batch { commands };
+        assert!(batch(vec![set(None), Command::Deregister(dereg)]).idempotent());
+        assert!(!batch(vec![set(None), set(Some(3))]).idempotent());
+    }
+
     use super::*;
     use trellis_api::AgentService;
 

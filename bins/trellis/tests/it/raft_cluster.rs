@@ -100,13 +100,13 @@ async fn get_json(a: &Agent, path: &str) -> Value {
 
 /// Writes a service-defaults entry named `name` through `a`; true once acknowledged.
 async fn write(a: &Agent, name: &str) -> bool {
+    write_to(&a.url("/v1/config"), name).await
+}
+
+/// Writes a service-defaults entry named `name` with a PUT to `url`; true once acknowledged.
+async fn write_to(url: &str, name: &str) -> bool {
     let body = json!({"Kind": "service-defaults", "Name": name, "Protocol": "tcp"});
-    match http()
-        .put(a.url("/v1/config"))
-        .body(body.to_string())
-        .send()
-        .await
-    {
+    match http().put(url).body(body.to_string()).send().await {
         Ok(r) => r.status().as_u16() == 200,
         Err(_) => false,
     }
@@ -757,4 +757,95 @@ async fn a_client_agent_learns_the_servers_survives_the_one_it_joined_and_fails_
         get_json(s, "/v1/catalog/node/client?stale").await,
         Value::Null
     );
+}
+
+/// Writes `from..to` (`h-<n>`), each with a PUT to `targets[n % len]` (`/v1/config` URLs),
+/// SIGKILLing server `victim` before write `kill_at`; returns the names acknowledged and those
+/// that failed.
+async fn writes_across_a_kill(
+    c: &mut Cluster,
+    targets: &[String],
+    victim: usize,
+    (from, to, kill_at): (usize, usize, usize),
+) -> (Vec<String>, Vec<String>) {
+    let (mut acked, mut failed) = (Vec::new(), Vec::new());
+    for n in from..to {
+        if n == kill_at {
+            c.servers[victim].kill();
+        }
+        let name = format!("h-{n}");
+        if write_to(&targets[n % targets.len()], &name).await {
+            acked.push(name);
+        } else {
+            failed.push(name);
+        }
+    }
+    (acked, failed)
+}
+
+/// 300 writes sent alternately to the two followers, the leader SIGKILLed after the 150th:
+/// the followers hold each write through the election (Consul's `rpc_hold_timeout`), so every
+/// one is acknowledged and every one is on the survivors. Then the old leader comes back, and
+/// 300 more through a client agent, whose servers' leader is killed after the 150th: the same.
+#[tokio::test]
+async fn writes_are_held_through_a_leader_election_and_none_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, 3);
+    for s in &mut c.servers {
+        s.ready().await;
+    }
+    let old = c.agreed_leader(3).await;
+    let followers: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let mut client = Agent::client_via(
+        "client",
+        &dir.path().join("client"),
+        &c.addrs[followers[0]],
+        &["--heartbeat-interval", "300ms"],
+    );
+    client.ready().await;
+
+    let started = Instant::now();
+    let targets: Vec<String> = followers
+        .iter()
+        .map(|&i| c.servers[i].url("/v1/config"))
+        .collect();
+    let (acked, failed) = writes_across_a_kill(&mut c, &targets, old, (0, 300, 150)).await;
+    eprintln!(
+        "followers: {} of 300 writes acknowledged in {:.1} s across the leader's kill",
+        acked.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} writes failed during the election: {failed:?}\n{}",
+        failed.len(),
+        c.logs()
+    );
+    for &i in &followers {
+        wait_holds(&c.servers[i], &acked, "a survivor").await;
+    }
+
+    // The old leader back, all three voting; then the client agent's writes across the kill
+    // of whichever server leads now.
+    c.servers[old].restart();
+    c.servers[old].ready().await;
+    let leader = c.agreed_leader(3).await;
+    let started = Instant::now();
+    let targets = [client.url("/v1/config")];
+    let (acked2, failed) = writes_across_a_kill(&mut c, &targets, leader, (300, 600, 450)).await;
+    eprintln!(
+        "client agent: {} of 300 writes acknowledged in {:.1} s across the leader's kill",
+        acked2.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} client writes failed during the election: {failed:?}\n{}\n--- client ---\n{}",
+        failed.len(),
+        c.logs(),
+        tail(&client.log(), 40)
+    );
+    for i in (0..3).filter(|i| *i != leader) {
+        wait_holds(&c.servers[i], &acked2, "a survivor, client writes").await;
+    }
 }
