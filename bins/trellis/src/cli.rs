@@ -37,6 +37,9 @@ pub enum Command {
     /// Cluster operator commands.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Agent TLS: create the CA and certificates for the server port (Consul's `consul tls`).
+    #[command(subcommand)]
+    Tls(crate::tls::TlsCommand),
     /// Print the version.
     Version,
 }

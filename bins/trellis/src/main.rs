@@ -7,6 +7,7 @@ mod common;
 mod config;
 mod intention;
 mod proxy;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
             // Reports its own errors: its exit codes are Consul's, per command.
             Command::Intention(cmd) => return Ok(intention::run(cmd).await),
             Command::Operator(cli::OperatorCommand::Raft(cmd)) => cli::run_raft(cmd).await,
+            Command::Tls(cmd) => tls::run(cmd),
             Command::Version => {
                 println!("Trellis v{}", env!("CARGO_PKG_VERSION"));
                 Ok(())

@@ -459,6 +459,29 @@ fn main() {
     }
     let full_parse = Samples::new(full_parse);
 
+    // --- one entry with many sources: the cost per source of `parse_entry` at 5,000 and at
+    // 50,000 sources (a linear validation costs the same per source at both; the duplicate
+    // check it once had was quadratic: 10x the cost per source at 10x the sources).
+    let wide_entry = |n: usize| -> Value {
+        Value::Array(
+            (0..n)
+                .map(|i| json!({"Name": format!("src-{i:06}"), "Action": "allow"}))
+                .collect(),
+        )
+    };
+    let per_source = |n: usize| -> f64 {
+        let entry = wide_entry(n);
+        let mut samples = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            let parsed = parse_entry("wide", &entry).unwrap();
+            samples.push(ns(start.elapsed()) / n as f64);
+            assert_eq!(parsed.len(), n);
+        }
+        Samples::new(samples).p50()
+    };
+    let (wide_small, wide_large) = (per_source(5_000), per_source(50_000));
+
     // --- report -----------------------------------------------------------------------------
     let pct = |n: usize| 100.0 * n as f64 / INTENTIONS as f64;
     println!(
@@ -535,5 +558,12 @@ fn main() {
     println!(
         "  full rebuild / set_destination     {:>9.0}x",
         full.p50() / one.p50()
+    );
+    println!();
+    println!(
+        "one entry, many sources: parse_entry per source {} at 5,000, {} at 50,000: {:.2}x (1x: linear)",
+        t(wide_small),
+        t(wide_large),
+        wide_large / wide_small
     );
 }

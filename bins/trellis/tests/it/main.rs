@@ -14,4 +14,5 @@ mod proxy;
 mod proxy_l7_bypass;
 mod raft_cluster;
 mod support;
+mod tls_cli;
 mod watch_memory;
