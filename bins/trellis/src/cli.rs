@@ -351,6 +351,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             .map_err(|e| anyhow::anyhow!("rpc_hold_timeout: {e}"))?,
         None => trellis_server::RPC_HOLD_TIMEOUT,
     };
+    let rpc_tls = rpc_tls(&file, &datacenter)?;
     let server_config = server.then(|| ServerConfig {
         node_name: node_name.clone(),
         datacenter: datacenter.clone(),
@@ -368,6 +369,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             .rpc_max_conns_per_client
             .unwrap_or(trellis_server::listen::Limits::RPC.max_conns_per_client),
         rpc_hold_timeout,
+        tls: rpc_tls.clone(),
     });
     let sync_interval = match &args.sync_interval {
         Some(s) => trellis_api::parse_go_duration(s)
@@ -426,6 +428,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             leaf_root_change_jitter,
             cache_ttl: trellis_agent::cache::DEFAULT_LAST_GET_TTL,
             http_limits,
+            rpc_tls,
             default_intention_policy: match file.default_intention_policy.as_deref() {
                 None | Some("") => None,
                 Some("allow") => Some(trellis_agent::IntentionAction::Allow),
@@ -439,6 +442,33 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
     ))
 }
 
+/// The server port's TLS from the config files (`tls { defaults internal_rpc }` and the
+/// legacy keys), loaded and checked: `None` when nothing of it is configured.
+fn rpc_tls(
+    file: &FileConfig,
+    datacenter: &str,
+) -> anyhow::Result<Option<std::sync::Arc<trellis_tls::rpc::RpcTls>>> {
+    let s = file.rpc_tls();
+    let config = trellis_tls::rpc::RpcTlsConfig {
+        ca_file: s.ca_file,
+        cert_file: s.cert_file,
+        key_file: s.key_file,
+        verify_incoming: s.verify_incoming,
+        verify_outgoing: s.verify_outgoing,
+        verify_server_hostname: s.verify_server_hostname,
+        datacenter: datacenter.to_string(),
+        domain: file
+            .domain
+            .clone()
+            .unwrap_or_else(|| trellis_tls::rpc::DEFAULT_DOMAIN.to_string()),
+    };
+    if !config.is_configured() {
+        return Ok(None);
+    }
+    let tls = trellis_tls::rpc::RpcTls::load(&config).context("tls.internal_rpc")?;
+    Ok(Some(std::sync::Arc::new(tls)))
+}
+
 /// `trellis agent`.
 pub async fn run_agent(args: Box<AgentArgs>) -> anyhow::Result<()> {
     let (config, file) = agent_config(&args)?;
@@ -450,6 +480,17 @@ pub async fn run_agent(args: Box<AgentArgs>) -> anyhow::Result<()> {
     crate::common::init_logging(&level, args.log_json || file.log_json.unwrap_or(false))?;
     for key in file.ignored_keys() {
         tracing::warn!(%key, "config key not used by this version of Trellis; ignored");
+    }
+    for (old, new) in file.deprecated_keys() {
+        tracing::warn!("The '{old}' field is deprecated. Use the '{new}' field instead.");
+    }
+    if let Some(tls) = config.server.as_ref().and_then(|s| s.tls.as_deref()) {
+        if tls.verify_incoming() && !tls.verify_outgoing() {
+            tracing::warn!(
+                "tls: verify_incoming is set but verify_outgoing is not: this server dials \
+                 the other servers in plaintext, which servers requiring TLS refuse"
+            );
+        }
     }
     if let Some(server) = &config.server {
         let modules: Vec<&str> = server.pkcs11_modules.paths().collect();
@@ -768,5 +809,46 @@ mod tests {
         };
         let err = agent_config(&args).unwrap_err().to_string();
         assert!(err.contains("absolute path"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_missing_files_stop_the_start_and_none_means_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tls.hcl");
+        std::fs::write(
+            &file,
+            "tls {\n  defaults {\n    verify_incoming = true\n  }\n}\n",
+        )
+        .unwrap();
+        let args = AgentArgs {
+            dev: true,
+            config_file: vec![file],
+            ..Default::default()
+        };
+        let err = format!("{:#}", agent_config(&args).unwrap_err());
+        assert!(
+            err.contains("verify_incoming is set but no ca_file was provided"),
+            "{err}"
+        );
+        let missing = dir.path().join("tls2.hcl");
+        std::fs::write(
+            &missing,
+            "tls {\n  internal_rpc {\n    ca_file = \"/nonexistent/ca.pem\"\n    verify_outgoing = true\n  }\n}\n",
+        )
+        .unwrap();
+        let args = AgentArgs {
+            dev: true,
+            config_file: vec![missing],
+            ..Default::default()
+        };
+        let err = format!("{:#}", agent_config(&args).unwrap_err());
+        assert!(err.contains("ca_file /nonexistent/ca.pem"), "{err}");
+
+        let args = AgentArgs {
+            dev: true,
+            ..Default::default()
+        };
+        let (cfg, _) = agent_config(&args).unwrap();
+        assert!(cfg.rpc_tls.is_none() && cfg.server.unwrap().tls.is_none());
     }
 }

@@ -88,6 +88,66 @@ pub struct Performance {
     pub ignored: BTreeMap<String, Value>,
 }
 
+/// One block of `tls { ... }` (`defaults`, `internal_rpc`): Consul's keys, each unset unless
+/// given, so that blocks and files layer key by key.
+#[derive(Deserialize, Debug, Default, Clone, PartialEq)]
+#[serde(default)]
+pub struct TlsKeys {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub verify_incoming: Option<bool>,
+    pub verify_outgoing: Option<bool>,
+    /// Valid only in `internal_rpc` (reported as ignored in `defaults`).
+    pub verify_server_hostname: Option<bool>,
+    /// Keys of the block this version does not use.
+    #[serde(flatten)]
+    pub ignored: BTreeMap<String, Value>,
+}
+
+impl TlsKeys {
+    /// Layers `other` over `self`: set values win.
+    fn merge(&mut self, other: TlsKeys) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        take!(
+            ca_file,
+            cert_file,
+            key_file,
+            verify_incoming,
+            verify_outgoing,
+            verify_server_hostname
+        );
+        self.ignored.extend(other.ignored);
+    }
+}
+
+/// `tls { defaults { ... } internal_rpc { ... } }` (Consul 1.12+). `internal_rpc` (the server
+/// port) overrides `defaults` key by key; other blocks (`https`, `grpc`) are reported and
+/// ignored.
+#[derive(Deserialize, Debug, Default, Clone, PartialEq)]
+#[serde(default)]
+pub struct Tls {
+    pub defaults: TlsKeys,
+    pub internal_rpc: TlsKeys,
+    /// Keys of the block this version does not use.
+    #[serde(flatten)]
+    pub ignored: BTreeMap<String, Value>,
+}
+
+/// The server port's TLS settings once `tls.internal_rpc`, `tls.defaults` and the legacy
+/// top-level keys are layered (in that order of precedence).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RpcTlsSettings {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub verify_incoming: bool,
+    pub verify_outgoing: bool,
+    pub verify_server_hostname: bool,
+}
+
 /// The keys Trellis reads from a config file. Others are reported and ignored.
 #[derive(Deserialize, Debug, Default)]
 #[serde(default)]
@@ -110,6 +170,18 @@ pub struct FileConfig {
     pub default_intention_policy: Option<String>,
     pub limits: Limits,
     pub performance: Performance,
+    /// The domain (Consul's `domain`, `consul` by default): servers' TLS certificates name
+    /// `server.<datacenter>.<domain>`.
+    pub domain: Option<String>,
+    pub tls: Tls,
+    /// Legacy top-level TLS keys (deprecated in Consul 1.12 for `tls { ... }`, which wins).
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub verify_incoming: Option<bool>,
+    pub verify_outgoing: Option<bool>,
+    pub verify_incoming_rpc: Option<bool>,
+    pub verify_server_hostname: Option<bool>,
     #[serde(skip)]
     pub connect: Connect,
     #[serde(rename = "connect")]
@@ -146,6 +218,13 @@ impl FileConfig {
             bail!("the top level must be an object");
         }
         let mut cfg: FileConfig = serde_json::from_value(value)?;
+        if let Some(v) = cfg.tls.defaults.verify_server_hostname.take() {
+            // Consul has it only in `internal_rpc`.
+            cfg.tls
+                .defaults
+                .ignored
+                .insert("verify_server_hostname".into(), Value::Bool(v));
+        }
         if let Some(raw) = cfg.connect_raw.take() {
             cfg.connect.read(raw)?;
         }
@@ -200,8 +279,19 @@ impl FileConfig {
             log_level,
             log_json,
             raft_snapshot_threshold,
-            default_intention_policy
+            default_intention_policy,
+            domain,
+            ca_file,
+            cert_file,
+            key_file,
+            verify_incoming,
+            verify_outgoing,
+            verify_incoming_rpc,
+            verify_server_hostname
         );
+        self.tls.defaults.merge(other.tls.defaults);
+        self.tls.internal_rpc.merge(other.tls.internal_rpc);
+        self.tls.ignored.extend(other.tls.ignored);
         if other.ports.http.is_some() {
             self.ports.http = other.ports.http;
         }
@@ -247,13 +337,195 @@ impl FileConfig {
                     .keys()
                     .map(|k| format!("performance.{k}")),
             )
+            .chain(self.tls.ignored.keys().map(|k| format!("tls.{k}")))
+            .chain(
+                self.tls
+                    .defaults
+                    .ignored
+                    .keys()
+                    .map(|k| format!("tls.defaults.{k}")),
+            )
+            .chain(
+                self.tls
+                    .internal_rpc
+                    .ignored
+                    .keys()
+                    .map(|k| format!("tls.internal_rpc.{k}")),
+            )
             .collect()
+    }
+
+    /// The legacy top-level TLS keys given, each with the key that replaces it, for Consul's
+    /// warning (`The '<old>' field is deprecated. Use the '<new>' field instead.`).
+    pub fn deprecated_keys(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        let mut note = |set: bool, old, new| {
+            if set {
+                out.push((old, new));
+            }
+        };
+        note(self.ca_file.is_some(), "ca_file", "tls.defaults.ca_file");
+        note(
+            self.cert_file.is_some(),
+            "cert_file",
+            "tls.defaults.cert_file",
+        );
+        note(self.key_file.is_some(), "key_file", "tls.defaults.key_file");
+        note(
+            self.verify_incoming.is_some(),
+            "verify_incoming",
+            "tls.defaults.verify_incoming",
+        );
+        note(
+            self.verify_outgoing.is_some(),
+            "verify_outgoing",
+            "tls.defaults.verify_outgoing",
+        );
+        note(
+            self.verify_incoming_rpc.is_some(),
+            "verify_incoming_rpc",
+            "tls.internal_rpc.verify_incoming",
+        );
+        note(
+            self.verify_server_hostname.is_some(),
+            "verify_server_hostname",
+            "tls.internal_rpc.verify_server_hostname",
+        );
+        out
+    }
+
+    /// The server port's TLS settings: `tls.internal_rpc` over `tls.defaults`, each over its
+    /// legacy top-level key (new keys win, as in Consul's `deprecated.go`).
+    pub fn rpc_tls(&self) -> RpcTlsSettings {
+        let d = &self.tls.defaults;
+        let r = &self.tls.internal_rpc;
+        let path = |rpc: &Option<PathBuf>, def: &Option<PathBuf>, legacy: &Option<PathBuf>| {
+            rpc.clone()
+                .or_else(|| def.clone())
+                .or_else(|| legacy.clone())
+        };
+        RpcTlsSettings {
+            ca_file: path(&r.ca_file, &d.ca_file, &self.ca_file),
+            cert_file: path(&r.cert_file, &d.cert_file, &self.cert_file),
+            key_file: path(&r.key_file, &d.key_file, &self.key_file),
+            verify_incoming: r
+                .verify_incoming
+                .or(self.verify_incoming_rpc)
+                .or(d.verify_incoming)
+                .or(self.verify_incoming)
+                .unwrap_or(false),
+            verify_outgoing: r
+                .verify_outgoing
+                .or(d.verify_outgoing)
+                .or(self.verify_outgoing)
+                .unwrap_or(false),
+            verify_server_hostname: r
+                .verify_server_hostname
+                .or(self.verify_server_hostname)
+                .unwrap_or(false),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_blocks_layer_key_by_key_over_the_legacy_keys() {
+        let hcl: Value = hcl::from_str(
+            r#"
+            domain = "example"
+            ca_file = "/legacy/ca.pem"
+            cert_file = "/legacy/cert.pem"
+            verify_incoming = true
+            verify_server_hostname = false
+            tls {
+              defaults {
+                cert_file = "/d/cert.pem"
+                key_file = "/d/key.pem"
+                verify_outgoing = true
+                verify_server_hostname = true
+                tls_min_version = "TLSv1_3"
+              }
+              internal_rpc {
+                key_file = "/rpc/key.pem"
+                verify_server_hostname = true
+              }
+              https { verify_incoming = false }
+            }
+            "#,
+        )
+        .unwrap();
+        let cfg = FileConfig::from_value(hcl).unwrap();
+        assert_eq!(
+            cfg.rpc_tls(),
+            RpcTlsSettings {
+                ca_file: Some("/legacy/ca.pem".into()),
+                cert_file: Some("/d/cert.pem".into()),
+                key_file: Some("/rpc/key.pem".into()),
+                verify_incoming: true,
+                verify_outgoing: true,
+                verify_server_hostname: true,
+            },
+            "internal_rpc over defaults over legacy keys"
+        );
+        assert_eq!(cfg.domain.as_deref(), Some("example"));
+        let mut ignored = cfg.ignored_keys();
+        ignored.sort();
+        assert_eq!(
+            ignored,
+            [
+                "tls.defaults.tls_min_version",
+                "tls.defaults.verify_server_hostname",
+                "tls.https"
+            ]
+        );
+        assert_eq!(
+            cfg.deprecated_keys(),
+            [
+                ("ca_file", "tls.defaults.ca_file"),
+                ("cert_file", "tls.defaults.cert_file"),
+                ("verify_incoming", "tls.defaults.verify_incoming"),
+                (
+                    "verify_server_hostname",
+                    "tls.internal_rpc.verify_server_hostname"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn legacy_rpc_keys_and_later_files() {
+        let json = serde_json::json!({
+            "verify_incoming": false,
+            "verify_incoming_rpc": true,
+            "verify_outgoing": true,
+            "tls": {"defaults": {"verify_incoming": false}}
+        });
+        let mut cfg = FileConfig::from_value(json).unwrap();
+        let s = cfg.rpc_tls();
+        assert!(
+            s.verify_incoming,
+            "verify_incoming_rpc is internal_rpc's, above defaults"
+        );
+        assert!(s.verify_outgoing);
+        assert!(!s.verify_server_hostname);
+        assert_eq!(FileConfig::default().rpc_tls(), RpcTlsSettings::default());
+
+        let later = serde_json::json!({"tls": {"internal_rpc": {
+            "verify_incoming": false, "ca_file": "/ca.pem"}}});
+        cfg.merge(FileConfig::from_value(later).unwrap());
+        let s = cfg.rpc_tls();
+        assert!(!s.verify_incoming, "a later file's internal_rpc wins");
+        assert!(s.verify_outgoing, "kept");
+        assert_eq!(s.ca_file, Some("/ca.pem".into()));
+        assert!(
+            FileConfig::from_value(serde_json::json!({"tls": {"defaults": {
+            "verify_incoming": "yes"}}}))
+            .is_err()
+        );
+    }
 
     #[test]
     fn hcl_and_json_read_the_same_keys() {

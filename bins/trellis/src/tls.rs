@@ -356,26 +356,20 @@ pub fn sign_cert(
         bail!("the CA key does not match the CA certificate");
     }
     if let Ok(Some(nc)) = ca.name_constraints() {
-        let permitted: Vec<&str> = nc
-            .value
-            .permitted_subtrees
-            .iter()
-            .flatten()
-            .filter_map(|s| match s.base {
-                GeneralName::DNSName(d) => Some(d),
-                _ => None,
-            })
-            .collect();
-        let excluded: Vec<&str> = nc
-            .value
-            .excluded_subtrees
-            .iter()
-            .flatten()
-            .filter_map(|s| match s.base {
-                GeneralName::DNSName(d) => Some(d),
-                _ => None,
-            })
-            .collect();
+        fn dns_names<'a>(
+            subtrees: &Option<Vec<x509_parser::extensions::GeneralSubtree<'a>>>,
+        ) -> Vec<&'a str> {
+            subtrees
+                .iter()
+                .flatten()
+                .filter_map(|s| match s.base {
+                    GeneralName::DNSName(d) => Some(d),
+                    _ => None,
+                })
+                .collect()
+        }
+        let permitted = dns_names(&nc.value.permitted_subtrees);
+        let excluded = dns_names(&nc.value.excluded_subtrees);
         for name in &plan.dns_names {
             let allowed = permitted.is_empty() || permitted.iter().any(|c| dns_permitted(name, c));
             if !allowed || excluded.iter().any(|c| dns_permitted(name, c)) {

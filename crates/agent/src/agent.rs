@@ -55,6 +55,9 @@ pub struct AgentConfig {
     /// What the HTTP API allows one client: connections per IP, body size and time
     /// ([`trellis_server::listen::Limits::HTTP`] by default).
     pub http_limits: trellis_server::listen::Limits,
+    /// TLS for dialling the servers' port when this agent is a client (Consul's
+    /// `tls { internal_rpc }`; a server agent's is [`ServerConfig::tls`]). `None`: plaintext.
+    pub rpc_tls: Option<std::sync::Arc<trellis_tls::rpc::RpcTls>>,
 }
 
 /// The file in a client agent's data directory keeping the servers it last learned.
@@ -149,7 +152,11 @@ impl Agent {
                     ));
                 }
                 let known = config.data_dir.as_ref().map(|d| d.join(KNOWN_SERVERS_FILE));
-                let remote = Arc::new(Remote::new(config.retry_join.clone(), known));
+                let remote = Arc::new(Remote::with_tls(
+                    config.retry_join.clone(),
+                    known,
+                    config.rpc_tls.as_deref(),
+                ));
                 tokio::spawn(Remote::heartbeat(
                     Arc::downgrade(&remote),
                     config.node_name.clone(),

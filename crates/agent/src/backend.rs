@@ -15,7 +15,7 @@ use trellis_state::{Command, Query};
 /// GETs a server-port path and decodes its JSON; any failure is a transport failure (worth
 /// trying another server).
 async fn get_rpc<T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
+    http: &trellis_server::RpcClient,
     addr: &str,
     path: &str,
 ) -> Result<T, ServerError> {
@@ -23,7 +23,7 @@ async fn get_rpc<T: serde::de::DeserializeOwned>(
         addr: addr.to_string(),
         message,
     };
-    http.get(format!("http://{addr}{path}"))
+    http.get(addr, path)
         .timeout(Duration::from_secs(5))
         .send()
         .await
@@ -94,7 +94,7 @@ pub struct Remote {
     /// servers have gone can still reach the cluster (`None`: not kept).
     known_file: Option<std::path::PathBuf>,
     current: AtomicUsize,
-    http: reqwest::Client,
+    http: trellis_server::RpcClient,
     /// The store keys this agent's blocking reads wait on, long-polled in shards.
     watcher: crate::watcher::Watcher,
 }
@@ -103,18 +103,28 @@ impl Remote {
     /// Servers at these server-port addresses, plus those learned before and kept in
     /// `known_file`.
     pub fn new(servers: Vec<String>, known_file: Option<std::path::PathBuf>) -> Remote {
+        Remote::with_tls(servers, known_file, None)
+    }
+
+    /// [`Remote::new`], dialling the servers over TLS when `tls` turns outgoing TLS on.
+    pub fn with_tls(
+        servers: Vec<String>,
+        known_file: Option<std::path::PathBuf>,
+        tls: Option<&trellis_tls::rpc::RpcTls>,
+    ) -> Remote {
         // HTTP/2 to the server port: every call and parked blocking query of this agent is a
         // stream on one connection per server, not a connection each.
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .http2_prior_knowledge()
-            .http2_adaptive_window(true)
-            .http2_keep_alive_interval(Duration::from_secs(15))
-            .http2_keep_alive_timeout(Duration::from_secs(10))
-            .http2_keep_alive_while_idle(true)
-            .build()
-            .expect("HTTP client builds");
+        let http = trellis_server::rpc_client(
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .http2_prior_knowledge()
+                .http2_adaptive_window(true)
+                .http2_keep_alive_interval(Duration::from_secs(15))
+                .http2_keep_alive_timeout(Duration::from_secs(10))
+                .http2_keep_alive_while_idle(true),
+            tls,
+        );
         let configured = servers.clone();
         let mut servers = servers;
         for s in known_file.as_deref().map(read_known).unwrap_or_default() {
@@ -141,7 +151,7 @@ impl Remote {
     }
 
     /// The HTTP/2 client to the server ports.
-    pub(crate) fn http(&self) -> &reqwest::Client {
+    pub(crate) fn http(&self) -> &trellis_server::RpcClient {
         &self.http
     }
 

@@ -47,6 +47,7 @@ pub(crate) async fn test_server() -> std::sync::Arc<trellis_server::Server> {
         pkcs11_modules: Default::default(),
         rpc_max_conns_per_client: trellis_server::listen::Limits::RPC.max_conns_per_client,
         rpc_hold_timeout: trellis_server::RPC_HOLD_TIMEOUT,
+        tls: None,
     })
     .await
     .expect("server starts");

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use db::{node_id, open_db, open_memory_db, RaftDb, StorageError};
 pub use log_store::LogStore;
-pub use network::{Network, RPC_APPEND, RPC_SNAPSHOT, RPC_VOTE};
+pub use network::{Network, RpcClient, RPC_APPEND, RPC_SNAPSHOT, RPC_VOTE};
 pub use state_machine::StateMachine;
 
 /// A server as Raft membership records it: where its server port listens and its node name.

@@ -29,21 +29,71 @@ pub const RPC_SNAPSHOT: &str = "/v1/internal/raft/snapshot";
 /// When each peer last answered a Raft RPC, by node ID.
 type Contacts = Arc<Mutex<HashMap<u64, Instant>>>;
 
+/// A client of server ports: an HTTP client and whether it speaks TLS to them. Every URL
+/// aimed at a server port is built here ([`RpcClient::url`]), so the scheme comes from one
+/// place. Cheap to clone (one shared connection pool).
+#[derive(Clone, Debug)]
+pub struct RpcClient {
+    http: reqwest::Client,
+    tls: bool,
+}
+
+impl RpcClient {
+    /// Wraps `http`, which must have been built with the server port's TLS client
+    /// configuration when `tls` is set.
+    pub fn new(http: reqwest::Client, tls: bool) -> RpcClient {
+        RpcClient { http, tls }
+    }
+
+    /// Whether server ports are dialled over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The URL of `path` on the server port at `addr` (`host:port`).
+    pub fn url(&self, addr: &str, path: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{addr}{path}")
+    }
+
+    /// A GET of `path` on the server port at `addr`.
+    pub fn get(&self, addr: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(addr, path))
+    }
+
+    /// A POST to `path` on the server port at `addr`.
+    pub fn post(&self, addr: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(addr, path))
+    }
+}
+
 /// Makes RPC clients for peers; one shared HTTP connection pool.
 #[derive(Clone)]
 pub struct Network {
-    http: reqwest::Client,
+    http: RpcClient,
     contacts: Contacts,
 }
 
 impl Network {
-    /// A network with its own connection pool.
+    /// A network with its own plaintext connection pool.
     pub fn new() -> Network {
-        let http = reqwest::Client::builder()
+        Network::with_client(RpcClient::new(
+            Network::client_builder()
+                .build()
+                .expect("HTTP client builds"),
+            false,
+        ))
+    }
+
+    /// The settings of the transport's HTTP client, before any TLS is added.
+    pub fn client_builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .expect("HTTP client builds");
+    }
+
+    /// A network sending its RPCs through `http` (built from [`Network::client_builder`]).
+    pub fn with_client(http: RpcClient) -> Network {
         Network {
             http,
             contacts: Contacts::default(),
@@ -64,7 +114,7 @@ impl Default for Network {
 
 /// The RPC client for one peer.
 pub struct Peer {
-    http: reqwest::Client,
+    http: RpcClient,
     target: u64,
     node: ServerNode,
     contacts: Contacts,
@@ -95,10 +145,10 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}{}", self.node.addr, path);
+        let url = self.http.url(&self.node.addr, path);
         let resp = self
             .http
-            .post(&url)
+            .post(&self.node.addr, path)
             .timeout(timeout)
             .json(req)
             .send()

@@ -469,17 +469,12 @@ async fn join_via(s: &Server, addr: &str) -> Result<bool, ServerError> {
 /// GETs a server-port path at `addr` and decodes its JSON; `None` on any failure (the
 /// callers ask again or ask another server).
 async fn fetch<T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
+    http: &trellis_raft::RpcClient,
     addr: &str,
     path: &str,
     limit: Duration,
 ) -> Option<T> {
-    let resp = http
-        .get(format!("http://{addr}{path}"))
-        .timeout(limit)
-        .send()
-        .await
-        .ok()?;
+    let resp = http.get(addr, path).timeout(limit).send().await.ok()?;
     if !resp.status().is_success() {
         return None;
     }
@@ -501,7 +496,7 @@ async fn greet_all(s: &Arc<Server>) -> Vec<Hello> {
         .collect()
 }
 
-async fn greet(http: &reqwest::Client, addr: &str) -> Option<Hello> {
+async fn greet(http: &trellis_raft::RpcClient, addr: &str) -> Option<Hello> {
     fetch(http, addr, RPC_HELLO, Duration::from_secs(1)).await
 }
 

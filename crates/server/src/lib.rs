@@ -21,8 +21,10 @@ pub use rpc::{
     MAX_WATCH_WAIT, RPC_APPLY, RPC_CA_CONFIG, RPC_CA_SIGN, RPC_QUERY, RPC_STATUS, RPC_WATCH,
 };
 pub use server::{
-    QueryOptions, QueryResponse, Server, ServerConfig, ServerError, DB_FILE, MEMBER_MARKER,
-    PEER_FAILED_AFTER, RPC_HOLD_TIMEOUT,
+    rpc_client, QueryOptions, QueryResponse, Server, ServerConfig, ServerError, DB_FILE,
+    MEMBER_MARKER, PEER_FAILED_AFTER, RPC_HOLD_TIMEOUT,
 };
 /// The type of [`ServerConfig::pkcs11_modules`]: the PKCS#11 modules the CA may load.
 pub use trellis_ca::Pkcs11Modules;
+/// The client of server ports every caller dials through ([`rpc_client`] builds one).
+pub use trellis_raft::RpcClient;

@@ -206,7 +206,7 @@ async fn accept_loop<F, Fut>(
     refusal: Refusal,
     serve: F,
 ) where
-    F: Fn(TokioIo<TcpStream>, TowerToHyperService<Router>) -> Fut,
+    F: Fn(TcpStream, TowerToHyperService<Router>) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -228,10 +228,7 @@ async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = serve(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
-        );
+        let conn = serve(stream, TowerToHyperService::new(router.clone()));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
@@ -256,18 +253,23 @@ pub async fn serve_http(listener: TcpListener, router: Router, limits: Limits) {
         router,
         limits,
         Refusal::TooManyRequests,
-        |io, service| serve_h1_and_h2c(io, service, MAX_HTTP_STREAMS),
+        |stream, service| serve_h1_and_h2c(TokioIo::new(stream), service, MAX_HTTP_STREAMS, false),
     )
     .await
 }
 
 /// One connection of either port: HTTP/1.1, or h2c when the client opens with the HTTP/2
-/// preface, each with the listener's limits.
-async fn serve_h1_and_h2c(
-    io: TokioIo<TcpStream>,
+/// preface (only HTTP/2 with `h2_only`: TLS whose ALPN chose `h2`), each with the listener's
+/// limits.
+async fn serve_h1_and_h2c<I>(
+    io: TokioIo<I>,
     service: TowerToHyperService<Router>,
     max_streams: u32,
-) -> Result<(), String> {
+    h2_only: bool,
+) -> Result<(), String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -281,19 +283,93 @@ async fn serve_h1_and_h2c(
         .max_concurrent_streams(max_streams)
         .adaptive_window(true)
         .keep_alive_interval(Some(Duration::from_secs(30)));
+    if h2_only {
+        builder = builder.http2_only();
+    }
     builder
         .serve_connection(io, service)
         .await
         .map_err(|e| e.to_string())
 }
 
+/// How long a client of the server port has to complete its TLS handshake (Consul's
+/// `limits { rpc_handshake_timeout }`).
+pub const RPC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first byte of a TLS record carrying a handshake message (a ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// TLS on the server port: the acceptor, and whether plaintext connections are refused.
+#[derive(Clone)]
+pub struct RpcTlsAcceptor {
+    acceptor: tokio_rustls::TlsAcceptor,
+    require_tls: bool,
+}
+
+impl RpcTlsAcceptor {
+    /// From the server port's TLS settings: `None` without a certificate to serve. With
+    /// `verify_incoming` only TLS connections with a client certificate are served; otherwise
+    /// plaintext clients are served too, as Consul's servers do.
+    pub fn new(tls: &trellis_tls::rpc::RpcTls) -> Option<RpcTlsAcceptor> {
+        Some(RpcTlsAcceptor {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls.server_config()?),
+            require_tls: tls.verify_incoming(),
+        })
+    }
+}
+
 /// Serves the server port: HTTP/1.1, and HTTP/2 in the clear with prior knowledge (h2c), which
 /// client agents use so that every RPC and parked blocking query of an agent shares one
 /// connection, as Consul multiplexes its RPCs, instead of one connection (and its buffers)
-/// each.
-pub async fn serve_rpc(listener: TcpListener, router: Router, limits: Limits) {
-    accept_loop(listener, router, limits, Refusal::Close, |io, service| {
-        serve_h1_and_h2c(io, service, MAX_RPC_STREAMS)
+/// each. With `tls`, a connection that opens with a TLS record is served over TLS once its
+/// handshake completes within [`RPC_HANDSHAKE_TIMEOUT`] (HTTP/2 when ALPN chose `h2`); one
+/// that does not is closed unanswered when TLS is required, and served in plaintext otherwise.
+pub async fn serve_rpc(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    tls: Option<RpcTlsAcceptor>,
+) {
+    accept_loop(listener, router, limits, Refusal::Close, move |stream, service| {
+        let tls = tls.clone();
+        async move {
+            let Some(tls) = tls else {
+                return serve_h1_and_h2c(TokioIo::new(stream), service, MAX_RPC_STREAMS, false)
+                    .await;
+            };
+            let peer = stream.peer_addr().ok();
+            // One deadline for the first byte and the whole handshake.
+            let deadline = tokio::time::Instant::now() + RPC_HANDSHAKE_TIMEOUT;
+            // Whether the client opens with a TLS record, looked at without consuming it.
+            let mut first = [0u8; 1];
+            let is_tls = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+                Err(_) => return Err("nothing received within the handshake timeout".into()),
+                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Ok(n)) => n > 0 && first[0] == TLS_HANDSHAKE_RECORD,
+            };
+            if !is_tls {
+                if tls.require_tls {
+                    tracing::warn!(
+                        client = ?peer,
+                        "Non-TLS connection attempted with verify_incoming set; closed"
+                    );
+                    return Err("plaintext connection refused".into());
+                }
+                return serve_h1_and_h2c(TokioIo::new(stream), service, MAX_RPC_STREAMS, false)
+                    .await;
+            }
+            let accepted = tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await;
+            let tls_stream = match accepted {
+                Err(_) => return Err("TLS handshake timed out".into()),
+                Ok(Err(e)) => {
+                    tracing::warn!(client = ?peer, error = %e, "server port: TLS handshake failed");
+                    return Err(e.to_string());
+                }
+                Ok(Ok(s)) => s,
+            };
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_h1_and_h2c(TokioIo::new(tls_stream), service, MAX_RPC_STREAMS, h2).await
+        }
     })
     .await
 }
@@ -501,6 +577,104 @@ mod tests {
         assert_eq!(
             BodyError::TimedOut(Duration::from_secs(30)).to_string(),
             "Request body not received within 30 s"
+        );
+    }
+
+    /// A CA and a server certificate (`server.dc1.consul`) written to `dir`; the TLS settings
+    /// of a server with them.
+    fn server_tls(dir: &std::path::Path, verify_incoming: bool) -> trellis_tls::rpc::RpcTls {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["server.dc1.consul".to_string()]).unwrap();
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("server-key.pem"), key.serialize_pem()).unwrap();
+        trellis_tls::rpc::RpcTls::load(&trellis_tls::rpc::RpcTlsConfig {
+            ca_file: Some(dir.join("ca.pem")),
+            cert_file: Some(dir.join("server.pem")),
+            key_file: Some(dir.join("server-key.pem")),
+            verify_incoming,
+            verify_outgoing: true,
+            verify_server_hostname: true,
+            datacenter: "dc1".into(),
+            domain: "consul".into(),
+        })
+        .unwrap()
+    }
+
+    /// A server port answering `/ok`, with `tls`.
+    async fn rpc_port(tls: &trellis_tls::rpc::RpcTls) -> SocketAddr {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/ok", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(serve_rpc(
+            listener,
+            router,
+            Limits::RPC,
+            RpcTlsAcceptor::new(tls),
+        ));
+        addr
+    }
+
+    async fn plaintext_get(addr: SocketAddr) -> Result<String, reqwest::Error> {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://{addr}/ok"))
+            .send()
+            .await?
+            .text()
+            .await
+    }
+
+    async fn tls_get(addr: SocketAddr, tls: &trellis_tls::rpc::RpcTls) -> Result<String, String> {
+        let client = crate::rpc_client(reqwest::Client::builder().no_proxy(), Some(tls));
+        assert!(client.is_tls());
+        let resp = client
+            .get(&addr.to_string(), "/ok")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2, "h2 by ALPN");
+        resp.text().await.map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn server_port_tls_refuses_plaintext_only_with_verify_incoming() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        std::fs::create_dir_all(&one).unwrap();
+        std::fs::create_dir_all(&two).unwrap();
+        // Without verify_incoming, as Consul's servers: TLS and plaintext both served.
+        let lenient = server_tls(&one, false);
+        let addr = rpc_port(&lenient).await;
+        assert_eq!(tls_get(addr, &lenient).await.unwrap(), "ok");
+        assert_eq!(plaintext_get(addr).await.unwrap(), "ok");
+
+        // With it, plaintext is closed unanswered; a TLS client with no certificate is
+        // refused during the handshake.
+        let strict = server_tls(&two, true);
+        let addr = rpc_port(&strict).await;
+        assert!(plaintext_get(addr).await.is_err());
+        assert_eq!(tls_get(addr, &strict).await.unwrap(), "ok");
+        let anonymous = trellis_tls::rpc::RpcTls::load(&trellis_tls::rpc::RpcTlsConfig {
+            ca_file: Some(two.join("ca.pem")),
+            verify_outgoing: true,
+            verify_server_hostname: true,
+            datacenter: "dc1".into(),
+            domain: "consul".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(
+            tls_get(addr, &anonymous).await.is_err(),
+            "no client certificate"
         );
     }
 }

@@ -311,7 +311,7 @@ pub fn send_error(addr: &str, e: reqwest::Error) -> ServerError {
 /// [`ServerError::Unreachable`] or [`ServerError::Rpc`] (worth trying another server); a 503 is [`ServerError::NoLeader`];
 /// other error statuses are [`ServerError::Remote`].
 pub async fn post_json<Req, Resp>(
-    http: &reqwest::Client,
+    http: &trellis_raft::RpcClient,
     addr: &str,
     path: &str,
     body: &Req,
@@ -325,7 +325,7 @@ where
 
 /// [`post_json`] with its own time limit for the whole call.
 pub async fn post_json_within<Req, Resp>(
-    http: &reqwest::Client,
+    http: &trellis_raft::RpcClient,
     addr: &str,
     path: &str,
     body: &Req,
@@ -340,7 +340,7 @@ where
         message,
     };
     let resp = http
-        .post(format!("http://{addr}{path}"))
+        .post(addr, path)
         .timeout(limit)
         .json(body)
         .send()
@@ -359,7 +359,7 @@ where
 
 /// Sends a many-keys wait to a server's port (client agents' cache refreshes).
 pub async fn remote_watch(
-    http: &reqwest::Client,
+    http: &trellis_raft::RpcClient,
     addr: &str,
     req: &WatchRequest,
 ) -> Result<WatchResponse, ServerError> {
@@ -369,7 +369,7 @@ pub async fn remote_watch(
     };
     let wait = std::time::Duration::from_millis(req.wait_ms).min(MAX_WATCH_WAIT);
     let resp = http
-        .post(format!("http://{addr}{RPC_WATCH}"))
+        .post(addr, RPC_WATCH)
         .timeout(wait + std::time::Duration::from_secs(10))
         .json(req)
         .send()
@@ -389,7 +389,7 @@ pub async fn remote_watch(
 /// Sends a read to a server's port and decodes the answer; used for forwarding to the leader
 /// and by client agents.
 pub async fn remote_query(
-    http: &reqwest::Client,
+    http: &trellis_raft::RpcClient,
     addr: &str,
     req: &QueryRequest,
 ) -> Result<QueryResponse, ServerError> {
@@ -400,7 +400,7 @@ pub async fn remote_query(
     // A blocking read may legitimately take the whole wait; allow for it plus slack.
     let timeout = req.options.wait + std::time::Duration::from_secs(10);
     let resp = http
-        .post(format!("http://{addr}{RPC_QUERY}"))
+        .post(addr, RPC_QUERY)
         .timeout(timeout)
         .json(req)
         .send()

@@ -42,6 +42,28 @@ pub struct ServerConfig {
     /// [`RPC_HOLD_TIMEOUT`] by default): while there is none, or the one known cannot be
     /// reached, the request is tried again until one answers or this time has passed.
     pub rpc_hold_timeout: Duration,
+    /// TLS on the server port (Consul's `tls { internal_rpc }`): served when it holds a
+    /// certificate, and used to dial other servers when outgoing TLS is on. `None`: plaintext.
+    pub tls: Option<Arc<trellis_tls::rpc::RpcTls>>,
+}
+
+/// A client of server ports built from `builder`, speaking TLS with the server port's client
+/// configuration when `tls` turns outgoing TLS on (ALPN `h2`; `https` URLs), plaintext
+/// otherwise. Servers, the Raft transport and client agents all dial through one of these.
+pub fn rpc_client(
+    builder: reqwest::ClientBuilder,
+    tls: Option<&trellis_tls::rpc::RpcTls>,
+) -> trellis_raft::RpcClient {
+    match tls.and_then(|t| t.client_config()) {
+        Some(config) => trellis_raft::RpcClient::new(
+            builder
+                .use_preconfigured_tls((*config).clone())
+                .build()
+                .expect("HTTP client with the server port's TLS builds"),
+            true,
+        ),
+        None => trellis_raft::RpcClient::new(builder.build().expect("HTTP client builds"), false),
+    }
 }
 
 /// Consul's default `performance { rpc_hold_timeout }`: long enough to ride out an election.
@@ -254,7 +276,7 @@ pub struct Server {
     pub(crate) node_id: u64,
     pub(crate) raft: Raft,
     store: Store,
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: trellis_raft::RpcClient,
     /// Groups concurrent writes into one Raft entry.
     batcher: Batcher,
     /// Leader-side CA work.
@@ -309,18 +331,20 @@ impl Server {
                 .validate()
                 .map_err(|e| ServerError::Raft(e.to_string()))?,
         );
-        let network = Network::new();
+        let network =
+            Network::with_client(rpc_client(Network::client_builder(), config.tls.as_deref()));
         let raft = Raft::new(node_id, raft_config, network.clone(), LogStore::new(db), sm)
             .await
             .map_err(|e| ServerError::Raft(e.to_string()))?;
         // HTTP/2 with prior knowledge (every server port serves h2c): forwarded reads and
         // writes to the leader share one connection, however many are parked, and so stay
         // within the leader's per-client connection limit.
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .http2_prior_knowledge()
-            .build()
-            .expect("HTTP client builds");
+        let http = rpc_client(
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .http2_prior_knowledge(),
+            config.tls.as_deref(),
+        );
         let ca = CaManager::new(config.pkcs11_modules.clone());
         let server = Arc::new(Server {
             config,
@@ -346,7 +370,22 @@ impl Server {
             max_conns_per_client: server.config.rpc_max_conns_per_client,
             ..crate::listen::Limits::RPC
         };
-        tokio::spawn(crate::listen::serve_rpc(listener, router, limits));
+        let tls = server
+            .config
+            .tls
+            .as_deref()
+            .and_then(crate::listen::RpcTlsAcceptor::new);
+        if tls.is_some() {
+            tracing::info!(
+                verify_incoming = server
+                    .config
+                    .tls
+                    .as_deref()
+                    .is_some_and(|t| t.verify_incoming()),
+                "server port: TLS on"
+            );
+        }
+        tokio::spawn(crate::listen::serve_rpc(listener, router, limits, tls));
         server.bootstrap(&server).await?;
         tokio::spawn(leadership(Arc::downgrade(&server)));
         Ok(server)

@@ -12,11 +12,15 @@
 //!   is Consul's ([`ExpectedService::server_name`]).
 //! * [`TlsState`] — the current [`TlsSnapshot`] of those configurations, swapped atomically
 //!   when the leaf is renewed or the roots rotate.
+//! * [`rpc`] — TLS on the server port (Consul's `tls { internal_rpc }`): the operator's CA,
+//!   certificate and key read from files, the server port's server configuration and the
+//!   client configuration servers and client agents dial it with (`server.<dc>.<domain>`
+//!   checked with `verify_server_hostname`).
 //!
-//! Verification wraps rustls' WebPKI checks (chain, validity, key usage) and then checks the
-//! SPIFFE ID in the leaf's URI SAN; host names are never checked. All cryptography comes from
-//! the aws-lc-rs provider passed explicitly ([`crypto_provider`]), so nothing depends on a
-//! process-wide default provider.
+//! Verification of the mesh's peers wraps rustls' WebPKI checks (chain, validity, key usage)
+//! and then checks the SPIFFE ID in the leaf's URI SAN; host names are never checked there.
+//! All cryptography comes from the aws-lc-rs provider passed explicitly ([`crypto_provider`]),
+//! so nothing depends on a process-wide default provider.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -29,6 +33,7 @@ mod config;
 mod credentials;
 mod error;
 mod identity;
+pub mod rpc;
 mod state;
 mod verify;
 

@@ -1,46 +1,15 @@
-//! The CA's attack surface through real agents (issue 13): a CA configuration cannot make the
+//! The CA's attack surface through real agents, as an attack pass found it: a CA configuration cannot make the
 //! agent load a shared library the operator did not allow, a bad operator-supplied CA key or
 //! root is the caller's error (400) and changes nothing, and no leaf is issued for the
 //! intentions wildcard `*`.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
 
 use crate::support::{client, Agent};
 
-/// Builds `dir/marker.so`, a shared library whose constructor writes `dir/loaded` as soon as
-/// the library is loaded (before any PKCS#11 call could fail). Returns (library, marker).
-fn marker_library(dir: &Path) -> (PathBuf, PathBuf) {
-    let marker = dir.join("loaded");
-    let src = dir.join("marker.c");
-    let lib = dir.join("marker.so");
-    let quoted = format!("{:?}", marker.display().to_string());
-    std::fs::write(
-        &src,
-        format!(
-            "#include <stdio.h>\n\
-             __attribute__((constructor)) static void trellis_marker(void) {{\n\
-             FILE *f = fopen({quoted}, \"w\");\n\
-             if (f) {{ fputs(\"loaded\\n\", f); fclose(f); }}\n\
-             }}\n"
-        ),
-    )
-    .unwrap();
-    let out = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&src)
-        .output()
-        .expect("a C compiler (cc) is needed to build the test library");
-    assert!(
-        out.status.success(),
-        "cc failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (lib, marker)
-}
+include!("../../../../crates/ca/src/tests/marker_library.rs");
 
 fn pkcs11_config(module: &str) -> Value {
     json!({"Provider": "pkcs11", "Config": {

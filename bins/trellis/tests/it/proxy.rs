@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{free_port, Agent};
 
+mod l7_bypass;
 mod mtls;
 
 /// A running `trellis connect proxy`; killed on drop.

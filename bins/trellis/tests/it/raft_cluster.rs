@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use crate::support::{free_port, Agent};
 
 /// `n` servers, the i-th on 127.0.0.(2+i), each told to join the first `expect` of them.
-struct Cluster {
-    servers: Vec<Agent>,
-    addrs: Vec<String>,
+pub(crate) struct Cluster {
+    pub(crate) servers: Vec<Agent>,
+    pub(crate) addrs: Vec<String>,
 }
 
 impl Cluster {
@@ -19,7 +19,7 @@ impl Cluster {
         Cluster::start_with(dir, n, expect, &[])
     }
 
-    fn start_with(dir: &Path, n: usize, expect: u32, extra: &[&str]) -> Cluster {
+    pub(crate) fn start_with(dir: &Path, n: usize, expect: u32, extra: &[&str]) -> Cluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let addrs: Vec<String> = ports
             .iter()
@@ -45,7 +45,7 @@ impl Cluster {
 
     /// Waits until every running server names the same leader and sees `voters` voters;
     /// returns the leader's index.
-    async fn agreed_leader(&self, voters: usize) -> usize {
+    pub(crate) async fn agreed_leader(&self, voters: usize) -> usize {
         let start = Instant::now();
         loop {
             let mut leaders = Vec::new();
@@ -68,7 +68,7 @@ impl Cluster {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.servers
             .iter()
             .enumerate()
@@ -99,12 +99,12 @@ async fn get_json(a: &Agent, path: &str) -> Value {
 }
 
 /// Writes a service-defaults entry named `name` through `a`; true once acknowledged.
-async fn write(a: &Agent, name: &str) -> bool {
+pub(crate) async fn write(a: &Agent, name: &str) -> bool {
     write_to(&a.url("/v1/config"), name).await
 }
 
 /// Writes a service-defaults entry named `name` with a PUT to `url`; true once acknowledged.
-async fn write_to(url: &str, name: &str) -> bool {
+pub(crate) async fn write_to(url: &str, name: &str) -> bool {
     let body = json!({"Kind": "service-defaults", "Name": name, "Protocol": "tcp"});
     match http().put(url).body(body.to_string()).send().await {
         Ok(r) => r.status().as_u16() == 200,
@@ -113,7 +113,7 @@ async fn write_to(url: &str, name: &str) -> bool {
 }
 
 /// The service-defaults names `a` holds, from its own copy (`?stale`).
-async fn names_on(a: &Agent) -> Vec<String> {
+pub(crate) async fn names_on(a: &Agent) -> Vec<String> {
     let v = get_json(a, "/v1/config/service-defaults?stale").await;
     let mut names: Vec<String> = v
         .as_array()
@@ -126,7 +126,7 @@ async fn names_on(a: &Agent) -> Vec<String> {
 }
 
 /// Waits until `a`'s own copy holds every name in `want`.
-async fn wait_holds(a: &Agent, want: &[String], what: &str) {
+pub(crate) async fn wait_holds(a: &Agent, want: &[String], what: &str) {
     let start = Instant::now();
     loop {
         let have = names_on(a).await;

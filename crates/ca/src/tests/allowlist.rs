@@ -4,8 +4,7 @@
 //! file when it is loaded, built with the system C compiler (`cc`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use serde_json::json;
 
@@ -14,37 +13,7 @@ use crate::{
     generate_provider, provider_from_state, CaConfig, CaError, Pkcs11Modules, Pkcs11Provider,
 };
 
-/// Builds `dir/marker.so`, whose constructor writes `dir/loaded` when the library is loaded.
-/// Returns (library, marker).
-fn marker_library(dir: &Path) -> (PathBuf, PathBuf) {
-    let marker = dir.join("loaded");
-    let src = dir.join("marker.c");
-    let lib = dir.join("marker.so");
-    let quoted = format!("{:?}", marker.display().to_string());
-    std::fs::write(
-        &src,
-        format!(
-            "#include <stdio.h>\n\
-             __attribute__((constructor)) static void trellis_marker(void) {{\n\
-             FILE *f = fopen({quoted}, \"w\");\n\
-             if (f) {{ fputs(\"loaded\\n\", f); fclose(f); }}\n\
-             }}\n"
-        ),
-    )
-    .unwrap();
-    let out = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&src)
-        .output()
-        .expect("a C compiler (cc) is needed to build the test library");
-    assert!(
-        out.status.success(),
-        "cc failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (lib, marker)
-}
+include!("marker_library.rs");
 
 fn config_for(module: &Path) -> CaConfig {
     let m = json!({

@@ -1,12 +1,10 @@
-//! Issue 13's L7 bypasses, against real processes: a dev agent, `api` (HTTP) behind its
+//! The L7 intention bypasses an attack pass found, against real processes: a dev agent, `api` (HTTP) behind its
 //! sidecar with an L7 intention from `web`, and `web`'s sidecar whose upstream listener takes
 //! raw requests from a TCP socket, so no client library tidies the path or the header bytes
 //! on the way. Every spelling of a denied path, and every header value that is not UTF-8 that
 //! a permission tests, must be denied (403) or refused (400) by api's proxy and never reach
 //! the application; an allowed request reaches it with its path normalized.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,51 +12,12 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::{logs, Proxy};
 use crate::support::{free_port, Agent};
 
 /// What the application received: the head (request line and headers, raw bytes) of each
 /// request, or for the HTTP/2 stand-in the first bytes of each connection that sent any.
 type Seen = Arc<Mutex<Vec<Vec<u8>>>>;
-
-/// A running `trellis connect proxy`; killed on drop.
-struct Proxy(Child);
-
-impl Proxy {
-    fn sidecar_for(agent: &Agent, service: &str, log_dir: &Path) -> Proxy {
-        let log = std::fs::File::create(log_dir.join(format!("proxy-{service}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-            .args(["connect", "proxy", "-sidecar-for", service])
-            .env("TRELLIS_HTTP_ADDR", format!("127.0.0.1:{}", agent.http))
-            .env("RUST_LOG", "info,trellis_proxy=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("the proxy starts");
-        Proxy(child)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The last lines of every log in `dir`, for failure messages.
-fn logs(dir: &Path) -> String {
-    let mut out = String::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(15).collect();
-        out.push_str(&format!(
-            "--- {}\n{}\n",
-            entry.path().display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ));
-    }
-    out
-}
 
 /// An HTTP/1.1 application recording every request head and answering `200 app saw <target>`.
 async fn recording_http_app() -> (u16, Seen) {
