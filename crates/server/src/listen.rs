@@ -20,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use trellis_tls::rpc::Caller;
 
 /// Pending-connection queue length, as Go's listeners get from `somaxconn` (tokio's default of
 /// 128 drops bursts of new connections).
@@ -206,7 +207,7 @@ async fn accept_loop<F, Fut>(
     refusal: Refusal,
     serve: F,
 ) where
-    F: Fn(TcpStream, TowerToHyperService<Router>) -> Fut,
+    F: Fn(TcpStream, Router) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -228,7 +229,7 @@ async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = serve(stream, TowerToHyperService::new(router.clone()));
+        let conn = serve(stream, router.clone());
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
@@ -253,7 +254,10 @@ pub async fn serve_http(listener: TcpListener, router: Router, limits: Limits) {
         router,
         limits,
         Refusal::TooManyRequests,
-        |stream, service| serve_h1_and_h2c(TokioIo::new(stream), service, MAX_HTTP_STREAMS, false),
+        |stream, router| {
+            let service = TowerToHyperService::new(router);
+            serve_h1_and_h2c(TokioIo::new(stream), service, MAX_HTTP_STREAMS, false)
+        },
     )
     .await
 }
@@ -304,16 +308,18 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 pub struct RpcTlsAcceptor {
     acceptor: tokio_rustls::TlsAcceptor,
     require_tls: bool,
+    tls: Arc<trellis_tls::rpc::RpcTls>,
 }
 
 impl RpcTlsAcceptor {
     /// From the server port's TLS settings: `None` without a certificate to serve. With
     /// `verify_incoming` only TLS connections with a client certificate are served; otherwise
     /// plaintext clients are served too, as Consul's servers do.
-    pub fn new(tls: &trellis_tls::rpc::RpcTls) -> Option<RpcTlsAcceptor> {
+    pub fn new(tls: &Arc<trellis_tls::rpc::RpcTls>) -> Option<RpcTlsAcceptor> {
         Some(RpcTlsAcceptor {
             acceptor: tokio_rustls::TlsAcceptor::from(tls.server_config()?),
             require_tls: tls.verify_incoming(),
+            tls: tls.clone(),
         })
     }
 }
@@ -330,10 +336,16 @@ pub async fn serve_rpc(
     limits: Limits,
     tls: Option<RpcTlsAcceptor>,
 ) {
-    accept_loop(listener, router, limits, Refusal::Close, move |stream, service| {
+    accept_loop(listener, router, limits, Refusal::Close, move |stream, router| {
         let tls = tls.clone();
+        // Every request carries who its connection's client is (`Caller`), for the
+        // server port's handlers to decide what it may do.
+        let with_caller = |router: Router, caller: Caller| {
+            TowerToHyperService::new(router.layer(axum::Extension(caller)))
+        };
         async move {
             let Some(tls) = tls else {
+                let service = with_caller(router, Caller::Unverified);
                 return serve_h1_and_h2c(TokioIo::new(stream), service, MAX_RPC_STREAMS, false)
                     .await;
             };
@@ -355,6 +367,7 @@ pub async fn serve_rpc(
                     );
                     return Err("plaintext connection refused".into());
                 }
+                let service = with_caller(router, Caller::Unverified);
                 return serve_h1_and_h2c(TokioIo::new(stream), service, MAX_RPC_STREAMS, false)
                     .await;
             }
@@ -367,7 +380,10 @@ pub async fn serve_rpc(
                 }
                 Ok(Ok(s)) => s,
             };
-            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let session = tls_stream.get_ref().1;
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            let caller = tls.tls.caller(session.peer_certificates());
+            let service = with_caller(router, caller);
             serve_h1_and_h2c(TokioIo::new(tls_stream), service, MAX_RPC_STREAMS, h2).await
         }
     })
@@ -582,7 +598,7 @@ mod tests {
 
     /// A CA and a server certificate (`server.dc1.consul`) written to `dir`; the TLS settings
     /// of a server with them.
-    fn server_tls(dir: &std::path::Path, verify_incoming: bool) -> trellis_tls::rpc::RpcTls {
+    fn server_tls(dir: &std::path::Path, verify_incoming: bool) -> Arc<trellis_tls::rpc::RpcTls> {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::default();
@@ -604,11 +620,12 @@ mod tests {
             datacenter: "dc1".into(),
             domain: "consul".into(),
         })
+        .map(Arc::new)
         .unwrap()
     }
 
     /// A server port answering `/ok`, with `tls`.
-    async fn rpc_port(tls: &trellis_tls::rpc::RpcTls) -> SocketAddr {
+    async fn rpc_port(tls: &Arc<trellis_tls::rpc::RpcTls>) -> SocketAddr {
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let router = Router::new().route("/ok", axum::routing::get(|| async { "ok" }));

@@ -17,6 +17,7 @@ use trellis_state::{Applied, Command, Query, QueryOutput, WatchKey};
 use crate::cluster::{self, Hello, JoinRequest, RaftConfiguration, RemoveRequest};
 use crate::members::{Heartbeat, RPC_HEARTBEAT};
 use crate::{QueryOptions, QueryResponse, Server, ServerError};
+use trellis_tls::rpc::Caller;
 
 /// Path of the write RPC: a [`Command`] in, an [`ApplyResponse`] out.
 pub const RPC_APPLY: &str = "/v1/internal/apply";
@@ -112,9 +113,58 @@ pub(crate) fn router(server: Arc<Server>) -> Router {
         .route(cluster::RPC_JOIN, post(join))
         .route(cluster::RPC_REMOVE, post(remove))
         .route(cluster::RPC_CONFIGURATION, get(configuration))
+        .layer(axum::middleware::from_fn(servers_only))
         // The listener reads each body whole within this limit before the router sees it.
         .layer(DefaultBodyLimit::max(crate::listen::Limits::RPC.max_body))
         .with_state(server)
+}
+
+/// The server port's RPCs only servers of this datacenter may call: Raft's own and joining
+/// the cluster. (Client agents list and remove peers for an operator, so those stay open.)
+const SERVERS_ONLY: &[&str] = &[
+    RPC_APPEND,
+    RPC_VOTE,
+    RPC_SNAPSHOT,
+    cluster::RPC_HELLO,
+    cluster::RPC_JOIN,
+];
+
+/// Who called, as the listener put it on the request; a request without it (never served
+/// by the listener) is taken for a client agent's.
+fn caller_of<B>(req: &axum::http::Request<B>) -> Caller {
+    req.extensions()
+        .get::<Caller>()
+        .copied()
+        .unwrap_or(Caller::Client)
+}
+
+/// A refusal of what a client agent's certificate may not do: logged, and a 403 naming it.
+fn refused(what: &str) -> Response {
+    tracing::warn!(what, "server port: refused a client agent's certificate");
+    (
+        StatusCode::FORBIDDEN,
+        format!("Permission denied: {what} is for servers of this datacenter\n"),
+    )
+        .into_response()
+}
+
+/// Refuses [`SERVERS_ONLY`] RPCs to a caller whose certificate is a client agent's (with
+/// `verify_server_hostname`: one not naming `server.<dc>.<domain>`).
+async fn servers_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if caller_of(&req) == Caller::Client && SERVERS_ONLY.contains(&req.uri().path()) {
+        return refused(req.uri().path());
+    }
+    next.run(req).await
+}
+
+/// Whether a client agent may send `cmd`: anything its users write through it, but not the
+/// CA's state, which only the leader's CA manager writes.
+fn client_may_apply(cmd: &Command) -> bool {
+    match cmd {
+        Command::CaSet { .. } => false,
+        Command::Batch { commands } => commands.iter().all(client_may_apply),
+        _ => true,
+    }
 }
 
 async fn append(
@@ -217,7 +267,15 @@ async fn configuration(
     }
 }
 
-async fn apply(State(s): State<Arc<Server>>, Json(cmd): Json<Command>) -> Response {
+async fn apply(
+    State(s): State<Arc<Server>>,
+    caller: Option<axum::Extension<Caller>>,
+    Json(cmd): Json<Command>,
+) -> Response {
+    let caller = caller.map_or(Caller::Client, |c| c.0);
+    if caller == Caller::Client && !client_may_apply(&cmd) {
+        return refused("writing the CA state");
+    }
     match s.apply(cmd).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => error_response(&e),

@@ -373,7 +373,7 @@ impl Server {
         let tls = server
             .config
             .tls
-            .as_deref()
+            .as_ref()
             .and_then(crate::listen::RpcTlsAcceptor::new);
         if tls.is_some() {
             tracing::info!(

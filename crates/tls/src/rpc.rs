@@ -155,6 +155,22 @@ impl RpcTlsConfig {
     }
 }
 
+/// Who called the server port, as far as its TLS connection shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// No certificate: plaintext, or TLS without a client certificate. Possible only where
+    /// the port does not require one (`verify_incoming` off), and then, as in Consul, allowed
+    /// what a server is.
+    Unverified,
+    /// A certificate chained to the CA that does not name the servers of this datacenter,
+    /// where `verify_server_hostname` tells servers apart: a client agent (or a server of
+    /// another datacenter). Allowed what a client agent does.
+    Client,
+    /// A server of this datacenter: a certificate naming `server.<dc>.<domain>`, or any
+    /// certificate of the CA when `verify_server_hostname` is off.
+    Server,
+}
+
 /// The server port's TLS, loaded: the CA roots, this agent's certificate and key, and the
 /// flags. Build the rustls configurations with [`RpcTls::server_config`] and
 /// [`RpcTls::client_config`]. `Debug` never shows the key.
@@ -245,6 +261,21 @@ impl RpcTls {
     /// `verify_server_hostname`, which implies it).
     pub fn verify_outgoing(&self) -> bool {
         self.verify_outgoing
+    }
+
+    /// Who a connection's client is, from the certificate chain it presented (already
+    /// verified against the CA by the handshake when `verify_incoming` asked for one).
+    pub fn caller(&self, peer: Option<&[CertificateDer<'_>]>) -> Caller {
+        let Some(end_entity) = peer.and_then(|chain| chain.first()) else {
+            return Caller::Unverified;
+        };
+        let Some(name) = &self.server_name else {
+            return Caller::Server;
+        };
+        match ParsedCertificate::try_from(end_entity) {
+            Ok(cert) if verify_server_name(&cert, name).is_ok() => Caller::Server,
+            _ => Caller::Client,
+        }
     }
 
     /// The name servers must present, when `verify_server_hostname` is set.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::raft_cluster::{wait_holds, write, write_to, Cluster};
@@ -32,6 +33,7 @@ fn make_pki(dir: &Path) {
     tls(dir, &["ca", "create"]);
     tls(dir, &["cert", "create", "-server", "-dc", "dc1"]);
     tls(dir, &["cert", "create", "-client", "-dc", "dc1"]);
+    tls(dir, &["cert", "create", "-server", "-dc", "dc2"]);
 }
 
 /// A config file using `tls { ... }` with CA `ca_dir`'s certificate of `kind`.
@@ -193,4 +195,64 @@ async fn a_cluster_with_tls_everywhere_works_and_refuses_plaintext_and_strangers
     }
     let logs = cluster.logs();
     assert!(logs.contains("server port: TLS on"), "{logs}");
+
+    // What a certificate may do: a client agent's certificate, or a server certificate of
+    // another datacenter, may not speak Raft, join the cluster or write the CA's state; the
+    // leader refuses each (403, logged) and nothing changes. A server of this datacenter may.
+    let addr = &cluster.addrs[leader];
+    let cert = |name: &str| {
+        tls_client(
+            &pki,
+            &pki.join(format!("{name}.pem")),
+            &pki.join(format!("{name}-key.pem")),
+        )
+    };
+    let server = cert("dc1-server-consul-0");
+    let hello = server
+        .get(format!("https://{addr}/v1/internal/raft/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hello.status().as_u16(), 200, "a server's hello");
+    let forged_ca = serde_json::to_value(trellis_state::Command::CaSet {
+        state: Box::default(),
+        cas: 0,
+    })
+    .unwrap();
+    for who in ["dc1-client-consul-0", "dc2-server-consul-0"] {
+        let c = cert(who);
+        for (method, path, body) in [
+            ("GET", "/v1/internal/raft/hello", Value::Null),
+            ("POST", "/v1/internal/raft/vote", json!({})),
+            ("POST", "/v1/internal/raft/append", json!({})),
+            ("POST", "/v1/internal/raft/snapshot", json!({})),
+            ("POST", "/v1/internal/raft/join", json!({})),
+            ("POST", "/v1/internal/apply", forged_ca.clone()),
+        ] {
+            let url = format!("https://{addr}{path}");
+            let req = match method {
+                "GET" => c.get(url),
+                _ => c.post(url).json(&body),
+            };
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            assert_eq!(status, 403, "{who}: {method} {path}: {text}");
+            assert!(text.contains("Permission denied"), "{who}: {path}: {text}");
+        }
+    }
+    assert!(
+        cluster.servers[leader]
+            .log()
+            .contains("server port: refused a client agent's certificate"),
+        "the refusals are logged"
+    );
+    // The leader is still the leader (the forged vote did not depose it), and the CA is as it
+    // was: a leaf is still issued under the same root.
+    assert_eq!(cluster.agreed_leader(3).await, leader);
+    let roots = client.get("/v1/connect/ca/roots").await.2;
+    assert!(
+        roots["Roots"].as_array().is_some_and(|r| r.len() == 1),
+        "{roots}"
+    );
 }
