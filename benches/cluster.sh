@@ -10,15 +10,19 @@
 #             the leader SIGKILLed after FAILOVER_WRITES/2 acknowledged writes, time until the
 #             survivors name a new leader, FAILOVER_WRITES acknowledged in all; the old leader
 #             restarted; every acknowledged write looked up on every server ("lost" counts the
-#             acknowledged writes missing anywhere)
+#             acknowledged writes missing anywhere, "failed" the writes not acknowledged); the
+#             write latency before the kill and from it on (writes are held through the election)
 #   members   client-agent heartbeats (h2load, HTTP/2 to the server port) sent to the leader
 #             and to a follower (which forwards them), against the status RPC as the baseline:
 #             rate and leader CPU per request; then MEMBER_RUNS times a client agent with the
 #             default 2 s heartbeat SIGKILLed (time until a server lists it failed) and one
 #             stopped with SIGTERM (time until it is gone)
 #
+#   tls       writes through a follower, a cluster with TLS on the server port against one
+#             without, alternated (ratios tls / plain)
+#
 # Results: stdout and benches/results/cluster.txt (OUT). Knobs (environment): PARTS ("writes
-# catchup failover members"), ROUNDS (3), WRITES_N (2000), CATCHUP_N (100000), FAILOVER_RUNS (20),
+# catchup failover members tls"), ROUNDS (3), WRITES_N (2000), CATCHUP_N (100000), FAILOVER_RUNS (20),
 # FAILOVER_WRITES (100), HEARTBEATS_N (200000), MEMBER_RUNS (10), BUILD (1).
 set -euo pipefail
 
@@ -27,7 +31,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/benches/lib.sh"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT="${OUT:-$ROOT/benches/results/cluster.txt}"
-PARTS="${PARTS:-writes catchup failover members}"
+PARTS="${PARTS:-writes catchup failover members tls}"
 ROUNDS="${ROUNDS:-3}"
 WRITES_N="${WRITES_N:-2000}"
 CATCHUP_N="${CATCHUP_N:-100000}"
@@ -98,7 +102,7 @@ wait_agreed() {
 }
 
 start_three() {
-  local p=$1
+  local p=$1 extra=${2:-}
   S_ARGS=(); S_PID=(); S_HTTP=(); S_ADDR=()
   local a b c
   port; a=$PORT; port; b=$PORT; port; c=$PORT
@@ -110,6 +114,7 @@ start_three() {
     port; http=$PORT
     S_ARGS[$n]="agent --server --bootstrap-expect 3 --data-dir $WORK/$n --node $n --bind 127.0.0.$((i + 1)) --client 127.0.0.1 --http-port $http --server-port $(echo "$join" | awk -v i="$i" '{ split($i, x, ":"); print x[2] }')"
     local j; for j in $join; do S_ARGS[$n]+=" --retry-join $j"; done
+    [[ -n "$extra" ]] && S_ARGS[$n]+=" $extra"
     S_HTTP[$n]=127.0.0.1:$http
     S_ADDR[$n]=$(echo "$join" | awk -v i="$i" '{ print $i }')
     start_server "$n" "" "" ""
@@ -209,35 +214,50 @@ part_catchup() {
 part_failover() {
   say ""
   say "## failover: $FAILOVER_RUNS runs; three servers, writes spread over them, the leader SIGKILLed after $((FAILOVER_WRITES / 2)) acknowledged"
-  say "$(printf '%-4s %16s %8s %8s %6s' run new_leader_ms acked sent lost)"
-  local run times=() lost_total=0
+  say "$(printf '%-4s %16s %8s %8s %7s %6s %14s' run new_leader_ms acked sent failed lost max_write_ms)"
+  local run times=() lost_total=0 failed_total=0 after_kill=() before_kill=()
   for run in $(seq 1 "$FAILOVER_RUNS"); do
     note "failover run $run..."
     start_three "f${run}-"
-    local names=("f${run}-1" "f${run}-2" "f${run}-3") old=$LEADER acked=() n=0 took="" live=()
+    local names=("f${run}-1" "f${run}-2" "f${run}-3") old=$LEADER acked=() n=0 took="" live=() poller=""
+    run_max=0
     while (( ${#acked[@]} < FAILOVER_WRITES )); do
       if (( ${#acked[@]} == FAILOVER_WRITES / 2 )) && [[ -z "$took" ]]; then
-        local old_addr=${S_ADDR[$old]} t0 s l
+        local old_addr=${S_ADDR[$old]} t0 s
         kill -9 "${S_PID[$old]}"; wait "${S_PID[$old]}" 2>/dev/null || true
         t0=$(now_ms)
         live=(); for s in "${names[@]}"; do [[ $s != "$old" ]] && live+=("$s"); done
-        while :; do
-          l=$(leader_of "${live[0]}")
-          if [[ -n "$l" && "$l" != "$old_addr" ]]; then took=$(( $(now_ms) - t0 )); break; fi
-          (( $(now_ms) - t0 < 30000 )) || { took=never; break; }
-          sleep 0.02
-        done
+        # The writes go on at once (the survivors hold them through the election); a poller
+        # beside them notes when the survivors name a new leader.
+        rm -f "$WORK/took"
+        (
+          while :; do
+            l=$(leader_of "${live[0]}")
+            if [[ -n "$l" && "$l" != "$old_addr" ]]; then echo $(( $(now_ms) - t0 )) >"$WORK/took"; break; fi
+            (( $(now_ms) - t0 < 30000 )) || { echo never >"$WORK/took"; break; }
+            sleep 0.02
+          done
+        ) &
+        poller=$!
+        took=pending
       fi
       local targets=("${names[@]}")
       [[ -n "$took" ]] && targets=("${live[@]}")
       local target=${targets[$((n % ${#targets[@]}))]} name="w-$n"
       n=$((n + 1))
-      local code
-      code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X PUT "http://${S_HTTP[$target]}/v1/config" \
+      local out code ms
+      out=$(curl -s -m 10 -o /dev/null -w '%{http_code} %{time_total}' -X PUT "http://${S_HTTP[$target]}/v1/config" \
         -d "{\"Kind\":\"service-defaults\",\"Name\":\"$name\",\"Protocol\":\"tcp\"}" || true)
+      code=${out%% *}
+      ms=$(awk -v s="${out##* }" 'BEGIN { printf "%.1f", s * 1000 }')
+      # Latency of every write, those sent after the kill apart (the hold covers the election).
+      if [[ -n "$took" ]]; then after_kill+=("$ms"); else before_kill+=("$ms"); fi
+      run_max=$(awk -v a="${run_max:-0}" -v b="$ms" 'BEGIN { print (b > a) ? b : a }')
       [[ "$code" == 200 ]] && acked+=("$name")
       (( n < 5000 )) || die "writes keep failing"
     done
+    wait "$poller" 2>/dev/null || true
+    took=$(cat "$WORK/took" 2>/dev/null || echo never)
     # The old leader back; every acknowledged write looked up on every server.
     start_server "$old" "" "" ""
     wait_agreed 3 "${names[@]}"
@@ -252,14 +272,83 @@ part_failover() {
       lost=$((lost + $(comm -23 <(printf '%s\n' "${acked[@]}" | sort) <(printf '%s\n' "$have") | wc -l)))
     done
     lost_total=$((lost_total + lost))
+    failed_total=$((failed_total + n - ${#acked[@]}))
     times+=("$took")
-    say "$(printf '%-4s %16s %8s %8s %6s' "$run" "$took" "${#acked[@]}" "$n" "$lost")"
+    say "$(printf '%-4s %16s %8s %8s %7s %6s %14s' "$run" "$took" "${#acked[@]}" "$n" "$((n - ${#acked[@]}))" "$lost" "$run_max")"
     stop_named "${names[@]}"
   done
   local sorted
   sorted=$(printf '%s\n' "${times[@]}" | grep -v never | sort -n)
   say "new leader after (ms): min $(echo "$sorted" | head -1), median $(median $sorted), p90 $(echo "$sorted" | awk '{ v[NR] = $1 } END { print v[int(NR * 0.9 + 0.5)] }'), max $(echo "$sorted" | tail -1); runs with no new leader: $(printf '%s\n' "${times[@]}" | grep -c never || true)"
-  say "acknowledged writes lost, all runs: $lost_total"
+  say "acknowledged writes lost, all runs: $lost_total; writes failed (not acknowledged), all runs: $failed_total"
+  pct() { printf '%s\n' "$@" | sort -n | awk -v q="$PCT" '{ v[NR] = $1 } END { i = int(NR * q + 0.999); if (i < 1) i = 1; print v[i] }'; }
+  say "write latency (ms), before the kill: p50 $(PCT=0.5 pct "${before_kill[@]}"), p99 $(PCT=0.99 pct "${before_kill[@]}"), max $(PCT=1 pct "${before_kill[@]}"); from the kill on (held through the election): p50 $(PCT=0.5 pct "${after_kill[@]}"), p99 $(PCT=0.99 pct "${after_kill[@]}"), max $(PCT=1 pct "${after_kill[@]}")"
+}
+
+# Writes through a follower of a three-server cluster with TLS on the server port
+# (verify_incoming, verify_outgoing, verify_server_hostname; certificates from `trellis tls`)
+# against one without, alternated ROUNDS times at C=32 and C=1.
+part_tls() {
+  note "tls: two three-server clusters, one with TLS on the server port..."
+  local pki="$WORK/pki"
+  mkdir -p "$pki"
+  (cd "$pki" && "$TRELLIS" tls ca create >/dev/null && "$TRELLIS" tls cert create -server -dc dc1 >/dev/null)
+  cat >"$WORK/tls.hcl" <<EOF
+tls {
+  defaults {
+    ca_file         = "$pki/consul-agent-ca.pem"
+    cert_file       = "$pki/dc1-server-consul-0.pem"
+    key_file        = "$pki/dc1-server-consul-0-key.pem"
+    verify_incoming = true
+    verify_outgoing = true
+  }
+  internal_rpc {
+    verify_server_hostname = true
+  }
+}
+EOF
+  declare -A FOLLOWER
+  local which n
+  for which in plain tls; do
+    if [[ $which == tls ]]; then start_three t "--config-file $WORK/tls.hcl"; else start_three p; fi
+    for n in "${!S_HTTP[@]}"; do
+      [[ $n != "$LEADER" && $n == "${which:0:1}"* ]] && FOLLOWER[$which]=${S_HTTP[$n]}
+    done
+    # start_three resets the maps: keep the first cluster's processes in PIDS (killed at exit).
+  done
+  say ""
+  say "## tls: PUT /v1/catalog/register through a follower (forwarded to the leader), $WRITES_N per run; TLS on the server port (verify_incoming, verify_outgoing, verify_server_hostname) against none"
+  say "$(printf '%-6s %-6s %-6s %12s %10s %10s %6s' round c port regs_per_s p50_ms p99_ms errors)"
+  declare -A RPS P50 P99
+  local r c order file
+  for r in $(seq 1 "$ROUNDS"); do
+    for c in 32 1; do
+      if (( r % 2 == 1 )); then order="plain tls"; else order="tls plain"; fi
+      for which in $order; do
+        file="$WORK/tls-$which-$c-$r.json"
+        note "tls round $r, c=$c, $which..."
+        writes_run "${FOLLOWER[$which]}" "$c" "tls-r$r-c$c-$which" "$file"
+        say "$(jq -r --arg r "$r" --arg w "$which" '[$r, .concurrency, $w, .registrations_per_sec, .p50_ms, .p99_ms, .errors] | @tsv' "$file" \
+          | awk -F'\t' '{ printf "%-6s %-6s %-6s %12s %10s %10s %6s", $1, $2, $3, $4, $5, $6, $7 }')"
+        RPS[$which-$c]+="$(jq -r .registrations_per_sec "$file") "
+        P50[$which-$c]+="$(jq -r .p50_ms "$file") "
+        P99[$which-$c]+="$(jq -r .p99_ms "$file") "
+      done
+    done
+  done
+  say ""
+  say "## tls: medians of $ROUNDS rounds; ratio = tls / plain (goal: latency <= 1.1x, throughput >= 0.9x)"
+  say "$(printf '%-4s %-22s %-22s %-22s' c regs_per_s p50_ms p99_ms)"
+  for c in 32 1; do
+    local r1 r3 a1 a3 b1 b3
+    # shellcheck disable=SC2086
+    r1=$(median ${RPS[plain-$c]}); r3=$(median ${RPS[tls-$c]})
+    # shellcheck disable=SC2086
+    a1=$(median ${P50[plain-$c]}); a3=$(median ${P50[tls-$c]})
+    # shellcheck disable=SC2086
+    b1=$(median ${P99[plain-$c]}); b3=$(median ${P99[tls-$c]})
+    say "$(printf '%-4s %-22s %-22s %-22s' "$c" "$r1 -> $r3 ($(ratio "$r3" "$r1")x)" "$a1 -> $a3 ($(ratio "$a3" "$a1")x)" "$b1 -> $b3 ($(ratio "$b3" "$b1")x)")"
+  done
 }
 
 # CPU seconds (user + system) process $1 has used so far.
@@ -362,6 +451,7 @@ main() {
       writes) part_writes ;;
       catchup) part_catchup ;;
       failover) part_failover ;;
+      tls) part_tls ;;
       members) part_members ;;
       *) die "unknown part $p" ;;
     esac
