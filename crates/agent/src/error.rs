@@ -37,15 +37,23 @@ impl AgentError {
         match self {
             AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AgentError::NotFound(_) => StatusCode::NOT_FOUND,
-            AgentError::Server(e) => trellis_server::error_status(e),
-            AgentError::Cache(crate::cache::FetchError::Server(e)) => {
-                trellis_server::error_status(e)
-            }
+            AgentError::Server(e) => http_status(e),
+            AgentError::Cache(crate::cache::FetchError::Server(e)) => http_status(e),
             AgentError::Cache(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AgentError::Persist(_) | AgentError::Startup(_) | AgentError::Unavailable(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }
+    }
+}
+
+/// The HTTP API's status for a server's error: the server port's, but for "No cluster
+/// leader", which Consul's HTTP API answers with 500 (the server port keeps 503 for it: that
+/// status is how the error crosses the wire).
+fn http_status(e: &ServerError) -> StatusCode {
+    match e {
+        ServerError::NoLeader => StatusCode::INTERNAL_SERVER_ERROR,
+        other => trellis_server::error_status(other),
     }
 }
 
@@ -75,4 +83,24 @@ impl IntoResponse for AgentError {
 /// Shorthand for a 400.
 pub(crate) fn bad(msg: impl Into<String>) -> AgentError {
     AgentError::BadRequest(msg.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_cluster_leader_is_a_500_as_in_consul() {
+        let e = AgentError::Server(ServerError::NoLeader);
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let cached = AgentError::Cache(crate::cache::FetchError::Server(std::sync::Arc::new(
+            ServerError::NoLeader,
+        )));
+        assert_eq!(cached.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // The server port's own status for it is unchanged (503 carries it across the wire).
+        assert_eq!(
+            trellis_server::error_status(&ServerError::NoLeader),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }

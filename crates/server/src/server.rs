@@ -582,7 +582,8 @@ impl Server {
     /// through a leader election. Worth another try: no leader known, or the leader could not
     /// be reached (nothing was delivered); a request that was sent but got no answer only when
     /// `resend` (reads, and writes that applying twice does not change). Between tries a
-    /// random pause of up to 1/16 of the hold time (Consul's jitter), at least 10 ms.
+    /// random pause of up to 1/16 of the hold time (Consul's jitter), at least 10 ms. A leader
+    /// still unreachable when the hold ends is answered as none: "No cluster leader".
     async fn hold<T, F, Fut>(&self, resend: bool, attempt: F) -> Result<T, ServerError>
     where
         F: Fn() -> Fut,
@@ -601,7 +602,16 @@ impl Server {
                 _ => false,
             };
             let now = tokio::time::Instant::now();
-            if !worth_waiting || now >= deadline {
+            if !worth_waiting {
+                return Err(err);
+            }
+            if now >= deadline {
+                // A leader known but not reachable for the whole hold is no leader to the
+                // caller: Consul's "No cluster leader" (the address is in the log).
+                if let ServerError::Unreachable { .. } = &err {
+                    tracing::warn!(error = %err, "no leader answered within rpc_hold_timeout");
+                    return Err(ServerError::NoLeader);
+                }
                 return Err(err);
             }
             let most = (hold / 16).max(Duration::from_millis(10));

@@ -849,3 +849,38 @@ async fn writes_are_held_through_a_leader_election_and_none_fails() {
         wait_holds(&c.servers[i], &acked2, "a survivor, client writes").await;
     }
 }
+
+/// With no quorum left, a write is held for `rpc_hold_timeout` and then answered as Consul
+/// answers it: 500 "No cluster leader"; nothing is written.
+#[tokio::test]
+async fn without_a_quorum_a_write_is_held_then_answered_no_cluster_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start_with(dir.path(), 3, 3, &["--rpc-hold-timeout", "1500ms"]);
+    for s in &mut c.servers {
+        s.ready().await;
+    }
+    let leader = c.agreed_leader(3).await;
+    let survivor = (leader + 1) % 3;
+    for i in (0..3).filter(|i| *i != survivor) {
+        c.servers[i].kill();
+    }
+    let started = Instant::now();
+    let resp = http()
+        .put(c.servers[survivor].url("/v1/config"))
+        .body(json!({"Kind": "service-defaults", "Name": "lonely", "Protocol": "tcp"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 500, "{text}");
+    assert_eq!(text.trim(), "No cluster leader");
+    assert!(
+        took >= Duration::from_millis(1400),
+        "answered after {took:?}, before the hold ended"
+    );
+    assert!(!names_on(&c.servers[survivor])
+        .await
+        .contains(&"lonely".to_string()));
+}
