@@ -135,6 +135,44 @@ writes_run() {
   "$BENCH" writes --addr "$addr" --n "$WRITES_N" --concurrency "$c" --prefix "$prefix" >"$file"
 }
 
+# Writes at C=32 and C=1 against $2 (label $1) and $4 (label $3), alternated over ROUNDS, then
+# medians and the ratio $3 / $1. $5: the file-name tag of this part.
+ab_writes() {
+  local a=$1 a_http=$2 b=$3 b_http=$4 tag=$5
+  say "$(printf '%-6s %-6s %-8s %12s %10s %10s %6s' round c which regs_per_s p50_ms p99_ms errors)"
+  declare -A RPS P50 P99
+  local r c which addr file order
+  for r in $(seq 1 "$ROUNDS"); do
+    for c in 32 1; do
+      if (( r % 2 == 1 )); then order="$a $b"; else order="$b $a"; fi
+      for which in $order; do
+        addr=$a_http; [[ $which == "$b" ]] && addr=$b_http
+        file="$WORK/$tag-$which-$c-$r.json"
+        note "$tag round $r, c=$c, $which..."
+        writes_run "$addr" "$c" "$tag-r$r-c$c-$which" "$file"
+        say "$(jq -r --arg r "$r" --arg w "$which" '[$r, .concurrency, $w, .registrations_per_sec, .p50_ms, .p99_ms, .errors] | @tsv' "$file" \
+          | awk -F'\t' '{ printf "%-6s %-6s %-8s %12s %10s %10s %6s", $1, $2, $3, $4, $5, $6, $7 }')"
+        RPS[$which-$c]+="$(jq -r .registrations_per_sec "$file") "
+        P50[$which-$c]+="$(jq -r .p50_ms "$file") "
+        P99[$which-$c]+="$(jq -r .p99_ms "$file") "
+      done
+    done
+  done
+  say ""
+  say "## $tag: medians of $ROUNDS rounds; ratio = $b / $a${AB_GOAL:+ ($AB_GOAL)}"
+  say "$(printf '%-4s %-22s %-22s %-22s' c regs_per_s p50_ms p99_ms)"
+  for c in 32 1; do
+    local r1 r3 a1 a3 b1 b3
+    # shellcheck disable=SC2086
+    r1=$(median ${RPS[$a-$c]}); r3=$(median ${RPS[$b-$c]})
+    # shellcheck disable=SC2086
+    a1=$(median ${P50[$a-$c]}); a3=$(median ${P50[$b-$c]})
+    # shellcheck disable=SC2086
+    b1=$(median ${P99[$a-$c]}); b3=$(median ${P99[$b-$c]})
+    say "$(printf '%-4s %-22s %-22s %-22s' "$c" "$r1 -> $r3 ($(ratio "$r3" "$r1")x)" "$a1 -> $a3 ($(ratio "$a3" "$a1")x)" "$b1 -> $b3 ($(ratio "$b3" "$b1")x)")"
+  done
+}
+
 part_writes() {
   note "writes: starting one server and a three-server cluster..."
   S_ARGS=(); S_PID=(); S_HTTP=(); S_ADDR=()
@@ -146,36 +184,7 @@ part_writes() {
   local three_http=${S_HTTP[$LEADER]}
   say ""
   say "## writes: PUT /v1/catalog/register, $WRITES_N distinct nodes per run, persistent servers (redb, fsync) on $(df -T "$WORK" | awk 'NR == 2 { print $2 }'); one server vs the leader of three"
-  say "$(printf '%-6s %-6s %-8s %12s %10s %10s %6s' round c cluster regs_per_s p50_ms p99_ms errors)"
-  declare -A RPS P50 P99
-  local r c which addr file order
-  for r in $(seq 1 "$ROUNDS"); do
-    for c in 32 1; do
-      if (( r % 2 == 1 )); then order="one three"; else order="three one"; fi
-      for which in $order; do
-        addr=$one_http; [[ $which == three ]] && addr=$three_http
-        file="$WORK/writes-$which-$c-$r.json"
-        note "writes round $r, c=$c, $which..."
-        writes_run "$addr" "$c" "r$r-c$c-$which" "$file"
-        say "$(jq -r --arg r "$r" --arg w "$which" '[$r, .concurrency, $w, .registrations_per_sec, .p50_ms, .p99_ms, .errors] | @tsv' "$file" \
-          | awk -F'\t' '{ printf "%-6s %-6s %-8s %12s %10s %10s %6s", $1, $2, $3, $4, $5, $6, $7 }')"
-        RPS[$which-$c]+="$(jq -r .registrations_per_sec "$file") "
-        P50[$which-$c]+="$(jq -r .p50_ms "$file") "
-        P99[$which-$c]+="$(jq -r .p99_ms "$file") "
-      done
-    done
-  done
-  say ""
-  say "## writes: medians of $ROUNDS rounds; ratio = three / one"
-  say "$(printf '%-4s %-22s %-22s %-22s' c regs_per_s p50_ms p99_ms)"
-  for c in 32 1; do
-    # shellcheck disable=SC2086
-    local r1 r3 a1 a3 b1 b3
-    r1=$(median ${RPS[one-$c]}); r3=$(median ${RPS[three-$c]})
-    a1=$(median ${P50[one-$c]}); a3=$(median ${P50[three-$c]})
-    b1=$(median ${P99[one-$c]}); b3=$(median ${P99[three-$c]})
-    say "$(printf '%-4s %-22s %-22s %-22s' "$c" "$r1 -> $r3 ($(ratio "$r3" "$r1")x)" "$a1 -> $a3 ($(ratio "$a3" "$a1")x)" "$b1 -> $b3 ($(ratio "$b3" "$b1")x)")"
-  done
+  ab_writes one "$one_http" three "$three_http" writes
   stop_named w1 w2 w3
   kill -9 "$one_pid" 2>/dev/null || true
 }
@@ -318,37 +327,7 @@ EOF
   done
   say ""
   say "## tls: PUT /v1/catalog/register through a follower (forwarded to the leader), $WRITES_N per run; TLS on the server port (verify_incoming, verify_outgoing, verify_server_hostname) against none"
-  say "$(printf '%-6s %-6s %-6s %12s %10s %10s %6s' round c port regs_per_s p50_ms p99_ms errors)"
-  declare -A RPS P50 P99
-  local r c order file
-  for r in $(seq 1 "$ROUNDS"); do
-    for c in 32 1; do
-      if (( r % 2 == 1 )); then order="plain tls"; else order="tls plain"; fi
-      for which in $order; do
-        file="$WORK/tls-$which-$c-$r.json"
-        note "tls round $r, c=$c, $which..."
-        writes_run "${FOLLOWER[$which]}" "$c" "tls-r$r-c$c-$which" "$file"
-        say "$(jq -r --arg r "$r" --arg w "$which" '[$r, .concurrency, $w, .registrations_per_sec, .p50_ms, .p99_ms, .errors] | @tsv' "$file" \
-          | awk -F'\t' '{ printf "%-6s %-6s %-6s %12s %10s %10s %6s", $1, $2, $3, $4, $5, $6, $7 }')"
-        RPS[$which-$c]+="$(jq -r .registrations_per_sec "$file") "
-        P50[$which-$c]+="$(jq -r .p50_ms "$file") "
-        P99[$which-$c]+="$(jq -r .p99_ms "$file") "
-      done
-    done
-  done
-  say ""
-  say "## tls: medians of $ROUNDS rounds; ratio = tls / plain (goal: latency <= 1.1x, throughput >= 0.9x)"
-  say "$(printf '%-4s %-22s %-22s %-22s' c regs_per_s p50_ms p99_ms)"
-  for c in 32 1; do
-    local r1 r3 a1 a3 b1 b3
-    # shellcheck disable=SC2086
-    r1=$(median ${RPS[plain-$c]}); r3=$(median ${RPS[tls-$c]})
-    # shellcheck disable=SC2086
-    a1=$(median ${P50[plain-$c]}); a3=$(median ${P50[tls-$c]})
-    # shellcheck disable=SC2086
-    b1=$(median ${P99[plain-$c]}); b3=$(median ${P99[tls-$c]})
-    say "$(printf '%-4s %-22s %-22s %-22s' "$c" "$r1 -> $r3 ($(ratio "$r3" "$r1")x)" "$a1 -> $a3 ($(ratio "$a3" "$a1")x)" "$b1 -> $b3 ($(ratio "$b3" "$b1")x)")"
-  done
+  AB_GOAL="goal: latency <= 1.1x, throughput >= 0.9x" ab_writes plain "${FOLLOWER[plain]}" tls "${FOLLOWER[tls]}" tls
 }
 
 # CPU seconds (user + system) process $1 has used so far.
