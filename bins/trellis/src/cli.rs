@@ -148,8 +148,9 @@ pub struct AgentArgs {
     pub sync_interval: Option<String>,
     /// How often a client agent tells the servers it is alive (Go duration, 100ms to 10s;
     /// its node is failed after three missed).
-    /// How long a server holds a write or read while the cluster has no leader, retrying until
-    /// one answers (Consul's `performance { rpc_hold_timeout }`, default 7s).
+    /// How long a server holds a write or read while the cluster has no leader, and a client
+    /// agent a write that no server can take, retrying until one answers (Consul's
+    /// `performance { rpc_hold_timeout }`, default 7s).
     #[arg(long = "rpc-hold-timeout")]
     pub rpc_hold_timeout: Option<String>,
     #[arg(long = "heartbeat-interval", hide = true)]
@@ -429,6 +430,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             cache_ttl: trellis_agent::cache::DEFAULT_LAST_GET_TTL,
             http_limits,
             rpc_tls,
+            rpc_hold_timeout,
             default_intention_policy: match file.default_intention_policy.as_deref() {
                 None | Some("") => None,
                 Some("allow") => Some(trellis_agent::IntentionAction::Allow),

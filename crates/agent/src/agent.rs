@@ -58,6 +58,9 @@ pub struct AgentConfig {
     /// TLS for dialling the servers' port when this agent is a client (Consul's
     /// `tls { internal_rpc }`; a server agent's is [`ServerConfig::tls`]). `None`: plaintext.
     pub rpc_tls: Option<std::sync::Arc<trellis_tls::rpc::RpcTls>>,
+    /// How long a client agent holds a write no server can take (all unreachable) before
+    /// failing it (Consul's `rpc_hold_timeout`).
+    pub rpc_hold_timeout: Duration,
 }
 
 /// The file in a client agent's data directory keeping the servers it last learned.
@@ -152,11 +155,10 @@ impl Agent {
                     ));
                 }
                 let known = config.data_dir.as_ref().map(|d| d.join(KNOWN_SERVERS_FILE));
-                let remote = Arc::new(Remote::with_tls(
-                    config.retry_join.clone(),
-                    known,
-                    config.rpc_tls.as_deref(),
-                ));
+                let remote = Arc::new(
+                    Remote::with_tls(config.retry_join.clone(), known, config.rpc_tls.as_deref())
+                        .with_hold(config.rpc_hold_timeout),
+                );
                 tokio::spawn(Remote::heartbeat(
                     Arc::downgrade(&remote),
                     config.node_name.clone(),

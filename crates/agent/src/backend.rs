@@ -97,6 +97,8 @@ pub struct Remote {
     http: trellis_server::RpcClient,
     /// The store keys this agent's blocking reads wait on, long-polled in shards.
     watcher: crate::watcher::Watcher,
+    /// How long a call goes on trying while no server can take it (`rpc_hold_timeout`).
+    hold: Duration,
 }
 
 impl Remote {
@@ -104,6 +106,13 @@ impl Remote {
     /// `known_file`.
     pub fn new(servers: Vec<String>, known_file: Option<std::path::PathBuf>) -> Remote {
         Remote::with_tls(servers, known_file, None)
+    }
+
+    /// This remote, holding a call that no server can take for `hold` (Consul's
+    /// `rpc_hold_timeout`; [`trellis_server::RPC_HOLD_TIMEOUT`] by default) before failing it.
+    pub fn with_hold(mut self, hold: Duration) -> Remote {
+        self.hold = hold;
+        self
     }
 
     /// [`Remote::new`], dialling the servers over TLS when `tls` turns outgoing TLS on.
@@ -147,6 +156,7 @@ impl Remote {
             current: AtomicUsize::new(start),
             http,
             watcher: crate::watcher::Watcher::default(),
+            hold: trellis_server::RPC_HOLD_TIMEOUT,
         }
     }
 
@@ -161,18 +171,22 @@ impl Remote {
     }
 
     /// Calls `f` against the current server, moving on to the next on a transport failure.
+    /// Fails at once when no server can take it: reads (the cache's refreshes among them)
+    /// report a lost contact promptly and keep their own backoff.
     pub(crate) async fn with_failover<T, F, Fut>(&self, f: F) -> Result<T, ServerError>
     where
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<T, ServerError>>,
     {
-        self.with_failover_for(true, f).await
+        self.failover(true, Duration::ZERO, f).await
     }
 
-    /// [`Remote::with_failover`] for a request that may not be sent twice unless `resend`:
+    /// [`Remote::with_failover`] for a write, which may not be sent twice unless `resend`:
     /// one that reached a server and got no answer ([`ServerError::Rpc`]) is then not sent to
     /// the next (it may have been applied); one never delivered
-    /// ([`ServerError::Unreachable`]) always is.
+    /// ([`ServerError::Unreachable`]) always is. When no server can take it (all unreachable,
+    /// or none with a leader) the write is held and the servers tried again until the hold
+    /// time passes (`rpc_hold_timeout`), as the servers hold one through an election.
     pub(crate) async fn with_failover_for<T, F, Fut>(
         &self,
         resend: bool,
@@ -182,28 +196,53 @@ impl Remote {
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<T, ServerError>>,
     {
-        let servers = self.servers.read().clone();
-        if servers.is_empty() {
-            return Err(ServerError::NoLeader);
-        }
-        let start = self.current.load(Ordering::Relaxed);
-        let mut last = ServerError::NoLeader;
-        for step in 0..servers.len() {
-            let i = (start + step) % servers.len();
-            match f(servers[i].clone()).await {
-                Ok(v) => {
-                    self.current.store(i, Ordering::Relaxed);
-                    return Ok(v);
-                }
-                Err(e @ ServerError::Rpc { .. }) if !resend => return Err(e),
-                Err(e) if e.is_transport() => {
-                    tracing::debug!(server = %servers[i], error = %e, "server unreachable; trying the next");
-                    last = e;
-                }
-                Err(e) => return Err(e),
+        self.failover(resend, self.hold, f).await
+    }
+
+    async fn failover<T, F, Fut>(
+        &self,
+        resend: bool,
+        hold: Duration,
+        f: F,
+    ) -> Result<T, ServerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ServerError>>,
+    {
+        let deadline = tokio::time::Instant::now() + hold;
+        loop {
+            let servers = self.servers.read().clone();
+            if servers.is_empty() {
+                return Err(ServerError::NoLeader);
             }
+            let start = self.current.load(Ordering::Relaxed);
+            let mut last = ServerError::NoLeader;
+            for step in 0..servers.len() {
+                let i = (start + step) % servers.len();
+                match f(servers[i].clone()).await {
+                    Ok(v) => {
+                        self.current.store(i, Ordering::Relaxed);
+                        return Ok(v);
+                    }
+                    Err(e @ ServerError::Rpc { .. }) if !resend => return Err(e),
+                    Err(e) if e.is_transport() => {
+                        tracing::debug!(server = %servers[i], error = %e, "server unreachable; trying the next");
+                        last = e;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            // No server could take it (all down or restarting, or none with a leader): held,
+            // as the servers hold a request through an election, then tried again.
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(last);
+            }
+            let most = (hold / 16).max(Duration::from_millis(10));
+            let pause = Duration::from_millis(10) + most.mul_f64(rand::random::<f64>());
+            tracing::debug!(error = %last, ?pause, "held: no server could take the call");
+            tokio::time::sleep_until((now + pause).min(deadline)).await;
         }
-        Err(last)
     }
 
     /// Sets the server list to the configured servers plus `voters` (the cluster's, as a

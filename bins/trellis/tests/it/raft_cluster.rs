@@ -884,3 +884,36 @@ async fn without_a_quorum_a_write_is_held_then_answered_no_cluster_leader() {
         .await
         .contains(&"lonely".to_string()));
 }
+
+/// A client agent whose only server is down holds a write (`rpc_hold_timeout`) rather than
+/// failing it: the server is SIGKILLed, the write sent at once, the server started again a
+/// second later; the write is acknowledged once the server leads again, and is there.
+#[tokio::test]
+async fn a_client_agent_holds_a_write_while_its_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Agent::server("solo", &dir.path().join("solo"), &[]);
+    server.ready().await;
+    let mut client = Agent::client("c1", &dir.path().join("c1"), server.server, &[]);
+    client.ready().await;
+    assert!(write(&client, "before").await);
+
+    server.kill();
+    let url = client.url("/v1/config");
+    let started = Instant::now();
+    let sent = tokio::spawn(async move { write_to(&url, "while-down").await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.start();
+    let acked = sent.await.unwrap();
+    eprintln!(
+        "write through the client acknowledged: {acked}, after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(acked, "the held write failed\n{}", tail(&client.log(), 30));
+    server.ready().await;
+    wait_holds(
+        &server,
+        &["before".into(), "while-down".into()],
+        "the server",
+    )
+    .await;
+}
