@@ -381,11 +381,11 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
         Some(s) => {
             let d = trellis_api::parse_go_duration(s)
                 .map_err(|e| anyhow::anyhow!("--heartbeat-interval: {e}"))?;
-            trellis_server::members::check_interval(d)
+            trellis_rpc::check_interval(d)
                 .map_err(|e| anyhow::anyhow!("--heartbeat-interval: {e}"))?;
             d
         }
-        None => trellis_server::members::DEFAULT_HEARTBEAT,
+        None => trellis_rpc::DEFAULT_HEARTBEAT,
     };
     let leaf_root_change_jitter = match &args.leaf_root_change_jitter {
         Some(s) => trellis_api::parse_go_duration(s)

@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use trellis_api::{AgentService, CheckDefinition, ServiceDefinition};
-use trellis_server::{QueryOptions, Server, ServerConfig};
+use trellis_rpc::QueryOptions;
+use trellis_server::{Server, ServerConfig};
 use trellis_state::{Query, QueryOutput};
 
 use crate::backend::{Backend, Remote};
@@ -135,7 +136,9 @@ impl Agent {
         let mut extra = Vec::new();
         let backend = match &config.server {
             Some(sc) => {
-                let server = Server::start(sc.clone()).await?;
+                let server = Server::start(sc.clone())
+                    .await
+                    .map_err(|e| startup(format!("server: {e}")))?;
                 if !server.wait_for_leader(Duration::from_secs(10)).await {
                     tracing::warn!("no leader yet; the agent will sync once one is elected");
                 }
@@ -148,7 +151,7 @@ impl Agent {
                 Backend::Local(server)
             }
             None => {
-                trellis_server::members::check_interval(config.heartbeat_interval).map_err(bad)?;
+                trellis_rpc::check_interval(config.heartbeat_interval).map_err(bad)?;
                 if config.retry_join.is_empty() {
                     return Err(bad(
                         "a client agent needs at least one --retry-join server address",
@@ -340,10 +343,9 @@ impl Agent {
         if dc.is_empty() || dc == self.config.datacenter {
             Ok(())
         } else {
-            Err(AgentError::Server(trellis_server::ServerError::Rpc {
-                addr: dc.to_string(),
-                message: "No path to datacenter".into(),
-            }))
+            Err(AgentError::Server(trellis_rpc::Error::Internal(
+                "No path to datacenter".into(),
+            )))
         }
     }
 

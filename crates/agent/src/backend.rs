@@ -4,34 +4,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use trellis_server::members::{Heartbeat, RPC_HEARTBEAT};
-use trellis_server::{
-    post_json, post_json_within, remote_query, ApplyResponse, QueryOptions, QueryRequest,
-    QueryResponse, Server, ServerError, SignRequest, StatusResponse, RPC_APPLY, RPC_CA_CONFIG,
-    RPC_CA_SIGN, RPC_STATUS,
+use trellis_rpc::{
+    ApplyResponse, Error, Heartbeat, QueryOptions, QueryRequest, QueryResponse, RaftConfiguration,
+    RemoveRequest, SignRequest, StatusResponse, Write,
 };
-use trellis_state::{Command, Query};
-
-/// GETs a server-port path and decodes its JSON; any failure is a transport failure (worth
-/// trying another server).
-async fn get_rpc<T: serde::de::DeserializeOwned>(
-    http: &trellis_server::RpcClient,
-    addr: &str,
-    path: &str,
-) -> Result<T, ServerError> {
-    let err = |message: String| ServerError::Rpc {
-        addr: addr.to_string(),
-        message,
-    };
-    http.get(addr, path)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| err(e.to_string()))?
-        .json()
-        .await
-        .map_err(|e| err(e.to_string()))
-}
+use trellis_server::Server;
+use trellis_state::Query;
 
 /// The server addresses kept in `path` (none if it is missing or unreadable).
 fn read_known(path: &std::path::Path) -> Vec<String> {
@@ -55,14 +33,14 @@ fn write_known(path: &std::path::Path, servers: &[String]) -> std::io::Result<()
 /// Any failure to deliver a heartbeat to `addr` as a transport failure, so that the next
 /// server is tried: a server without a leader, or one that cannot reach it, is no help now. A
 /// refusal (the heartbeat itself is bad) is logged loudly.
-fn passed_over(addr: &str, e: ServerError) -> ServerError {
+fn passed_over(addr: &str, e: Error) -> Error {
     match e {
         e if e.is_transport() => e,
         other => {
-            if let ServerError::Remote { status: 400, .. } = &other {
+            if let Error::BadRequest(_) | Error::Forbidden(_) = &other {
                 tracing::warn!(error = %other, "a server refused this agent's heartbeat");
             }
-            ServerError::Rpc {
+            Error::Transport {
                 addr: addr.to_string(),
                 message: other.to_string(),
             }
@@ -94,7 +72,7 @@ pub struct Remote {
     /// servers have gone can still reach the cluster (`None`: not kept).
     known_file: Option<std::path::PathBuf>,
     current: AtomicUsize,
-    http: trellis_server::RpcClient,
+    client: trellis_rpc::Client,
     /// The store keys this agent's blocking reads wait on, long-polled in shards.
     watcher: crate::watcher::Watcher,
     /// How long a call goes on trying while no server can take it (`rpc_hold_timeout`).
@@ -123,7 +101,7 @@ impl Remote {
     ) -> Remote {
         // HTTP/2 to the server port: every call and parked blocking query of this agent is a
         // stream on one connection per server, not a connection each.
-        let http = trellis_server::rpc_client(
+        let client = trellis_rpc::Client::new(
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .pool_idle_timeout(Duration::from_secs(60))
@@ -154,15 +132,15 @@ impl Remote {
             left: Default::default(),
             incarnation: rand::random(),
             current: AtomicUsize::new(start),
-            http,
+            client,
             watcher: crate::watcher::Watcher::default(),
             hold: trellis_server::RPC_HOLD_TIMEOUT,
         }
     }
 
-    /// The HTTP/2 client to the server ports.
-    pub(crate) fn http(&self) -> &trellis_server::RpcClient {
-        &self.http
+    /// The client of the server ports (HTTP/2, one connection per server).
+    pub(crate) fn client(&self) -> &trellis_rpc::Client {
+        &self.client
     }
 
     /// The keys blocking reads wait on.
@@ -173,50 +151,41 @@ impl Remote {
     /// Calls `f` against the current server, moving on to the next on a transport failure.
     /// Fails at once when no server can take it: reads (the cache's refreshes among them)
     /// report a lost contact promptly and keep their own backoff.
-    pub(crate) async fn with_failover<T, F, Fut>(&self, f: F) -> Result<T, ServerError>
+    pub(crate) async fn with_failover<T, F, Fut>(&self, f: F) -> Result<T, Error>
     where
         F: Fn(String) -> Fut,
-        Fut: std::future::Future<Output = Result<T, ServerError>>,
+        Fut: std::future::Future<Output = Result<T, Error>>,
     {
         self.failover(true, Duration::ZERO, f).await
     }
 
     /// [`Remote::with_failover`] for a write, which may not be sent twice unless `resend`:
-    /// one that reached a server and got no answer ([`ServerError::Rpc`]) is then not sent to
-    /// the next (it may have been applied); one never delivered
-    /// ([`ServerError::Unreachable`]) always is. When no server can take it (all unreachable,
+    /// one that reached a server and got no answer ([`Error::Transport`]) is then not sent to
+    /// the next (it may have been applied); one never delivered ([`Error::Unreachable`])
+    /// always is. When no server can take it (all unreachable,
     /// or none with a leader) the write is held and the servers tried again until the hold
     /// time passes (`rpc_hold_timeout`), as the servers hold one through an election.
-    pub(crate) async fn with_failover_for<T, F, Fut>(
-        &self,
-        resend: bool,
-        f: F,
-    ) -> Result<T, ServerError>
+    pub(crate) async fn with_failover_for<T, F, Fut>(&self, resend: bool, f: F) -> Result<T, Error>
     where
         F: Fn(String) -> Fut,
-        Fut: std::future::Future<Output = Result<T, ServerError>>,
+        Fut: std::future::Future<Output = Result<T, Error>>,
     {
         self.failover(resend, self.hold, f).await
     }
 
-    async fn failover<T, F, Fut>(
-        &self,
-        resend: bool,
-        hold: Duration,
-        f: F,
-    ) -> Result<T, ServerError>
+    async fn failover<T, F, Fut>(&self, resend: bool, hold: Duration, f: F) -> Result<T, Error>
     where
         F: Fn(String) -> Fut,
-        Fut: std::future::Future<Output = Result<T, ServerError>>,
+        Fut: std::future::Future<Output = Result<T, Error>>,
     {
         let deadline = tokio::time::Instant::now() + hold;
         loop {
             let servers = self.servers.read().clone();
             if servers.is_empty() {
-                return Err(ServerError::NoLeader);
+                return Err(Error::NoLeader);
             }
             let start = self.current.load(Ordering::Relaxed);
-            let mut last = ServerError::NoLeader;
+            let mut last = Error::NoLeader;
             for step in 0..servers.len() {
                 let i = (start + step) % servers.len();
                 match f(servers[i].clone()).await {
@@ -224,7 +193,7 @@ impl Remote {
                         self.current.store(i, Ordering::Relaxed);
                         return Ok(v);
                     }
-                    Err(e @ ServerError::Rpc { .. }) if !resend => return Err(e),
+                    Err(e @ Error::Transport { .. }) if !resend => return Err(e),
                     Err(e) if e.is_transport() => {
                         tracing::debug!(server = %servers[i], error = %e, "server unreachable; trying the next");
                         last = e;
@@ -299,15 +268,10 @@ impl Remote {
                     .with_failover(|addr| {
                         let (r, hb) = (r.clone(), &hb);
                         async move {
-                            post_json_within::<_, StatusResponse>(
-                                &r.http,
-                                &addr,
-                                RPC_HEARTBEAT,
-                                hb,
-                                interval,
-                            )
-                            .await
-                            .map_err(|e| passed_over(&addr, e))
+                            r.client
+                                .heartbeat(&addr, hb, interval)
+                                .await
+                                .map_err(|e| passed_over(&addr, e))
                         }
                     })
                     .await;
@@ -342,21 +306,20 @@ impl Remote {
 
     /// Leaves the datacenter for good: stops the heartbeats and has the leader deregister
     /// this agent's node, so that it is gone from the members rather than failed.
-    pub async fn leave(&self, node: &str, address: &str) -> Result<(), ServerError> {
+    pub async fn leave(&self, node: &str, address: &str) -> Result<(), Error> {
         self.left.store(true, Ordering::Relaxed);
         let hb = self.heartbeat_message(
             node.to_string(),
             address.to_string(),
-            trellis_server::members::DEFAULT_HEARTBEAT,
+            trellis_rpc::DEFAULT_HEARTBEAT,
             true,
         );
         let sent = self
             .with_failover(|addr| {
                 let hb = &hb;
                 async move {
-                    post_json::<_, StatusResponse>(&self.http, &addr, RPC_HEARTBEAT, hb)
-                        .await
-                        .map(|_| ())
+                    let limit = trellis_rpc::CALL_TIMEOUT;
+                    self.client.heartbeat(&addr, hb, limit).await.map(|_| ())
                 }
             })
             .await;
@@ -370,13 +333,13 @@ impl Remote {
 
 impl Backend {
     /// Commits a write.
-    pub async fn apply(&self, cmd: Command) -> Result<ApplyResponse, ServerError> {
+    pub async fn apply(&self, write: Write) -> Result<ApplyResponse, Error> {
         match self {
-            Backend::Local(s) => s.apply(cmd).await,
+            Backend::Local(s) => s.apply(write).await,
             Backend::Remote(r) => {
-                r.with_failover_for(cmd.idempotent(), |addr| {
-                    let cmd = cmd.clone();
-                    async move { post_json(&r.http, &addr, RPC_APPLY, &cmd).await }
+                r.with_failover_for(write.idempotent(), |addr| {
+                    let write = &write;
+                    async move { r.client.apply(&addr, write).await }
                 })
                 .await
             }
@@ -384,11 +347,7 @@ impl Backend {
     }
 
     /// Runs a read (blocking when `opts.index` is set).
-    pub async fn query(
-        &self,
-        query: Query,
-        options: QueryOptions,
-    ) -> Result<QueryResponse, ServerError> {
+    pub async fn query(&self, query: Query, options: QueryOptions) -> Result<QueryResponse, Error> {
         match self {
             Backend::Local(s) => s.query(query, options).await,
             Backend::Remote(r) => {
@@ -408,8 +367,8 @@ impl Backend {
                 let req = QueryRequest { query, options };
                 // Boxed so the local path's parked futures stay small.
                 Box::pin(r.with_failover(|addr| {
-                    let req = req.clone();
-                    async move { remote_query(&r.http, &addr, &req).await }
+                    let req = &req;
+                    async move { r.client.query(&addr, req).await }
                 }))
                 .await
             }
@@ -417,61 +376,56 @@ impl Backend {
     }
 
     /// Leader and peers.
-    pub async fn status(&self) -> Result<StatusResponse, ServerError> {
+    pub async fn status(&self) -> Result<StatusResponse, Error> {
         match self {
             Backend::Local(s) => Ok(s.status()),
             Backend::Remote(r) => {
-                r.with_failover(|addr| async move { get_rpc(&r.http, &addr, RPC_STATUS).await })
+                r.with_failover(|addr| async move { r.client.status(&addr).await })
                     .await
             }
         }
     }
 
     /// The Raft configuration: every server, voter or not, and who leads.
-    pub async fn raft_configuration(
-        &self,
-    ) -> Result<trellis_server::cluster::RaftConfiguration, ServerError> {
-        use trellis_server::cluster::RPC_CONFIGURATION;
+    pub async fn raft_configuration(&self) -> Result<RaftConfiguration, Error> {
         match self {
             Backend::Local(s) => Ok(s.leader_raft_configuration().await),
             Backend::Remote(r) => {
-                r.with_failover(
-                    |addr| async move { get_rpc(&r.http, &addr, RPC_CONFIGURATION).await },
-                )
+                let limit = Duration::from_secs(5);
+                r.with_failover(|addr| async move {
+                    r.client.raft_configuration(&addr, false, limit).await
+                })
                 .await
             }
         }
     }
 
     /// Removes a server from the Raft configuration (done by the leader).
-    pub async fn remove_peer(
-        &self,
-        req: trellis_server::cluster::RemoveRequest,
-    ) -> Result<(), ServerError> {
-        use trellis_server::cluster::RPC_REMOVE;
+    pub async fn remove_peer(&self, req: RemoveRequest) -> Result<(), Error> {
         match self {
             Backend::Local(s) => s.remove_peer(req).await,
-            Backend::Remote(r) => r
-                .with_failover(|addr| {
-                    let req = req.clone();
-                    async move { post_json::<_, bool>(&r.http, &addr, RPC_REMOVE, &req).await }
+            Backend::Remote(r) => {
+                r.with_failover(|addr| {
+                    let req = &req;
+                    async move { r.client.remove_peer(&addr, req).await }
                 })
                 .await
-                .map(|_| ()),
+            }
         }
     }
 
     /// Has a leaf CSR signed by the leader.
-    pub async fn sign(&self, csr: &str) -> Result<trellis_api::IssuedCert, ServerError> {
+    pub async fn sign(&self, csr: &str) -> Result<trellis_api::IssuedCert, Error> {
+        let req = SignRequest {
+            csr: csr.to_string(),
+            for_node: None,
+        };
         match self {
-            Backend::Local(s) => s.sign(csr).await,
+            Backend::Local(s) => s.sign(&req).await,
             Backend::Remote(r) => {
-                let req = SignRequest {
-                    csr: csr.to_string(),
-                };
                 Box::pin(r.with_failover(|addr| {
-                    let req = req.clone();
-                    async move { post_json(&r.http, &addr, RPC_CA_SIGN, &req).await }
+                    let req = &req;
+                    async move { r.client.sign(&addr, req).await }
                 }))
                 .await
             }
@@ -479,20 +433,13 @@ impl Backend {
     }
 
     /// Changes the CA configuration.
-    pub async fn set_ca_config(
-        &self,
-        cfg: trellis_api::CaConfiguration,
-    ) -> Result<(), ServerError> {
+    pub async fn set_ca_config(&self, cfg: trellis_api::CaConfiguration) -> Result<(), Error> {
         match self {
             Backend::Local(s) => s.set_ca_config(cfg).await,
             Backend::Remote(r) => {
                 Box::pin(r.with_failover_for(false, |addr| {
-                    let cfg = cfg.clone();
-                    async move {
-                        post_json::<_, bool>(&r.http, &addr, RPC_CA_CONFIG, &cfg)
-                            .await
-                            .map(|_| ())
-                    }
+                    let cfg = &cfg;
+                    async move { r.client.set_ca_config(&addr, cfg).await }
                 }))
                 .await
             }

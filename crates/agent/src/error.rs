@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use trellis_server::ServerError;
+use trellis_rpc::Error;
 
 /// What an agent operation can fail with; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -13,9 +13,10 @@ pub enum AgentError {
     /// The named thing does not exist (404).
     #[error("{0}")]
     NotFound(String),
-    /// A server failed or none could be reached (500, as Consul answers RPC failures).
+    /// A server failed, refused, or none could be reached: the status of its code (500 for
+    /// a failure, as Consul answers RPC failures).
     #[error(transparent)]
-    Server(#[from] ServerError),
+    Server(#[from] Error),
     /// A cache entry could not be filled: the status the same failure would have without the
     /// cache.
     #[error(transparent)]
@@ -50,26 +51,18 @@ impl AgentError {
 /// The HTTP API's status for a server's error: the server port's, but for "No cluster
 /// leader", which Consul's HTTP API answers with 500 (the server port keeps 503 for it: that
 /// status is how the error crosses the wire).
-fn http_status(e: &ServerError) -> StatusCode {
+fn http_status(e: &Error) -> StatusCode {
     match e {
-        ServerError::NoLeader => StatusCode::INTERNAL_SERVER_ERROR,
-        other => trellis_server::error_status(other),
+        Error::NoLeader => StatusCode::INTERNAL_SERVER_ERROR,
+        other => {
+            StatusCode::from_u16(other.code().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        }
     }
 }
 
 impl IntoResponse for AgentError {
     fn into_response(self) -> Response {
-        let mut msg = match &self {
-            // A server's own words, without the wrapping.
-            AgentError::Server(ServerError::Remote { message, .. }) => {
-                message.trim_end().to_string()
-            }
-            AgentError::Cache(crate::cache::FetchError::Server(e)) => match &**e {
-                ServerError::Remote { message, .. } => message.trim_end().to_string(),
-                other => other.to_string(),
-            },
-            other => other.to_string(),
-        };
+        let mut msg = self.to_string();
         msg.push('\n');
         (
             self.status(),
@@ -91,16 +84,25 @@ mod tests {
 
     #[test]
     fn no_cluster_leader_is_a_500_as_in_consul() {
-        let e = AgentError::Server(ServerError::NoLeader);
+        let e = AgentError::Server(Error::NoLeader);
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let cached = AgentError::Cache(crate::cache::FetchError::Server(std::sync::Arc::new(
-            ServerError::NoLeader,
+            Error::NoLeader,
         )));
         assert_eq!(cached.status(), StatusCode::INTERNAL_SERVER_ERROR);
         // The server port's own status for it is unchanged (503 carries it across the wire).
-        assert_eq!(
-            trellis_server::error_status(&ServerError::NoLeader),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        assert_eq!(Error::NoLeader.code().status(), 503);
+    }
+
+    #[test]
+    fn a_server_refusal_answers_with_its_own_status_and_words() {
+        let e = AgentError::Server(Error::Forbidden("not yours".into()));
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert_eq!(e.to_string(), "Permission denied: not yours");
+        let e = AgentError::Server(Error::BadRequest("bad CSR".into()));
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.to_string(), "bad CSR");
+        let e = AgentError::Server(Error::RateLimited("slow down".into()));
+        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use trellis_api::{IndexedCaRoots, IssuedCert};
 use trellis_identity::{SpiffeId, TrustDomain};
-use trellis_server::ServerError;
+use trellis_rpc::Error as RpcError;
 use trellis_state::{Query, QueryOutput};
 
 use crate::cache::Key;
@@ -31,21 +31,18 @@ use crate::{AgentError, Backend};
 /// cannot be reached (or have no leader) right now.
 fn unreachable(e: &AgentError) -> bool {
     match e {
-        AgentError::Server(s) => s.is_transport() || matches!(s, ServerError::NoLeader),
+        AgentError::Server(s) => s.is_transport() || matches!(s, RpcError::NoLeader),
         AgentError::Cache(crate::cache::FetchError::Server(s)) => {
-            s.is_transport() || matches!(&**s, ServerError::NoLeader)
+            s.is_transport() || matches!(&**s, RpcError::NoLeader)
         }
         _ => false,
     }
 }
 
-/// Whether an error is the CA's rate limit (from this server or a remote one).
+/// Whether an error is the CA's rate limit (from this server or a remote one: the code
+/// crosses the wire).
 fn rate_limited(e: &AgentError) -> bool {
-    matches!(
-        e,
-        AgentError::Server(ServerError::Ca(trellis_ca::CaError::RateLimited))
-            | AgentError::Server(ServerError::Remote { status: 429, .. })
-    )
+    matches!(e, AgentError::Server(RpcError::RateLimited(_)))
 }
 
 /// A refusal the held certificate rides out: retried later rather than answered with.
@@ -497,7 +494,7 @@ impl<S: LeafSource> LeafStore<S> {
             .filter(|(id, _)| *id == uri);
         let leaf = match kept {
             Some((_, leaf)) => leaf,
-            None => trellis_ca::leaf_key_and_csr(&uri).map_err(ServerError::from)?,
+            None => trellis_ca::leaf_key_and_csr(&uri).map_err(RpcError::from)?,
         };
         let mut cert = match self.source.sign(&leaf.csr_pem).await {
             Ok(cert) => cert,
@@ -609,7 +606,7 @@ impl<S: LeafSource> LeafStore<S> {
         loop {
             let roots = self.source.roots(0, Duration::ZERO).await?;
             if roots.trust_domain.is_empty() || roots.active_root_id.is_empty() {
-                return Err(AgentError::Server(ServerError::Ca(
+                return Err(AgentError::Server(RpcError::from(
                     trellis_ca::CaError::Uninitialized,
                 )));
             }
@@ -772,21 +769,18 @@ mod tests {
                     refusals.0 -= 1;
                     return Err(match refusals.1 {
                         Refusal::RateLimited => {
-                            AgentError::Server(ServerError::Ca(CaError::RateLimited))
+                            AgentError::Server(RpcError::from(CaError::RateLimited))
                         }
-                        Refusal::Unreachable => AgentError::Server(ServerError::Rpc {
+                        Refusal::Unreachable => AgentError::Server(RpcError::Transport {
                             addr: "10.0.0.1:8300".into(),
                             message: "connection refused".into(),
                         }),
                     });
                 }
             }
-            let csr =
-                validate_csr(csr_pem, &self.trust_domain, "dc1").map_err(ServerError::from)?;
+            let csr = validate_csr(csr_pem, &self.trust_domain, "dc1").map_err(RpcError::from)?;
             let signer = self.signer.lock().clone();
-            let leaf = signer
-                .sign_leaf(&csr, LEAF_TTL)
-                .map_err(ServerError::from)?;
+            let leaf = signer.sign_leaf(&csr, LEAF_TTL).map_err(RpcError::from)?;
             // The CA stamps validity from the wall clock; the store lives on the test clock,
             // so the validity it reads is rebased on that clock (backdated a minute, as the
             // CA does). The certificate itself stays as signed.

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use trellis_api::{AgentService, CatalogDeregistration, CatalogRegistration, HealthCheck, Node};
-use trellis_server::{QueryOptions, ServerError};
-use trellis_state::{Applied, Command, Query, QueryOutput};
+use trellis_rpc::{Error, QueryOptions, Write};
+use trellis_state::{Applied, Query, QueryOutput};
 
 use crate::local::LocalState;
 use crate::Backend;
@@ -132,7 +132,7 @@ impl Syncer {
     /// Writes what changed locally since the last sync: each changed service again with all
     /// its checks (or its deregistration), then each other changed check. On failure what was
     /// taken is marked again, and the next sync (partial or full) writes it.
-    pub async fn sync_changes(&self) -> Result<SyncStats, ServerError> {
+    pub async fn sync_changes(&self) -> Result<SyncStats, Error> {
         let dirty = self.local.take_dirty();
         if dirty.is_empty() {
             return Ok(SyncStats::default());
@@ -144,7 +144,7 @@ impl Syncer {
         result
     }
 
-    async fn write_changes(&self, dirty: &crate::local::Dirty) -> Result<SyncStats, ServerError> {
+    async fn write_changes(&self, dirty: &crate::local::Dirty) -> Result<SyncStats, Error> {
         let mut stats = SyncStats::default();
         let (services, mut checks) = self.local.service_rows(&dirty.services);
         let mut covered = std::collections::HashSet::new();
@@ -156,11 +156,11 @@ impl Syncer {
                     let mut reg = self.registration();
                     reg.checks = own.into_iter().map(|c| self.check_row(c, &svc)).collect();
                     reg.service = Some(svc);
-                    self.write(Command::Register(Box::new(reg))).await?;
+                    self.write(Write::Register(Box::new(reg))).await?;
                     stats.registered += 1;
                 }
                 None => {
-                    self.write(Command::Deregister(CatalogDeregistration {
+                    self.write(Write::Deregister(CatalogDeregistration {
                         node: self.node.name.clone(),
                         service_id: id,
                         ..Default::default()
@@ -177,7 +177,7 @@ impl Syncer {
                     let mut row = c.check;
                     row.node = self.node.name.clone();
                     reg.checks = vec![row];
-                    self.write(Command::Register(Box::new(reg))).await?;
+                    self.write(Write::Register(Box::new(reg))).await?;
                     stats.registered += 1;
                 }
                 Some(c) => {
@@ -188,11 +188,11 @@ impl Syncer {
                     let mut reg = self.registration();
                     reg.checks = vec![self.check_row(c.check, &svc)];
                     reg.service = Some(svc);
-                    self.write(Command::Register(Box::new(reg))).await?;
+                    self.write(Write::Register(Box::new(reg))).await?;
                     stats.registered += 1;
                 }
                 None => {
-                    self.write(Command::Deregister(CatalogDeregistration {
+                    self.write(Write::Deregister(CatalogDeregistration {
                         node: self.node.name.clone(),
                         check_id: id.clone(),
                         ..Default::default()
@@ -231,7 +231,7 @@ impl Syncer {
         }
     }
 
-    async fn write(&self, cmd: Command) -> Result<(), ServerError> {
+    async fn write(&self, cmd: Write) -> Result<(), Error> {
         match self.backend.apply(cmd).await?.applied {
             Applied::Rejected(reason) => {
                 // A row the catalog refuses will be refused again; log it and carry on.
@@ -243,7 +243,7 @@ impl Syncer {
     }
 
     /// One full comparison and the writes it needs.
-    pub async fn sync_full(&self) -> Result<SyncStats, ServerError> {
+    pub async fn sync_full(&self) -> Result<SyncStats, Error> {
         // Everything is compared now; what changes from here on is marked again.
         let taken = self.local.take_dirty();
         let result = self.compare_and_write().await;
@@ -253,7 +253,7 @@ impl Syncer {
         result
     }
 
-    async fn compare_and_write(&self) -> Result<SyncStats, ServerError> {
+    async fn compare_and_write(&self) -> Result<SyncStats, Error> {
         let resp = self
             .backend
             .query(
@@ -264,12 +264,12 @@ impl Syncer {
             )
             .await?;
         let QueryOutput::Found(body) = resp.output else {
-            return Err(ServerError::Raft(
+            return Err(Error::Internal(
                 "node state query answered not found".into(),
             ));
         };
         let remote: Remote =
-            serde_json::from_slice(&body).map_err(|e| ServerError::Raft(e.to_string()))?;
+            serde_json::from_slice(&body).map_err(|e| Error::Internal(e.to_string()))?;
         let mut stats = SyncStats::default();
 
         let mut services: BTreeMap<String, AgentService> = self.local.services();
@@ -313,7 +313,7 @@ impl Syncer {
             .keys()
             .filter(|id| !services.contains_key(*id))
         {
-            self.write(Command::Deregister(CatalogDeregistration {
+            self.write(Write::Deregister(CatalogDeregistration {
                 node: self.node.name.clone(),
                 service_id: id.clone(),
                 ..Default::default()
@@ -325,7 +325,7 @@ impl Syncer {
             let service_gone =
                 !check.service_id.is_empty() && !services.contains_key(&check.service_id);
             if !checks.contains_key(id) && !service_gone {
-                self.write(Command::Deregister(CatalogDeregistration {
+                self.write(Write::Deregister(CatalogDeregistration {
                     node: self.node.name.clone(),
                     check_id: id.clone(),
                     ..Default::default()
@@ -355,7 +355,7 @@ impl Syncer {
             let mut reg = self.registration();
             reg.service = Some(svc.clone());
             reg.checks = own_checks;
-            self.write(Command::Register(Box::new(reg))).await?;
+            self.write(Write::Register(Box::new(reg))).await?;
             node_synced = true;
             stats.registered += 1;
         }
@@ -367,7 +367,7 @@ impl Syncer {
         if !node_synced || !node_checks.is_empty() {
             let mut reg = self.registration();
             reg.checks = node_checks;
-            self.write(Command::Register(Box::new(reg))).await?;
+            self.write(Write::Register(Box::new(reg))).await?;
             stats.registered += 1;
         }
         Ok(stats)

@@ -1,6 +1,6 @@
 //! Blocking reads of a client agent, multiplexed: instead of one parked blocking query per
 //! cache entry, the agent watches the entries' store keys in shards of [`SHARD_SIZE`], one
-//! long-poll request each ([`trellis_server::RPC_WATCH`]), and reads an entry again (without
+//! long-poll request each ([`trellis_rpc::RPC_WATCH`]), and reads an entry again (without
 //! blocking) only when its key's change index moved.
 //!
 //! A parked blocking query costs the agent a request future, an HTTP/2 stream and their
@@ -16,7 +16,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
-use trellis_server::{remote_watch, ServerError, WatchRequest, MAX_WATCH_KEYS};
+use trellis_rpc::{Error, WatchRequest, MAX_WATCH_KEYS};
 use trellis_state::WatchKey;
 
 use crate::backend::Remote;
@@ -44,42 +44,7 @@ struct Seen {
     /// Failed long-polls covering this key so far.
     failures: u64,
     /// The latest failure, for the waiters it ends.
-    error: Option<Failure>,
-}
-
-/// A long-poll failure, kept so each waiter it ends gets an equivalent error.
-#[derive(Clone, Debug)]
-enum Failure {
-    NoLeader,
-    Other { addr: String, message: String },
-}
-
-impl Failure {
-    fn of(e: &ServerError) -> Failure {
-        match e {
-            ServerError::NoLeader => Failure::NoLeader,
-            ServerError::Rpc { addr, message } | ServerError::Unreachable { addr, message } => {
-                Failure::Other {
-                    addr: addr.clone(),
-                    message: message.clone(),
-                }
-            }
-            other => Failure::Other {
-                addr: String::new(),
-                message: other.to_string(),
-            },
-        }
-    }
-
-    fn error(&self) -> ServerError {
-        match self {
-            Failure::NoLeader => ServerError::NoLeader,
-            Failure::Other { addr, message } => ServerError::Rpc {
-                addr: addr.clone(),
-                message: message.clone(),
-            },
-        }
-    }
+    error: Option<Error>,
 }
 
 struct KeyState {
@@ -99,7 +64,7 @@ struct Inner {
     shards: Vec<Shard>,
 }
 
-/// The watched keys of one [`Remote`] and their shards.
+/// The watched keys of one client agent's remote servers and their shards.
 #[derive(Default)]
 pub struct Watcher {
     inner: Mutex<Inner>,
@@ -131,7 +96,7 @@ pub async fn wait_past(
     key: WatchKey,
     min_index: u64,
     wait: Duration,
-) -> Result<(), ServerError> {
+) -> Result<(), Error> {
     let mut rx = subscribe(remote, key, min_index);
     let failures_before = rx.borrow().failures;
     let deadline = Instant::now() + wait;
@@ -142,10 +107,7 @@ pub async fn wait_past(
                 return Ok(());
             }
             if seen.failures > failures_before {
-                return Err(seen
-                    .error
-                    .as_ref()
-                    .map_or(ServerError::NoLeader, Failure::error));
+                return Err(seen.error.clone().unwrap_or(Error::NoLeader));
             }
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -247,7 +209,7 @@ async fn run_shard(remote: Weak<Remote>, shard: usize, wake: Arc<Notify>) {
         };
         let call = r.with_failover(|addr| {
             let (r, req) = (&r, &req);
-            async move { remote_watch(r.http(), &addr, req).await }
+            async move { r.client().watch(&addr, req).await }
         });
         tokio::select! {
             out = call => match out {
@@ -266,14 +228,13 @@ async fn run_shard(remote: Weak<Remote>, shard: usize, wake: Arc<Notify>) {
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     tracing::debug!(shard, error = %e, failures, "watch long-poll failed");
-                    let failure = Failure::of(&e);
                     {
                         let inner = r.watcher().inner.lock();
                         for (key, _) in &req.keys {
                             if let Some(state) = inner.keys.get(key) {
                                 state.tx.send_modify(|s| {
                                     s.failures += 1;
-                                    s.error = Some(failure.clone());
+                                    s.error = Some(e.clone());
                                 });
                             }
                         }
@@ -298,8 +259,8 @@ mod tests {
     use super::*;
     use crate::Backend;
     use trellis_api::{AgentService, CatalogRegistration};
-    use trellis_server::QueryOptions;
-    use trellis_state::{Command, Query};
+    use trellis_rpc::{QueryOptions, Write};
+    use trellis_state::Query;
 
     fn health(name: &str) -> Query {
         Query::HealthService {
@@ -310,8 +271,8 @@ mod tests {
         }
     }
 
-    fn register(name: &str) -> Command {
-        Command::Register(Box::new(CatalogRegistration {
+    fn register(name: &str) -> Write {
+        Write::Register(Box::new(CatalogRegistration {
             node: "n1".into(),
             address: "10.0.0.1".into(),
             service: Some(AgentService {

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use trellis_raft::{Raft, ServerNode};
 use trellis_state::{Applied, Command};
 
-use crate::ApplyResponse;
+use trellis_rpc::ApplyResponse;
 
 /// Most commands in one Raft entry.
 const MAX_BATCH: usize = 256;

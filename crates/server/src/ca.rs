@@ -134,7 +134,7 @@ impl CaManager {
 
     async fn commit(server: &Server, state: CaState, cas: u64) -> Result<bool, ServerError> {
         match server
-            .apply(Command::CaSet {
+            .apply_as_leader(Command::CaSet {
                 state: Box::new(state),
                 cas,
             })
@@ -182,11 +182,26 @@ impl CaManager {
     pub(crate) async fn sign(
         &self,
         server: &Server,
-        csr_pem: &str,
+        req: &trellis_rpc::SignRequest,
     ) -> Result<IssuedCert, ServerError> {
         let signer = self.signer(server)?;
         let _permit = self.limiter.acquire().await?;
-        let csr = validate_csr(csr_pem, &signer.trust_domain, &server.config().datacenter)?;
+        let csr = validate_csr(&req.csr, &signer.trust_domain, &server.config().datacenter)?;
+        if let Some(node) = &req.for_node {
+            // A client agent's own request: only for a service its node offers.
+            let offered = match &csr.id {
+                SpiffeId::Service(s) => server.store().node_offers(node, &s.service),
+                _ => false,
+            };
+            if !offered {
+                tracing::warn!(node, uri = %csr.uri, "refused a client agent's CSR for a service its node does not offer");
+                return Err(trellis_rpc::Error::Forbidden(format!(
+                    "node {node:?} has no instance of the service named by {}",
+                    csr.uri
+                ))
+                .into());
+            }
+        }
         let issued = signer
             .provider
             .sign_leaf(&csr, signer.config.leaf_cert_ttl)?;

@@ -11,23 +11,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use trellis_raft::ServerNode;
+use trellis_rpc::{Error, Hello, JoinRequest, RaftConfiguration, RaftServer, RemoveRequest};
 
-use crate::{Server, ServerError};
-
-/// Path of the greeting RPC: a [`Hello`] out.
-pub const RPC_HELLO: &str = "/v1/internal/raft/hello";
-/// Path of the join RPC: a [`JoinRequest`] in, `true` out once the server is a voter.
-pub const RPC_JOIN: &str = "/v1/internal/raft/join";
-/// Path of the removal RPC: a [`RemoveRequest`] in, `true` out once the server is gone.
-pub const RPC_REMOVE: &str = "/v1/internal/raft/remove";
-/// Path of the configuration RPC: a [`RaftConfiguration`] out.
-pub const RPC_CONFIGURATION: &str = "/v1/internal/raft/configuration";
+use crate::Server;
 
 /// How long the leader waits for a joining server to catch up before giving up on this
 /// attempt (the server asks again).
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a join may take: as long as the leader may take to let the server catch up (a
+/// shorter wait would abandon the promotion).
+const JOIN_LIMIT: Duration = CATCH_UP_TIMEOUT.saturating_add(Duration::from_secs(10));
 
 /// How often a server not yet in a cluster greets the others.
 pub const FORM_INTERVAL: Duration = Duration::from_secs(1);
@@ -35,72 +30,6 @@ pub const FORM_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a member may go without hearing from a leader before it asks the others whether
 /// it still belongs to the cluster (a server removed while it was down hears nothing).
 pub const REJOIN_AFTER: Duration = Duration::from_secs(10);
-
-/// What a server says about itself when greeted.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Hello {
-    /// Its Raft node ID.
-    pub node_id: u64,
-    /// Its address and name.
-    pub node: ServerNode,
-    /// Its datacenter.
-    pub datacenter: String,
-    /// Whether it belongs to a cluster already.
-    pub initialized: bool,
-}
-
-/// A server asking to be added to the cluster.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct JoinRequest {
-    /// Its Raft node ID.
-    pub node_id: u64,
-    /// Its address and name.
-    pub node: ServerNode,
-    /// Its datacenter; a server of another datacenter is refused.
-    pub datacenter: String,
-}
-
-/// A server to remove from the cluster, by node ID or by address.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct RemoveRequest {
-    /// The node ID, as `list-peers` shows it.
-    #[serde(default)]
-    pub id: Option<String>,
-    /// The server address, `host:port`.
-    #[serde(default)]
-    pub address: Option<String>,
-}
-
-/// One server of the Raft configuration, in Consul's `/v1/operator/raft/configuration` shape.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct RaftServer {
-    /// Node ID.
-    #[serde(rename = "ID")]
-    pub id: String,
-    /// Node name.
-    pub node: String,
-    /// Server address.
-    pub address: String,
-    /// Whether it leads now.
-    pub leader: bool,
-    /// Raft protocol version (Consul reports "3").
-    pub protocol_version: String,
-    /// Whether it votes (a joining server is a non-voter until it has caught up).
-    pub voter: bool,
-    /// Last log index it is known to hold (the leader's view; 0 elsewhere).
-    pub last_index: u64,
-}
-
-/// The Raft configuration as `/v1/operator/raft/configuration` answers it.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct RaftConfiguration {
-    /// Every server, voters and learners.
-    pub servers: Vec<RaftServer>,
-    /// Log index of the configuration.
-    pub index: u64,
-}
 
 impl Server {
     /// This server's greeting.
@@ -123,9 +52,12 @@ impl Server {
     pub async fn leader_raft_configuration(&self) -> RaftConfiguration {
         if !self.is_leader() {
             if let Some(leader) = self.leader() {
-                let path = format!("{RPC_CONFIGURATION}?local");
                 let limit = Duration::from_secs(2);
-                if let Some(config) = fetch(&self.http, &leader.addr, &path, limit).await {
+                if let Ok(config) = self
+                    .http
+                    .raft_configuration(&leader.addr, true, limit)
+                    .await
+                {
                     return config;
                 }
             }
@@ -168,15 +100,16 @@ impl Server {
     /// Adds a server to the cluster: as a learner until it has caught up, then as a voter.
     /// Forwarded to the leader. A member at the same address under another node ID (a server
     /// whose data directory was wiped) is replaced.
-    pub async fn join(&self, req: JoinRequest) -> Result<(), ServerError> {
+    pub async fn join(&self, req: JoinRequest) -> Result<(), Error> {
         if req.datacenter != self.config.datacenter {
-            return Err(ServerError::Refused(format!(
+            return Err(Error::BadRequest(format!(
                 "server {} is in datacenter {:?}, not {:?}",
                 req.node, req.datacenter, self.config.datacenter
             )));
         }
         if !self.is_leader() {
-            return self.forward_to_leader(RPC_JOIN, &req).await;
+            let leader = self.leader().ok_or(Error::NoLeader)?;
+            return Box::pin(self.http.join(&leader.addr, &req, JOIN_LIMIT)).await;
         }
         let _changing = self.membership_lock.lock().await;
         let m = self.metrics.borrow().clone();
@@ -199,7 +132,7 @@ impl Server {
                     true,
                 )
                 .await
-                .map_err(|e| ServerError::Raft(e.to_string()))?;
+                .map_err(raft_error)?;
             return Ok(());
         }
         let stale: Vec<u64> = membership
@@ -216,12 +149,12 @@ impl Server {
         )
         .await
         .map_err(|_| {
-            ServerError::Raft(format!(
+            Error::Internal(format!(
                 "{} did not catch up within {CATCH_UP_TIMEOUT:?}; it stays a non-voter until it asks again",
                 req.node
             ))
         })?
-        .map_err(|e| ServerError::Raft(e.to_string()))?;
+        .map_err(raft_error)?;
         for id in &stale {
             voters.remove(id);
         }
@@ -230,37 +163,21 @@ impl Server {
         self.raft
             .change_membership(voters, false)
             .await
-            .map_err(|e| ServerError::Raft(e.to_string()))?;
+            .map_err(raft_error)?;
         Ok(())
-    }
-
-    /// Posts a membership request to the leader's server port.
-    async fn forward_to_leader<T: Serialize>(
-        &self,
-        path: &str,
-        req: &T,
-    ) -> Result<(), ServerError> {
-        let leader = self.leader().ok_or(ServerError::NoLeader)?;
-        Box::pin(crate::rpc::post_json::<_, bool>(
-            &self.http,
-            &leader.addr,
-            path,
-            req,
-        ))
-        .await
-        .map(|_| ())
     }
 
     /// Removes a server (voter or learner) from the cluster, by ID or address. Forwarded to
     /// the leader.
-    pub async fn remove_peer(&self, req: RemoveRequest) -> Result<(), ServerError> {
+    pub async fn remove_peer(&self, req: RemoveRequest) -> Result<(), Error> {
         if req.id.is_none() == req.address.is_none() {
-            return Err(ServerError::Refused(
+            return Err(Error::BadRequest(
                 "give exactly one of id or address".into(),
             ));
         }
         if !self.is_leader() {
-            return self.forward_to_leader(RPC_REMOVE, &req).await;
+            let leader = self.leader().ok_or(Error::NoLeader)?;
+            return Box::pin(self.http.remove_peer(&leader.addr, &req)).await;
         }
         let _changing = self.membership_lock.lock().await;
         let m = self.metrics.borrow().clone();
@@ -274,14 +191,14 @@ impl Server {
             .map(|(id, _)| *id);
         let Some(target) = target else {
             let what = req.id.or(req.address).unwrap_or_default();
-            return Err(ServerError::Refused(format!(
+            return Err(Error::BadRequest(format!(
                 "{what} is not in the Raft configuration"
             )));
         };
         let mut voters: BTreeSet<u64> = membership.voter_ids().collect();
         if voters.contains(&target) {
             if voters.len() == 1 {
-                return Err(ServerError::Refused(
+                return Err(Error::BadRequest(
                     "cannot remove the only voter of the cluster".into(),
                 ));
             }
@@ -289,13 +206,13 @@ impl Server {
             self.raft
                 .change_membership(voters, false)
                 .await
-                .map_err(|e| ServerError::Raft(e.to_string()))?;
+                .map_err(raft_error)?;
         } else {
             let learners = BTreeSet::from([target]);
             self.raft
                 .change_membership(openraft::ChangeMembers::RemoveNodes(learners), false)
                 .await
-                .map_err(|e| ServerError::Raft(e.to_string()))?;
+                .map_err(raft_error)?;
         }
         tracing::info!(node_id = target, "removed a server from the cluster");
         Ok(())
@@ -438,7 +355,7 @@ pub(crate) async fn stay_member(server: Weak<Server>) {
         let mut reports = Vec::new();
         for addr in s.config.retry_join.iter().filter(|a| **a != own) {
             let limit = Duration::from_secs(2);
-            if let Some(c) = fetch(&s.http, addr, RPC_CONFIGURATION, limit).await {
+            if let Ok(c) = s.http.raft_configuration(addr, false, limit).await {
                 reports.push((addr.clone(), c));
             }
         }
@@ -455,30 +372,20 @@ pub(crate) async fn stay_member(server: Weak<Server>) {
 
 /// Asks the cluster, through the server at `addr`, to add this server; waits as long as the
 /// leader may take to let it catch up (a shorter wait would abandon the promotion).
-async fn join_via(s: &Server, addr: &str) -> Result<bool, ServerError> {
+async fn join_via(s: &Server, addr: &str) -> Result<bool, Error> {
     let me = s.hello();
     let req = JoinRequest {
         node_id: me.node_id,
         node: me.node,
         datacenter: me.datacenter,
     };
-    let limit = CATCH_UP_TIMEOUT + Duration::from_secs(10);
-    crate::rpc::post_json_within(&s.http, addr, RPC_JOIN, &req, limit).await
+    s.http.join(addr, &req, JOIN_LIMIT).await?;
+    Ok(true)
 }
 
-/// GETs a server-port path at `addr` and decodes its JSON; `None` on any failure (the
-/// callers ask again or ask another server).
-async fn fetch<T: serde::de::DeserializeOwned>(
-    http: &trellis_raft::RpcClient,
-    addr: &str,
-    path: &str,
-    limit: Duration,
-) -> Option<T> {
-    let resp = http.get(addr, path).timeout(limit).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json().await.ok()
+/// A Raft failure as the caller of a membership change sees it.
+fn raft_error(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("raft: {e}"))
 }
 
 async fn greet_all(s: &Arc<Server>) -> Vec<Hello> {
@@ -496,8 +403,8 @@ async fn greet_all(s: &Arc<Server>) -> Vec<Hello> {
         .collect()
 }
 
-async fn greet(http: &trellis_raft::RpcClient, addr: &str) -> Option<Hello> {
-    fetch(http, addr, RPC_HELLO, Duration::from_secs(1)).await
+async fn greet(http: &trellis_rpc::Client, addr: &str) -> Option<Hello> {
+    http.hello(addr, Duration::from_secs(1)).await.ok()
 }
 
 #[cfg(test)]

@@ -440,7 +440,7 @@ const DRAIN_MAX: u64 = 64 << 20;
 /// connection's read buffer, and keeping the chunks of a body sent a byte at a time would keep
 /// a read buffer (~4 KiB) per byte. A body over `max` is refused; unless the client waits for
 /// `100 Continue` (`expects_continue`: it sends nothing until the body is read, so it is
-/// answered at once) the rest of it is first read and dropped (see [`DRAIN_MAX`]).
+/// answered at once) the rest of it is first read and dropped (up to a limit).
 pub async fn collect_body(
     body: Body,
     declared: Option<u64>,
@@ -651,7 +651,8 @@ mod tests {
     }
 
     async fn tls_get(addr: SocketAddr, tls: &trellis_tls::rpc::RpcTls) -> Result<String, String> {
-        let client = crate::rpc_client(reqwest::Client::builder().no_proxy(), Some(tls));
+        let client = trellis_rpc::Client::new(reqwest::Client::builder().no_proxy(), Some(tls));
+        let client = client.http();
         assert!(client.is_tls());
         let resp = client
             .get(&addr.to_string(), "/ok")

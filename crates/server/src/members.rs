@@ -8,70 +8,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use trellis_api::{serf_check, status, CatalogRegistration, HealthCheck, MemberHealth};
+use trellis_rpc::{Heartbeat, MAX_HEARTBEAT};
 use trellis_state::Command;
 
-/// Server-port path of [`Heartbeat`].
-pub const RPC_HEARTBEAT: &str = "/v1/internal/heartbeat";
-
-/// How often a client agent sends a heartbeat unless told otherwise.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
-/// The shortest heartbeat interval the servers accept.
-pub const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
-/// The longest heartbeat interval the servers accept.
-pub const MAX_HEARTBEAT: Duration = Duration::from_secs(10);
 /// Heartbeats a node may miss before it is failed.
 pub const MISSED_BEFORE_FAILED: u32 = 3;
 /// How often the leader compares what it has heard with the catalog.
 const RECONCILE_EVERY: Duration = Duration::from_millis(500);
-
-/// A client agent telling the servers it is alive.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Heartbeat {
-    /// The agent's node name.
-    pub node: String,
-    /// The node's address (registered with the node if the catalog lacks it).
-    pub address: String,
-    /// How often the agent sends one, in milliseconds.
-    pub interval_ms: u64,
-    /// Set by a follower passing it to the leader, so that it travels one hop at most.
-    #[serde(default)]
-    pub forwarded: bool,
-    /// The agent is leaving for good: its node is deregistered rather than failed.
-    #[serde(default)]
-    pub leaving: bool,
-    /// A random number the agent draws at start: heartbeats of an agent process that has
-    /// left (delayed in flight) are told from those of its next start.
-    #[serde(default)]
-    pub incarnation: u64,
-}
-
-impl Heartbeat {
-    /// Refuses a heartbeat naming no node or address, or an interval outside
-    /// [`MIN_HEARTBEAT`]..=[`MAX_HEARTBEAT`].
-    pub fn validate(&self) -> Result<(), String> {
-        if self.node.is_empty() || self.node.len() > 256 {
-            return Err("heartbeat needs a node name of 1 to 256 bytes".into());
-        }
-        if self.address.is_empty() || self.address.len() > 256 {
-            return Err("heartbeat needs a node address of 1 to 256 bytes".into());
-        }
-        check_interval(Duration::from_millis(self.interval_ms))
-    }
-}
-
-/// Refuses a heartbeat interval outside [`MIN_HEARTBEAT`]..=[`MAX_HEARTBEAT`] (the servers,
-/// the agent and the CLI apply the same rule).
-pub fn check_interval(every: Duration) -> Result<(), String> {
-    if (MIN_HEARTBEAT..=MAX_HEARTBEAT).contains(&every) {
-        Ok(())
-    } else {
-        Err(format!(
-            "heartbeat interval {every:?} is outside {MIN_HEARTBEAT:?} to {MAX_HEARTBEAT:?}"
-        ))
-    }
-}
 
 /// When the leader last heard from a node.
 #[derive(Clone, Debug)]
@@ -316,7 +260,7 @@ async fn reconcile_once(
     let resp = s
         .query(
             trellis_state::Query::Members,
-            crate::QueryOptions {
+            trellis_rpc::QueryOptions {
                 stale: true,
                 ..Default::default()
             },

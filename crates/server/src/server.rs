@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use trellis_raft::{open_db, open_memory_db, LogStore, Network, Raft, ServerNode, StateMachine};
-use trellis_state::{Command, Query, QueryOutput, Store};
+use trellis_state::{Command, Query, Store};
+
+use trellis_rpc::{
+    ApplyResponse, Error, QueryOptions, QueryRequest, QueryResponse, SignRequest, Write,
+};
 
 use crate::batch::{Batcher, Outcome};
 use crate::ca::CaManager;
-use crate::rpc::{self, ApplyResponse, QueryRequest};
 
 /// How a server is set up.
 #[derive(Clone, Debug)]
@@ -47,73 +49,25 @@ pub struct ServerConfig {
     pub tls: Option<Arc<trellis_tls::rpc::RpcTls>>,
 }
 
-/// A client of server ports built from `builder`, speaking TLS with the server port's client
-/// configuration when `tls` turns outgoing TLS on (ALPN `h2`; `https` URLs), plaintext
-/// otherwise. Servers, the Raft transport and client agents all dial through one of these.
-pub fn rpc_client(
-    builder: reqwest::ClientBuilder,
-    tls: Option<&trellis_tls::rpc::RpcTls>,
-) -> trellis_raft::RpcClient {
-    match tls.and_then(|t| t.client_config()) {
-        Some(config) => trellis_raft::RpcClient::new(
-            builder
-                .use_preconfigured_tls((*config).clone())
-                .build()
-                .expect("HTTP client with the server port's TLS builds"),
-            true,
-        ),
-        None => trellis_raft::RpcClient::new(builder.build().expect("HTTP client builds"), false),
-    }
-}
-
 /// Consul's default `performance { rpc_hold_timeout }`: long enough to ride out an election.
 pub const RPC_HOLD_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// Why a server operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// No leader is known, so writes and default reads cannot proceed.
-    #[error("No cluster leader")]
-    NoLeader,
+    /// A request failed as a caller of a server sees it: no leader, refused, not found, or
+    /// another server unreachable (the server port's [`trellis_rpc::Error`]).
+    #[error(transparent)]
+    Rpc(#[from] Error),
     /// The Raft database could not be opened.
     #[error(transparent)]
     Storage(#[from] trellis_raft::StorageError),
     /// The Raft node could not start or has stopped.
     #[error("raft: {0}")]
     Raft(String),
-    /// No connection could be made to another server: the request was never delivered, so
-    /// sending it again (there or elsewhere) cannot apply it twice.
-    #[error("rpc to {addr}: not delivered: {message}")]
-    Unreachable {
-        /// The server dialled.
-        addr: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// Talking to another server failed after the request may have reached it.
-    #[error("rpc to {addr}: {message}")]
-    Rpc {
-        /// The server dialled.
-        addr: String,
-        /// What went wrong.
-        message: String,
-    },
     /// The CA refused (bad CSR or configuration, rate limit, not initialised).
     #[error(transparent)]
     Ca(#[from] trellis_ca::CaError),
-    /// A server answered with an error status.
-    #[error("server {addr} answered {status}: {message}")]
-    Remote {
-        /// The server.
-        addr: String,
-        /// Its HTTP status.
-        status: u16,
-        /// Its message.
-        message: String,
-    },
-    /// The request was refused as it stands (a membership change that cannot be made).
-    #[error("{0}")]
-    Refused(String),
     /// The data directory is damaged or incomplete; the server refuses to start on it.
     #[error("data directory: {0}")]
     DataDir(String),
@@ -127,53 +81,16 @@ pub enum ServerError {
     },
 }
 
-impl ServerError {
-    /// Whether the servers could not be reached or answered nothing ([`ServerError::Rpc`],
-    /// [`ServerError::Unreachable`]): another server may do better.
-    pub fn is_transport(&self) -> bool {
-        matches!(
-            self,
-            ServerError::Rpc { .. } | ServerError::Unreachable { .. }
-        )
-    }
-}
-
-/// Consistency and blocking parameters of a read, as parsed from `?index&wait&stale&consistent`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct QueryOptions {
-    /// Block until the answer's index exceeds this (0: answer at once).
-    pub index: u64,
-    /// Longest time to block, jitter included.
-    pub wait: Duration,
-    /// Any server may answer from its own copy.
-    pub stale: bool,
-    /// The leader must confirm its leadership first.
-    pub consistent: bool,
-}
-
-impl QueryOptions {
-    /// A default-consistency read, blocking past `index` for up to `wait` (0: at once).
-    pub fn blocking(index: u64, wait: Duration) -> QueryOptions {
-        QueryOptions {
-            index,
-            wait,
-            stale: false,
-            consistent: false,
+impl From<ServerError> for Error {
+    /// What a caller of this server sees of its failure: the request-level errors as they are,
+    /// the CA's by kind, anything else as internal.
+    fn from(e: ServerError) -> Error {
+        match e {
+            ServerError::Rpc(e) => e,
+            ServerError::Ca(e) => e.into(),
+            other => Error::Internal(other.to_string()),
         }
     }
-}
-
-/// A read's answer with the metadata Consul returns in headers.
-#[derive(Clone, Debug, PartialEq)]
-pub struct QueryResponse {
-    /// The body, or not found.
-    pub output: QueryOutput,
-    /// `X-Consul-Index` (≥ 1).
-    pub index: u64,
-    /// `X-Consul-KnownLeader`.
-    pub known_leader: bool,
-    /// `X-Consul-LastContact` in milliseconds.
-    pub last_contact_ms: u64,
 }
 
 /// The Raft database's file name in the server's data directory.
@@ -276,7 +193,7 @@ pub struct Server {
     pub(crate) node_id: u64,
     pub(crate) raft: Raft,
     store: Store,
-    pub(crate) http: trellis_raft::RpcClient,
+    pub(crate) http: trellis_rpc::Client,
     /// Groups concurrent writes into one Raft entry.
     batcher: Batcher,
     /// Leader-side CA work.
@@ -331,15 +248,18 @@ impl Server {
                 .validate()
                 .map_err(|e| ServerError::Raft(e.to_string()))?,
         );
-        let network =
-            Network::with_client(rpc_client(Network::client_builder(), config.tls.as_deref()));
+        let network = Network::with_client(
+            trellis_rpc::Client::new(Network::client_builder(), config.tls.as_deref())
+                .http()
+                .clone(),
+        );
         let raft = Raft::new(node_id, raft_config, network.clone(), LogStore::new(db), sm)
             .await
             .map_err(|e| ServerError::Raft(e.to_string()))?;
         // HTTP/2 with prior knowledge (every server port serves h2c): forwarded reads and
         // writes to the leader share one connection, however many are parked, and so stay
         // within the leader's per-client connection limit.
-        let http = rpc_client(
+        let http = trellis_rpc::Client::new(
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .http2_prior_knowledge(),
@@ -365,7 +285,7 @@ impl Server {
             server.check_membership_record(dir).await?;
             tokio::spawn(record_membership(Arc::downgrade(&server), dir.clone()));
         }
-        let router = rpc::router(server.clone());
+        let router = crate::rpc::router(server.clone());
         let limits = crate::listen::Limits {
             max_conns_per_client: server.config.rpc_max_conns_per_client,
             ..crate::listen::Limits::RPC
@@ -488,9 +408,9 @@ impl Server {
     }
 
     /// Leader and voters as this server knows them.
-    pub fn status(&self) -> crate::StatusResponse {
+    pub fn status(&self) -> trellis_rpc::StatusResponse {
         let peers = self.peers();
-        crate::StatusResponse {
+        trellis_rpc::StatusResponse {
             leader: self.leader().map(|l| l.addr).unwrap_or_default(),
             peers: peers.iter().map(|p| p.addr.clone()).collect(),
             peer_names: peers.iter().map(|p| p.name.clone()).collect(),
@@ -557,21 +477,22 @@ impl Server {
         }
     }
 
-    /// Commits a command through Raft (forwarding to the leader when this server is not it)
+    /// Commits a write through Raft (forwarding it to the leader when this server is not it)
     /// and returns its outcome and log index once it is applied here or on the leader. While
     /// there is no leader, or the one known cannot be reached, the write is held and tried
-    /// again (see [`Server::hold`]); one that may have reached a leader that then went away
-    /// is sent again only if applying it twice changes nothing ([`Command::idempotent`]).
-    pub async fn apply(&self, cmd: Command) -> Result<ApplyResponse, ServerError> {
-        let resend = cmd.idempotent();
+    /// again (the hold); one that may have reached a leader that then went away
+    /// is sent again only if applying it twice changes nothing ([`Write::idempotent`]).
+    pub async fn apply(&self, write: Write) -> Result<ApplyResponse, Error> {
+        let resend = write.idempotent();
+        let cmd = Command::from(write.clone());
         self.hold(resend, || async {
             match self.batcher.submit(cmd.clone()).await {
                 Outcome::Done(resp) => Ok(resp),
                 Outcome::Forward(leader) => {
-                    let node = leader.ok_or(ServerError::NoLeader)?;
-                    rpc::post_json(&self.http, &node.addr, rpc::RPC_APPLY, &cmd).await
+                    let node = leader.ok_or(Error::NoLeader)?;
+                    self.http.apply(&node.addr, &write).await
                 }
-                Outcome::Failed(e) => Err(ServerError::Raft(e)),
+                Outcome::Failed(e) => Err(Error::Internal(format!("raft: {e}"))),
             }
         })
         .await
@@ -584,10 +505,10 @@ impl Server {
     /// `resend` (reads, and writes that applying twice does not change). Between tries a
     /// random pause of up to 1/16 of the hold time (Consul's jitter), at least 10 ms. A leader
     /// still unreachable when the hold ends is answered as none: "No cluster leader".
-    async fn hold<T, F, Fut>(&self, resend: bool, attempt: F) -> Result<T, ServerError>
+    async fn hold<T, F, Fut>(&self, resend: bool, attempt: F) -> Result<T, Error>
     where
         F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, ServerError>>,
+        Fut: std::future::Future<Output = Result<T, Error>>,
     {
         let hold = self.config.rpc_hold_timeout;
         let deadline = tokio::time::Instant::now() + hold;
@@ -597,8 +518,8 @@ impl Server {
                 Err(e) => e,
             };
             let worth_waiting = match &err {
-                ServerError::NoLeader | ServerError::Unreachable { .. } => true,
-                ServerError::Rpc { .. } => resend,
+                Error::NoLeader | Error::Unreachable { .. } => true,
+                Error::Transport { .. } => resend,
                 _ => false,
             };
             let now = tokio::time::Instant::now();
@@ -608,9 +529,9 @@ impl Server {
             if now >= deadline {
                 // A leader known but not reachable for the whole hold is no leader to the
                 // caller: Consul's "No cluster leader" (the address is in the log).
-                if let ServerError::Unreachable { .. } = &err {
+                if let Error::Unreachable { .. } = &err {
                     tracing::warn!(error = %err, "no leader answered within rpc_hold_timeout");
-                    return Err(ServerError::NoLeader);
+                    return Err(Error::NoLeader);
                 }
                 return Err(err);
             }
@@ -626,7 +547,7 @@ impl Server {
     pub(crate) async fn apply_as_leader(&self, cmd: Command) -> Result<ApplyResponse, ServerError> {
         match self.batcher.submit(cmd).await {
             Outcome::Done(resp) => Ok(resp),
-            Outcome::Forward(_) => Err(ServerError::NoLeader),
+            Outcome::Forward(_) => Err(Error::NoLeader.into()),
             Outcome::Failed(e) => Err(ServerError::Raft(e)),
         }
     }
@@ -638,52 +559,34 @@ impl Server {
 
     /// Signs a leaf CSR; forwarded to the leader, which alone signs (held through an
     /// election; a CSR sent again at worst yields a second certificate for the same key).
-    pub async fn sign(&self, csr_pem: &str) -> Result<trellis_api::IssuedCert, ServerError> {
+    /// With `for_node` (a client agent's request), only for a service registered on that node.
+    pub async fn sign(&self, req: &SignRequest) -> Result<trellis_api::IssuedCert, Error> {
         self.hold(true, || async {
             if self.is_leader() {
-                return self.ca.sign(self, csr_pem).await;
+                return Ok(self.ca.sign(self, req).await?);
             }
-            let leader = self.leader().ok_or(ServerError::NoLeader)?;
-            let req = rpc::SignRequest {
-                csr: csr_pem.to_string(),
-            };
-            Box::pin(rpc::post_json(
-                &self.http,
-                &leader.addr,
-                rpc::RPC_CA_SIGN,
-                &req,
-            ))
-            .await
+            let leader = self.leader().ok_or(Error::NoLeader)?;
+            Box::pin(self.http.sign(&leader.addr, req)).await
         })
         .await
     }
 
     /// Changes the CA configuration (on the leader; forwarded there otherwise). Held through
     /// an election, but never sent twice: a second copy could rotate the root again.
-    pub async fn set_ca_config(
-        &self,
-        update: trellis_api::CaConfiguration,
-    ) -> Result<(), ServerError> {
+    pub async fn set_ca_config(&self, update: trellis_api::CaConfiguration) -> Result<(), Error> {
         self.hold(false, || async {
             if self.is_leader() {
-                return self.ca.set_config(self, update.clone()).await;
+                return Ok(self.ca.set_config(self, update.clone()).await?);
             }
-            let leader = self.leader().ok_or(ServerError::NoLeader)?;
-            Box::pin(rpc::post_json::<_, bool>(
-                &self.http,
-                &leader.addr,
-                rpc::RPC_CA_CONFIG,
-                &update,
-            ))
-            .await
-            .map(|_| ())
+            let leader = self.leader().ok_or(Error::NoLeader)?;
+            Box::pin(self.http.set_ca_config(&leader.addr, &update)).await
         })
         .await
     }
 
     /// Answers a read. Default and `consistent` reads are answered by the leader (forwarded);
     /// `stale` reads by this server from its own copy.
-    pub async fn query(&self, q: Query, opts: QueryOptions) -> Result<QueryResponse, ServerError> {
+    pub async fn query(&self, q: Query, opts: QueryOptions) -> Result<QueryResponse, Error> {
         if !opts.stale && !self.is_leader() {
             // Held through an election like a write (a read may always be sent again).
             let req = QueryRequest {
@@ -695,7 +598,7 @@ impl Server {
                     if self.is_leader() {
                         return Ok(None);
                     }
-                    let leader = self.leader().ok_or(ServerError::NoLeader)?;
+                    let leader = self.leader().ok_or(Error::NoLeader)?;
                     // Boxed: a forwarded read's future is large, and a parked local read
                     // should not carry its space.
                     Box::pin(self.forward_query(&leader.addr, req.clone()))
@@ -710,7 +613,7 @@ impl Server {
         if opts.consistent {
             Box::pin(self.raft.ensure_linearizable())
                 .await
-                .map_err(|e| ServerError::Raft(e.to_string()))?;
+                .map_err(|e| Error::Internal(format!("raft: {e}")))?;
         }
         let (output, index) = self.store.blocking_query(&q, opts.index, opts.wait).await;
         let known_leader = self.metrics.borrow().current_leader.is_some();
@@ -722,11 +625,7 @@ impl Server {
         })
     }
 
-    async fn forward_query(
-        &self,
-        addr: &str,
-        req: QueryRequest,
-    ) -> Result<QueryResponse, ServerError> {
-        rpc::remote_query(&self.http, addr, &req).await
+    async fn forward_query(&self, addr: &str, req: QueryRequest) -> Result<QueryResponse, Error> {
+        self.http.query(addr, &req).await
     }
 }

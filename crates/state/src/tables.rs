@@ -652,6 +652,25 @@ impl Store {
         &self.inner.answers
     }
 
+    /// Whether `node` has an instance of `service` registered: the service itself, or a
+    /// Connect proxy (or native Connect service) for it. A client agent may have leafs signed
+    /// only for what its node offers.
+    pub fn node_offers(&self, node: &str, service: &str) -> bool {
+        let tables = self.inner.tables.read();
+        let start = (node.to_string(), String::new());
+        tables
+            .services
+            .range(start..)
+            .take_while(|((n, _), _)| n == node)
+            .any(|(_, svc)| {
+                svc.service == service
+                    || svc
+                        .proxy
+                        .as_ref()
+                        .is_some_and(|p| p.destination_service_name == service)
+            })
+    }
+
     /// The CA state's version (its last change index), without copying it.
     pub fn ca_version(&self) -> Option<u64> {
         self.inner.tables.read().ca.as_ref().map(|c| c.modify_index)

@@ -227,7 +227,6 @@ async fn a_cluster_with_tls_everywhere_works_and_refuses_plaintext_and_strangers
             ("POST", "/v1/internal/raft/append", json!({})),
             ("POST", "/v1/internal/raft/snapshot", json!({})),
             ("POST", "/v1/internal/raft/join", json!({})),
-            ("POST", "/v1/internal/apply", forged_ca.clone()),
         ] {
             let url = format!("https://{addr}{path}");
             let req = match method {
@@ -236,10 +235,30 @@ async fn a_cluster_with_tls_everywhere_works_and_refuses_plaintext_and_strangers
             };
             let resp = req.send().await.unwrap();
             let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            assert_eq!(status, 403, "{who}: {method} {path}: {text}");
-            assert!(text.contains("Permission denied"), "{who}: {path}: {text}");
+            let body: Value = resp.json().await.unwrap_or_default();
+            assert_eq!(status, 403, "{who}: {method} {path}: {body}");
+            assert_eq!(body["Code"], "Forbidden", "{who}: {path}: {body}");
         }
+    }
+    // The CA's state is no write anyone may send, a server of this datacenter included: the
+    // apply RPC takes intent-level writes only, and a raw command is a 400 naming it.
+    for who in ["dc1-client-consul-0", "dc1-server-consul-0"] {
+        let resp = cert(who)
+            .post(format!("https://{addr}/v1/internal/apply"))
+            .json(&forged_ca)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or_default();
+        assert_eq!(status, 400, "{who}: {body}");
+        assert_eq!(body["Code"], "BadRequest", "{who}: {body}");
+        assert!(
+            body["Message"]
+                .as_str()
+                .is_some_and(|m| m.contains("CaSet")),
+            "{who}: {body}"
+        );
     }
     assert!(
         cluster.servers[leader]

@@ -191,8 +191,8 @@ async fn blocking_reads_on_random_keys_do_not_grow_the_agent() {
     );
 }
 
-/// The server port refuses a watch on more keys than one may carry with a 400 that says so,
-/// and takes one at the limit.
+/// The server port refuses a watch on more keys than one may carry with a 400 that says so
+/// (the typed body every server-port error has), and takes one at the limit.
 #[tokio::test]
 async fn a_watch_on_too_many_keys_is_a_400() {
     let dir = tempfile::tempdir().unwrap();
@@ -213,11 +213,14 @@ async fn a_watch_on_too_many_keys_is_a_400() {
     let r = watch(KEYS_PER_WATCH + 1).await.unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(
-        r.text().await.unwrap(),
-        format!(
-            "a watch may carry at most {KEYS_PER_WATCH} keys, not {}",
-            KEYS_PER_WATCH + 1
-        )
+        r.json::<Value>().await.unwrap(),
+        json!({
+            "Code": "BadRequest",
+            "Message": format!(
+                "a watch may carry at most {KEYS_PER_WATCH} keys, not {}",
+                KEYS_PER_WATCH + 1
+            )
+        })
     );
     assert_eq!(watch(KEYS_PER_WATCH).await.unwrap().status(), 200);
 }

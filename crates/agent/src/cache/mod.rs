@@ -29,7 +29,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
-use trellis_server::ServerError;
+use trellis_rpc::Error as ServerError;
 
 mod types;
 pub(crate) use types::match_engine;

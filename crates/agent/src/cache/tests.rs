@@ -52,7 +52,7 @@ impl Drop for Active<'_> {
 }
 
 fn down() -> FetchError {
-    FetchError::from(ServerError::Rpc {
+    FetchError::from(ServerError::Transport {
         addr: "10.0.0.1:8300".into(),
         message: "connection refused".into(),
     })
@@ -488,7 +488,7 @@ async fn a_failed_first_fetch_is_returned_and_the_next_get_retries() {
     for g in gets {
         let err = g.await.unwrap().unwrap_err();
         assert!(
-            matches!(&err, FetchError::Server(e) if matches!(**e, ServerError::Rpc { .. })),
+            matches!(&err, FetchError::Server(e) if matches!(**e, ServerError::Transport { .. })),
             "{err}"
         );
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use trellis_api::{Intention, ServiceConfigResponse};
 use trellis_intentions::Engine;
-use trellis_server::QueryOptions;
+use trellis_rpc::QueryOptions;
 use trellis_state::{Query, QueryOutput};
 
 use super::{CacheType, FetchError, Key};
@@ -181,7 +181,7 @@ impl CacheType for ResolvedServiceConfig {
 mod tests {
     use super::*;
     use crate::cache::{Cache, Options};
-    use trellis_state::Command;
+    use trellis_rpc::Write;
 
     /// The abstraction fits a real type: a dev server in-process, the cache in front of it,
     /// and a write on the server reaching a getter blocked on the cache.
@@ -202,7 +202,7 @@ mod tests {
 
         let source = serde_json::json!({ "Name": "web", "Action": "allow" });
         backend
-            .apply(Command::IntentionUpsert {
+            .apply(Write::IntentionUpsert {
                 destination: "db".into(),
                 source: source.as_object().cloned().unwrap_or_default(),
                 create_only: false,

@@ -36,7 +36,7 @@ pub(crate) async fn raft_remove_peer(
     State(a): State<Arc<Agent>>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Res {
-    let req = trellis_server::cluster::RemoveRequest {
+    let req = trellis_rpc::RemoveRequest {
         id: q.get("id").filter(|v| !v.is_empty()).cloned(),
         address: q.get("address").filter(|v| !v.is_empty()).cloned(),
     };

@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
 use trellis_api::{status, CatalogDeregistration, CatalogRegistration};
-use trellis_state::{validate_registration, Command, Query};
+use trellis_rpc::Write;
+use trellis_state::{validate_registration, Query};
 
 use serde_json::json;
 
@@ -31,7 +32,7 @@ pub(crate) async fn register(State(a): State<Arc<Agent>>, p: Params, body: Bytes
     if proxy.is_some_and(|p| p.destination_service_name == "*") {
         return Err(bad(crate::definition::WILDCARD_DESTINATION));
     }
-    write(&a, Command::Register(Box::new(reg)), json!(true)).await
+    write(&a, Write::Register(Box::new(reg)), json!(true)).await
 }
 
 /// Consul's metadata rules (pairs, key and value sizes, key characters) on the node and the
@@ -56,7 +57,7 @@ pub(crate) async fn deregister(State(a): State<Arc<Agent>>, p: Params, body: Byt
     if d.node.is_empty() {
         return Err(bad("Must provide node"));
     }
-    write(&a, Command::Deregister(d), json!(true)).await
+    write(&a, Write::Deregister(d), json!(true)).await
 }
 
 pub(crate) async fn datacenters(State(a): State<Arc<Agent>>) -> Res {

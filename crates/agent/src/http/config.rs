@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
 use trellis_api::{config_kind, ConfigEntry};
-use trellis_state::{normalize_config_entry, validate_config_entry, Command, Query};
+use trellis_rpc::Write;
+use trellis_state::{normalize_config_entry, validate_config_entry, Query};
 
 use super::{decode, run_query, write, Params};
 use crate::error::bad;
@@ -39,12 +40,7 @@ pub(crate) async fn set(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> 
     entry.modify_index = 0;
     validate_config_entry(&entry).map_err(bad)?;
     normalize_config_entry(&mut entry);
-    write(
-        &a,
-        Command::ConfigSet { entry, cas },
-        serde_json::json!(true),
-    )
-    .await
+    write(&a, Write::ConfigSet { entry, cas }, serde_json::json!(true)).await
 }
 
 pub(crate) async fn list(State(a): State<Arc<Agent>>, Path(kind): Path<String>, p: Params) -> Res {
@@ -71,7 +67,7 @@ pub(crate) async fn delete(
     let cas = cas(&p)?;
     write(
         &a,
-        Command::ConfigDelete { kind, name, cas },
+        Write::ConfigDelete { kind, name, cas },
         serde_json::json!({}),
     )
     .await

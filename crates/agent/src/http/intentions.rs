@@ -13,7 +13,8 @@ use trellis_api::filter::Filter;
 use trellis_api::{AuthorizeRequest, AuthorizeResponse, Intention};
 use trellis_identity::SpiffeId;
 use trellis_intentions::{Action, Decision, Reason};
-use trellis_state::{Command, IntentionRef, Query, QueryOutput};
+use trellis_rpc::Write;
+use trellis_state::{IntentionRef, Query, QueryOutput};
 
 use super::{cache_headers, decode, fetch, json, query_response, run_query, write, Params};
 use crate::cache::Key;
@@ -153,7 +154,7 @@ pub(crate) async fn create(State(a): State<Arc<Agent>>, p: Params, body: Bytes) 
         return Err(bad("ID must be empty when creating a new intention"));
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let cmd = Command::IntentionUpsert {
+    let cmd = Write::IntentionUpsert {
         destination,
         source: {
             let now = now_rfc3339();
@@ -196,7 +197,7 @@ pub(crate) async fn update_id(
         )));
     }
     let src = legacy_source(&i, &source, &id, &now_rfc3339());
-    let cmd = Command::IntentionUpsert {
+    let cmd = Write::IntentionUpsert {
         destination,
         source: src,
         create_only: false,
@@ -213,7 +214,7 @@ pub(crate) async fn delete_id(
 ) -> Res {
     a.check_dc(&p)?;
     let id = legacy_id(&id)?.to_string();
-    let cmd = Command::IntentionDelete {
+    let cmd = Write::IntentionDelete {
         target: IntentionRef::Id(id),
     };
     write(&a, cmd, json!(true)).await
@@ -264,7 +265,7 @@ pub(crate) async fn put_exact(State(a): State<Arc<Agent>>, p: Params, body: Byte
     if !i.id.is_empty() {
         return Err(bad("ID must not be specified"));
     }
-    let cmd = Command::IntentionUpsert {
+    let cmd = Write::IntentionUpsert {
         source: source_object(&i, &source),
         destination,
         create_only: false,
@@ -277,7 +278,7 @@ pub(crate) async fn put_exact(State(a): State<Arc<Agent>>, p: Params, body: Byte
 pub(crate) async fn delete_exact(State(a): State<Arc<Agent>>, p: Params) -> Res {
     a.check_dc(&p)?;
     let (source, destination) = pair(&p)?;
-    let cmd = Command::IntentionDelete {
+    let cmd = Write::IntentionDelete {
         target: IntentionRef::Exact {
             source,
             destination,

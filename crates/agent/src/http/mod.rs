@@ -23,7 +23,7 @@ use axum::Router;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use trellis_server::{QueryOptions, QueryResponse};
+use trellis_rpc::{QueryOptions, QueryResponse};
 use trellis_state::{Query, QueryOutput};
 
 pub use params::Params;
@@ -158,22 +158,22 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, AgentError>
 /// check-and-set write answers `true`/`false`, any other write answers `done`.
 pub(crate) async fn write(
     agent: &Agent,
-    cmd: trellis_state::Command,
+    write: trellis_rpc::Write,
     done: serde_json::Value,
 ) -> Result<Response, AgentError> {
     use trellis_state::Applied;
-    match agent.backend().apply(cmd).await?.applied {
+    match agent.backend().apply(write).await?.applied {
         Applied::Rejected(msg) => Err(bad(msg)),
         Applied::NotFound(msg) => Err(AgentError::NotFound(msg)),
         Applied::Cas(ok) => Ok(json(&ok)),
         Applied::Done => Ok(json(&done)),
-        Applied::Batch(_) => Err(AgentError::Server(trellis_server::ServerError::Raft(
+        Applied::Batch(_) => Err(AgentError::Server(trellis_rpc::Error::Internal(
             "a single write answered as a batch".into(),
         ))),
         // Only a newer server's command can be skipped, and this agent wrote this one.
-        Applied::Skipped(ty) => Err(AgentError::Server(trellis_server::ServerError::Raft(
-            format!("the leader skipped a {ty} command as unknown"),
-        ))),
+        Applied::Skipped(ty) => Err(AgentError::Server(trellis_rpc::Error::Internal(format!(
+            "the leader skipped a {ty} command as unknown"
+        )))),
     }
 }
 
