@@ -352,7 +352,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             .map_err(|e| anyhow::anyhow!("rpc_hold_timeout: {e}"))?,
         None => trellis_server::RPC_HOLD_TIMEOUT,
     };
-    let rpc_tls = rpc_tls(&file, &datacenter)?;
+    let rpc_tls = rpc_tls(&file, &datacenter, server)?;
     let server_config = server.then(|| ServerConfig {
         node_name: node_name.clone(),
         datacenter: datacenter.clone(),
@@ -449,8 +449,17 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
 fn rpc_tls(
     file: &FileConfig,
     datacenter: &str,
+    server: bool,
 ) -> anyhow::Result<Option<std::sync::Arc<trellis_tls::rpc::RpcTls>>> {
     let s = file.rpc_tls();
+    let allow_tls = file.auto_encrypt.allow_tls.unwrap_or(false);
+    let auto_encrypt_tls = file.auto_encrypt.tls.unwrap_or(false);
+    if allow_tls && !server {
+        bail!("auto_encrypt.allow_tls can only be used on servers");
+    }
+    if auto_encrypt_tls && server {
+        bail!("auto_encrypt.tls can only be used on client agents (servers sign the certificates)");
+    }
     let config = trellis_tls::rpc::RpcTlsConfig {
         ca_file: s.ca_file,
         cert_file: s.cert_file,
@@ -463,6 +472,8 @@ fn rpc_tls(
             .domain
             .clone()
             .unwrap_or_else(|| trellis_tls::rpc::DEFAULT_DOMAIN.to_string()),
+        auto_encrypt_allow_tls: allow_tls,
+        auto_encrypt_tls,
     };
     if !config.is_configured() {
         return Ok(None);

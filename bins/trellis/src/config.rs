@@ -88,6 +88,20 @@ pub struct Performance {
     pub ignored: BTreeMap<String, Value>,
 }
 
+/// `auto_encrypt { ... }`: on servers `allow_tls` (sign client agents' server-port
+/// certificates from the Connect CA), on client agents `tls` (get this agent's certificate
+/// from the servers instead of `cert_file`). Other keys of the block (`dns_san`, `ip_san`:
+/// the certificate is used only to dial the servers) are reported and ignored.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct AutoEncrypt {
+    pub allow_tls: Option<bool>,
+    pub tls: Option<bool>,
+    /// Keys of the block this version does not use.
+    #[serde(flatten)]
+    pub ignored: BTreeMap<String, Value>,
+}
+
 /// One block of `tls { ... }` (`defaults`, `internal_rpc`): Consul's keys, each unset unless
 /// given, so that blocks and files layer key by key.
 #[derive(Deserialize, Debug, Default, Clone, PartialEq)]
@@ -170,6 +184,7 @@ pub struct FileConfig {
     pub default_intention_policy: Option<String>,
     pub limits: Limits,
     pub performance: Performance,
+    pub auto_encrypt: AutoEncrypt,
     /// The domain (Consul's `domain`, `consul` by default): servers' TLS certificates name
     /// `server.<datacenter>.<domain>`.
     pub domain: Option<String>,
@@ -313,6 +328,13 @@ impl FileConfig {
             self.performance.rpc_hold_timeout = other.performance.rpc_hold_timeout;
         }
         self.performance.ignored.extend(other.performance.ignored);
+        if other.auto_encrypt.allow_tls.is_some() {
+            self.auto_encrypt.allow_tls = other.auto_encrypt.allow_tls;
+        }
+        if other.auto_encrypt.tls.is_some() {
+            self.auto_encrypt.tls = other.auto_encrypt.tls;
+        }
+        self.auto_encrypt.ignored.extend(other.auto_encrypt.ignored);
         self.retry_join.extend(other.retry_join);
         self.node_meta.extend(other.node_meta);
         self.services.extend(other.services);
@@ -336,6 +358,12 @@ impl FileConfig {
                     .ignored
                     .keys()
                     .map(|k| format!("performance.{k}")),
+            )
+            .chain(
+                self.auto_encrypt
+                    .ignored
+                    .keys()
+                    .map(|k| format!("auto_encrypt.{k}")),
             )
             .chain(self.tls.ignored.keys().map(|k| format!("tls.{k}")))
             .chain(
@@ -592,6 +620,28 @@ mod tests {
         assert_eq!(cfg.limits.http_body_read_timeout.as_deref(), Some("5s"));
         let negative = serde_json::json!({"limits": {"http_max_conns_per_client": -1}});
         assert!(FileConfig::from_value(negative).is_err());
+    }
+
+    #[test]
+    fn auto_encrypt_is_read_and_layered() {
+        let hcl: Value = hcl::from_str(
+            r#"
+            auto_encrypt {
+              allow_tls = true
+              dns_san = ["a.example"]
+            }
+            "#,
+        )
+        .unwrap();
+        let mut cfg = FileConfig::from_value(hcl).unwrap();
+        assert_eq!(cfg.auto_encrypt.allow_tls, Some(true));
+        assert_eq!(cfg.auto_encrypt.tls, None);
+        assert_eq!(cfg.ignored_keys(), vec!["auto_encrypt.dns_san"]);
+        cfg.merge(
+            FileConfig::from_value(serde_json::json!({"auto_encrypt": {"tls": true}})).unwrap(),
+        );
+        assert_eq!(cfg.auto_encrypt.allow_tls, Some(true), "kept");
+        assert_eq!(cfg.auto_encrypt.tls, Some(true));
     }
 
     #[test]

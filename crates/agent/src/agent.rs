@@ -162,6 +162,20 @@ impl Agent {
                     Remote::with_tls(config.retry_join.clone(), known, config.rpc_tls.as_deref())
                         .with_hold(config.rpc_hold_timeout),
                 );
+                if let Some(tls) = config.rpc_tls.clone().filter(|t| t.auto_encrypt_tls()) {
+                    let (dc, node) = (config.datacenter.clone(), config.node_name.clone());
+                    let obtained = remote
+                        .auto_encrypt(&tls, &dc, &node)
+                        .await
+                        .map_err(|e| startup(format!("auto-encrypt: {e}")))?;
+                    tokio::spawn(Remote::renew_auto_encrypt(
+                        Arc::downgrade(&remote),
+                        tls,
+                        dc,
+                        node,
+                        obtained,
+                    ));
+                }
                 tokio::spawn(Remote::heartbeat(
                     Arc::downgrade(&remote),
                     config.node_name.clone(),

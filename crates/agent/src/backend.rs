@@ -48,6 +48,25 @@ fn passed_over(addr: &str, e: Error) -> Error {
     }
 }
 
+/// How a client agent dials the server port: HTTP/2, so that every call and parked blocking
+/// query of this agent is a stream on one connection per server, not a connection each.
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .http2_prior_knowledge()
+        .http2_adaptive_window(true)
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
+        .http2_keep_alive_while_idle(true)
+}
+
+/// The pause after `failures` rounds of auto-encrypt in a row that no server answered: 1 s,
+/// doubling, at most 30 s.
+fn auto_encrypt_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
+}
+
 /// The agent's route to the servers.
 #[derive(Clone)]
 pub enum Backend {
@@ -99,19 +118,7 @@ impl Remote {
         known_file: Option<std::path::PathBuf>,
         tls: Option<&trellis_tls::rpc::RpcTls>,
     ) -> Remote {
-        // HTTP/2 to the server port: every call and parked blocking query of this agent is a
-        // stream on one connection per server, not a connection each.
-        let client = trellis_rpc::Client::new(
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .pool_idle_timeout(Duration::from_secs(60))
-                .http2_prior_knowledge()
-                .http2_adaptive_window(true)
-                .http2_keep_alive_interval(Duration::from_secs(15))
-                .http2_keep_alive_timeout(Duration::from_secs(10))
-                .http2_keep_alive_while_idle(true),
-            tls,
-        );
+        let client = trellis_rpc::Client::new(client_builder(), tls);
         let configured = servers.clone();
         let mut servers = servers;
         for s in known_file.as_deref().map(read_known).unwrap_or_default() {
@@ -135,6 +142,83 @@ impl Remote {
             client,
             watcher: crate::watcher::Watcher::default(),
             hold: trellis_server::RPC_HOLD_TIMEOUT,
+        }
+    }
+
+    /// One auto-encrypt round: asks the servers for this agent's certificate and, once one
+    /// signs it, presents it from then on. Each round dials on connections of its own, so that
+    /// the agent's pooled connections are opened with the certificate, never without it.
+    async fn auto_encrypt_once(
+        &self,
+        tls: &trellis_tls::rpc::RpcTls,
+        datacenter: &str,
+        node: &str,
+    ) -> Result<trellis_rpc::auto_encrypt::Obtained, Error> {
+        let client = trellis_rpc::Client::new(client_builder(), Some(tls));
+        let servers = self.servers.read().clone();
+        let obtained =
+            trellis_rpc::auto_encrypt::obtain(&client, &servers, tls, datacenter, node).await?;
+        tracing::info!(uri = %obtained.uri, valid_before = %humantime::format_rfc3339_seconds(obtained.valid_before), "auto-encrypt: certificate received from the servers");
+        Ok(obtained)
+    }
+
+    /// Auto-encrypt at start (Consul's `auto_encrypt { tls = true }`): asks the servers for
+    /// this agent's certificate until one signs it (the agent cannot talk to them without
+    /// it), backing off between rounds. A refusal (another datacenter, auto-encrypt off on
+    /// the servers) ends it with the servers' reason.
+    pub async fn auto_encrypt(
+        &self,
+        tls: &trellis_tls::rpc::RpcTls,
+        datacenter: &str,
+        node: &str,
+    ) -> Result<trellis_rpc::auto_encrypt::Obtained, Error> {
+        let mut failures = 0;
+        loop {
+            match self.auto_encrypt_once(tls, datacenter, node).await {
+                Ok(obtained) => return Ok(obtained),
+                Err(e @ (Error::BadRequest(_) | Error::Forbidden(_))) => return Err(e),
+                Err(e) => {
+                    let pause = auto_encrypt_backoff(failures);
+                    failures += 1;
+                    tracing::warn!(error = %e, ?pause, "auto-encrypt: No servers successfully responded to the auto-encrypt request");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Renews this agent's auto-encrypt certificate before it expires (between 60 % and 90 %
+    /// of its lifetime), retrying with backoff while no server signs. Ends when the agent is
+    /// dropped.
+    pub async fn renew_auto_encrypt(
+        remote: std::sync::Weak<Remote>,
+        tls: Arc<trellis_tls::rpc::RpcTls>,
+        datacenter: String,
+        node: String,
+        obtained: trellis_rpc::auto_encrypt::Obtained,
+    ) {
+        let mut next = obtained.renew_at;
+        let mut failures = 0;
+        loop {
+            let wait = next
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            tokio::time::sleep(wait).await;
+            let Some(r) = remote.upgrade() else { return };
+            let round = r.auto_encrypt_once(&tls, &datacenter, &node).await;
+            drop(r);
+            match round {
+                Ok(obtained) => {
+                    failures = 0;
+                    next = obtained.renew_at;
+                }
+                Err(e) => {
+                    let pause = auto_encrypt_backoff(failures);
+                    failures += 1;
+                    tracing::warn!(error = %e, ?pause, "auto-encrypt: renewal failed; retrying");
+                    next = std::time::SystemTime::now() + pause;
+                }
+            }
         }
     }
 

@@ -26,7 +26,10 @@ mod provider;
 pub use builtin::BuiltinProvider;
 pub use cert::{colon_hex, key_id, CertInfo};
 pub use config::{CaConfig, KeyType, Pkcs11Config, PROVIDERS};
-pub use csr::{validate_csr, ValidatedCsr};
+pub use csr::{
+    agent_placeholder_uri, validate_agent_csr, validate_csr, ValidatedCsr,
+    AGENT_PLACEHOLDER_TRUST_DOMAIN,
+};
 pub use error::CaError;
 pub use leaf::{leaf_key_and_csr, LeafKey};
 pub use limit::{CsrLimiter, CsrPermit};

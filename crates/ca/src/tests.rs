@@ -9,7 +9,8 @@ use serde_json::json;
 use trellis_identity::TrustDomain;
 
 use crate::{
-    leaf_key_and_csr, validate_csr, BuiltinProvider, CaConfig, CaError, CaProvider, CertInfo,
+    leaf_key_and_csr, validate_agent_csr, validate_csr, BuiltinProvider, CaConfig, CaError,
+    CaProvider, CertInfo,
 };
 
 mod allowlist;
@@ -403,6 +404,57 @@ fn every_bad_csr_is_refused_with_its_reason() {
         }
     }
     assert!(validate_csr(&leaf_key_and_csr(&web_uri()).unwrap().csr_pem, &td(), "dc1").is_ok());
+}
+
+/// A client agent's auto-encrypt CSR: signed for the agent ID in this CA's trust domain
+/// (the placeholder `unknown` replaced), refused for another datacenter, trust domain or
+/// partition, or for anything but an agent ID; the ordinary leaf path never signs an agent ID.
+#[test]
+fn agent_csrs_are_signed_only_through_their_own_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let placeholder = leaf_key_and_csr("spiffe://unknown/agent/client/dc/dc1/id/node-a").unwrap();
+    let csr = validate_agent_csr(&placeholder.csr_pem, &td(), "dc1").unwrap();
+    let want = format!("spiffe://{CLUSTER}.consul/agent/client/dc/dc1/id/node-a");
+    assert_eq!(csr.uri, want);
+    let ca = BuiltinProvider::generate(&td(), &CaConfig::default_consul()).unwrap();
+    let issued = ca.sign_leaf(&csr, Duration::from_secs(3600)).unwrap();
+    assert_eq!(
+        CertInfo::from_pem(&issued.cert_pem).unwrap().uris,
+        vec![want.clone()]
+    );
+    let root = ca.root().root_pem.clone();
+    openssl_verify(dir.path(), &root, &[], &issued.cert_pem).unwrap();
+    // The real trust domain is accepted as well.
+    let own = leaf_key_and_csr(&want).unwrap();
+    assert_eq!(
+        validate_agent_csr(&own.csr_pem, &td(), "dc1").unwrap().uri,
+        want
+    );
+    for (uri, needle) in [
+        (
+            "spiffe://unknown/agent/client/dc/dc2/id/node-a",
+            "different datacenter",
+        ),
+        (
+            "spiffe://99999999-2222-3333-4444-555555555555.consul/agent/client/dc/dc1/id/node-a",
+            "different trust domain",
+        ),
+        (
+            "spiffe://unknown/ap/team/agent/client/dc/dc1/id/node-a",
+            "partition",
+        ),
+        (&web_uri(), "must be a client agent ID"),
+    ] {
+        let pem = leaf_key_and_csr(uri).unwrap().csr_pem;
+        match validate_agent_csr(&pem, &td(), "dc1") {
+            Err(CaError::InvalidCsr(msg)) => assert!(msg.contains(needle), "{uri}: {msg}"),
+            other => panic!("{uri}: expected a refusal, got {other:?}"),
+        }
+    }
+    match validate_csr(&own.csr_pem, &td(), "dc1") {
+        Err(CaError::InvalidCsr(msg)) => assert!(msg.contains("must be a service"), "{msg}"),
+        other => panic!("an agent ID through the leaf path: {other:?}"),
+    }
 }
 
 #[test]

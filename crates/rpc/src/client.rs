@@ -65,6 +65,16 @@ impl Client {
         self.post(addr, RPC_CA_SIGN, req, CALL_TIMEOUT).await
     }
 
+    /// Asks the server at `addr` to sign this client agent's certificate (auto-encrypt).
+    pub async fn auto_encrypt_sign(
+        &self,
+        addr: &str,
+        req: &AutoEncryptSignRequest,
+    ) -> Result<AutoEncryptSignResponse, Error> {
+        self.post(addr, RPC_AUTO_ENCRYPT_SIGN, req, CALL_TIMEOUT)
+            .await
+    }
+
     /// Changes the CA configuration through the server at `addr`.
     pub async fn set_ca_config(
         &self,

@@ -7,9 +7,11 @@
 //! - [`Error`]: what a call fails with, in process and across the wire alike: a server answers
 //!   with a typed [`Code`] that decodes back into the same variant.
 //! - [`Client`]: the typed client client agents, followers and forming servers share.
+//! - [`auto_encrypt`]: a client agent getting its server-port certificate from the servers.
 
 #![forbid(unsafe_code)]
 
+pub mod auto_encrypt;
 mod client;
 mod error;
 pub mod wire;

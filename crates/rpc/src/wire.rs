@@ -24,6 +24,10 @@ pub const RPC_STATUS: &str = "/v1/internal/status";
 pub const RPC_CA_SIGN: &str = "/v1/internal/ca/sign";
 /// Path of the CA configuration RPC: a `CAConfiguration` in, `true` out.
 pub const RPC_CA_CONFIG: &str = "/v1/internal/ca/config";
+/// Path of auto-encrypt's signing RPC: an [`AutoEncryptSignRequest`] in, an
+/// [`AutoEncryptSignResponse`] out. The one RPC a caller without a certificate may make on a
+/// port with `verify_incoming` (Consul's `AutoEncrypt.Sign`).
+pub const RPC_AUTO_ENCRYPT_SIGN: &str = "/v1/internal/auto-encrypt/sign";
 /// Path of the many-keys blocking wait: a [`WatchRequest`] in, a [`WatchResponse`] out.
 pub const RPC_WATCH: &str = "/v1/internal/watch";
 /// Path of the member heartbeat: a [`Heartbeat`] in, a [`StatusResponse`] out.
@@ -213,6 +217,32 @@ pub struct SignRequest {
     /// from the caller's say-so) and carried with it to the leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub for_node: Option<String>,
+}
+
+/// A client agent asking the servers for its server-port certificate (Consul's
+/// `AutoEncrypt.Sign`): a CSR for its agent SPIFFE ID,
+/// `spiffe://unknown/agent/client/dc/<dc>/id/<node>` (the trust domain a placeholder).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AutoEncryptSignRequest {
+    /// The agent's datacenter; a server of another refuses.
+    pub datacenter: String,
+    /// The CSR, PEM.
+    pub csr: String,
+}
+
+/// What auto-encrypt answers: the agent's certificate and what to trust.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AutoEncryptSignResponse {
+    /// The certificate (chain in `cert_pem`), for the agent ID in the cluster's trust domain.
+    pub issued_cert: trellis_api::IssuedCert,
+    /// The cluster's trust domain.
+    pub trust_domain: String,
+    /// The Connect CA roots, PEM (Consul's `ConnectCARoots`).
+    pub connect_ca_roots: Vec<String>,
+    /// The servers' own CA bundle (`ca_file`), PEM (Consul's `ManualCARoots`).
+    pub manual_ca_roots: Vec<String>,
+    /// Whether the servers check `server.<dc>.<domain>` (Consul's `VerifyServerHostname`).
+    pub verify_server_hostname: bool,
 }
 
 /// Leader and voters as a server knows them.

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use trellis_api::{CaConfiguration, CaRoot, IssuedCert};
 use trellis_ca::{
-    generate_provider, provider_from_state, validate_csr, CaConfig, CaError, CaProvider, CertInfo,
-    CsrLimiter, Pkcs11Modules,
+    generate_provider, provider_from_state, validate_agent_csr, validate_csr, CaConfig, CaError,
+    CaProvider, CertInfo, CsrLimiter, Pkcs11Modules, ValidatedCsr,
 };
 use trellis_identity::{SpiffeId, TrustDomain};
 use trellis_state::{Applied, CaState, Command, StoredRoot};
@@ -202,6 +202,30 @@ impl CaManager {
                 .into());
             }
         }
+        Self::issue(server, &signer, csr)
+    }
+
+    /// Signs a client agent's auto-encrypt CSR on the leader: rate limit, the agent-ID checks
+    /// (the placeholder trust domain replaced by this CA's), sign, intermediates appended.
+    pub(crate) async fn sign_agent(
+        &self,
+        server: &Server,
+        csr_pem: &str,
+    ) -> Result<IssuedCert, ServerError> {
+        let signer = self.signer(server)?;
+        let _permit = self.limiter.acquire().await?;
+        let csr = validate_agent_csr(csr_pem, &signer.trust_domain, &server.config().datacenter)?;
+        tracing::info!(uri = %csr.uri, "signing a client agent's auto-encrypt certificate");
+        Self::issue(server, &signer, csr)
+    }
+
+    /// Signs a validated CSR with the active root for the leaf TTL and appends the root's
+    /// intermediates.
+    fn issue(
+        server: &Server,
+        signer: &Signer,
+        csr: ValidatedCsr,
+    ) -> Result<IssuedCert, ServerError> {
         let issued = signer
             .provider
             .sign_leaf(&csr, signer.config.leaf_cert_ttl)?;

@@ -619,6 +619,7 @@ mod tests {
             verify_server_hostname: true,
             datacenter: "dc1".into(),
             domain: "consul".into(),
+            ..Default::default()
         })
         .map(Arc::new)
         .unwrap()

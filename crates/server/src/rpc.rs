@@ -35,12 +35,16 @@ pub(crate) fn router(server: Arc<Server>) -> Router {
         .route(RPC_HEARTBEAT, post(heartbeat))
         .route(RPC_CA_SIGN, post(ca_sign))
         .route(RPC_CA_CONFIG, post(ca_config))
+        .route(RPC_AUTO_ENCRYPT_SIGN, post(auto_encrypt_sign))
         .route(RPC_WATCH, post(watch))
         .route(RPC_HELLO, get(hello))
         .route(RPC_JOIN, post(join))
         .route(RPC_REMOVE, post(remove))
         .route(RPC_CONFIGURATION, get(configuration))
-        .layer(axum::middleware::from_fn(servers_only))
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            authorize,
+        ))
         // The listener reads each body whole within this limit before the router sees it.
         .layer(DefaultBodyLimit::max(crate::listen::Limits::RPC.max_body))
         .with_state(server)
@@ -94,15 +98,35 @@ fn answer<T: serde::Serialize>(result: Result<T, Error>) -> Response {
     }
 }
 
-/// Refuses [`SERVERS_ONLY`] RPCs to a caller whose certificate is a client agent's (with
-/// `verify_server_hostname`: one not naming `server.<dc>.<domain>`).
-async fn servers_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if caller_of(&req) == Caller::Client && SERVERS_ONLY.contains(&req.uri().path()) {
-        let path = req.uri().path().to_string();
-        tracing::warn!(path, "server port: refused a client agent's certificate");
-        return error_response(&Error::Forbidden(format!(
-            "{path} is for servers of this datacenter"
-        )));
+/// What a caller may call, before any handler runs: [`SERVERS_ONLY`] RPCs are refused to a
+/// client agent's certificate (with `verify_server_hostname`: one not naming
+/// `server.<dc>.<domain>`; or an auto-encrypt agent's); and where `verify_incoming` requires a
+/// certificate, a caller that presented none (admitted by auto-encrypt's `allow_tls`) may only
+/// ask for one. Each refusal is logged and a 403.
+async fn authorize(
+    State(s): State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    match caller_of(&req) {
+        Caller::Client | Caller::Agent(_) if SERVERS_ONLY.contains(&path) => {
+            tracing::warn!(path, "server port: refused a client agent's certificate");
+            return error_response(&Error::Forbidden(format!(
+                "{path} is for servers of this datacenter"
+            )));
+        }
+        Caller::Unverified
+            if path != RPC_AUTO_ENCRYPT_SIGN
+                && s.config().tls.as_ref().is_some_and(|t| t.verify_incoming()) =>
+        {
+            tracing::warn!(path, "server port: refused a caller without a certificate");
+            return error_response(&Error::Forbidden(format!(
+                "{path} needs a client certificate (verify_incoming); without one only \
+                 {RPC_AUTO_ENCRYPT_SIGN} may be called"
+            )));
+        }
+        _ => {}
     }
     next.run(req).await
 }
@@ -133,8 +157,24 @@ async fn apply(State(s): State<Arc<Server>>, Body(write): Body<Write>) -> Respon
     answer(s.apply(write).await)
 }
 
-async fn ca_sign(State(s): State<Arc<Server>>, Body(req): Body<SignRequest>) -> Response {
+/// A leaf CSR. From an auto-encrypt agent's certificate it is signed only for a service that
+/// agent's node offers (`for_node` set from the certificate, whatever the request said).
+async fn ca_sign(
+    State(s): State<Arc<Server>>,
+    caller: Option<axum::Extension<Caller>>,
+    Body(mut req): Body<SignRequest>,
+) -> Response {
+    if let Some(axum::Extension(Caller::Agent(agent))) = caller {
+        req.for_node = Some(agent.node);
+    }
     answer(s.sign(&req).await)
+}
+
+async fn auto_encrypt_sign(
+    State(s): State<Arc<Server>>,
+    Body(req): Body<AutoEncryptSignRequest>,
+) -> Response {
+    answer(s.auto_encrypt_sign(&req).await)
 }
 
 async fn ca_config(

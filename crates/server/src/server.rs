@@ -11,7 +11,8 @@ use trellis_raft::{open_db, open_memory_db, LogStore, Network, Raft, ServerNode,
 use trellis_state::{Command, Query, Store};
 
 use trellis_rpc::{
-    ApplyResponse, Error, QueryOptions, QueryRequest, QueryResponse, SignRequest, Write,
+    ApplyResponse, AutoEncryptSignRequest, AutoEncryptSignResponse, Error, QueryOptions,
+    QueryRequest, QueryResponse, SignRequest, Write,
 };
 
 use crate::batch::{Batcher, Outcome};
@@ -187,6 +188,37 @@ async fn leadership(server: std::sync::Weak<Server>) {
     }
 }
 
+/// With auto-encrypt (`allow_tls`): keeps the server port's trust in client agents'
+/// certificates on the Connect CA's current roots (a root added by rotation is trusted as soon
+/// as this server applies it). Ends once the server is dropped.
+async fn follow_connect_roots(server: std::sync::Weak<Server>, tls: Arc<trellis_tls::rpc::RpcTls>) {
+    let mut index = 0;
+    loop {
+        let Some(store) = server.upgrade().map(|s| s.store.clone()) else {
+            return;
+        };
+        let (_, next) = store
+            .blocking_query(&Query::CaRoots, index, Duration::from_secs(30))
+            .await;
+        if next != index {
+            index = next;
+            if let Some(state) = store.ca_state() {
+                let roots: Vec<String> = state
+                    .roots
+                    .iter()
+                    .map(|r| r.root.root_cert.clone())
+                    .collect();
+                match tls.set_connect_roots(&state.trust_domain, &roots) {
+                    Ok(()) => {
+                        tracing::debug!(roots = roots.len(), "auto-encrypt: Connect roots trusted")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "auto-encrypt: Connect roots not usable"),
+                }
+            }
+        }
+    }
+}
+
 /// A running server.
 pub struct Server {
     pub(crate) config: ServerConfig,
@@ -306,6 +338,10 @@ impl Server {
             );
         }
         tokio::spawn(crate::listen::serve_rpc(listener, router, limits, tls));
+        if let Some(tls) = server.config.tls.clone().filter(|t| t.allow_tls()) {
+            tracing::info!("auto-encrypt: signing client agents' certificates (allow_tls)");
+            tokio::spawn(follow_connect_roots(Arc::downgrade(&server), tls));
+        }
         server.bootstrap(&server).await?;
         tokio::spawn(leadership(Arc::downgrade(&server)));
         Ok(server)
@@ -567,6 +603,46 @@ impl Server {
             }
             let leader = self.leader().ok_or(Error::NoLeader)?;
             Box::pin(self.http.sign(&leader.addr, req)).await
+        })
+        .await
+    }
+
+    /// Signs a client agent's server-port certificate (auto-encrypt; Consul's
+    /// `AutoEncrypt.Sign`, with its refusals): only with `auto_encrypt.allow_tls`, only for
+    /// this datacenter, by the leader (forwarded there, held through an election). Answers the
+    /// certificate, the Connect roots and the servers' own CA bundle.
+    pub async fn auto_encrypt_sign(
+        &self,
+        req: &AutoEncryptSignRequest,
+    ) -> Result<AutoEncryptSignResponse, Error> {
+        let Some(tls) = self.config.tls.as_ref().filter(|t| t.allow_tls()) else {
+            return Err(Error::BadRequest(
+                "AutoEncrypt.AllowTLS must be enabled in order to use this endpoint".into(),
+            ));
+        };
+        if req.datacenter != self.config.datacenter {
+            return Err(Error::BadRequest(format!(
+                "mismatched datacenter (client_dc='{}' server_dc='{}'); check client has same datacenter set as servers",
+                req.datacenter, self.config.datacenter
+            )));
+        }
+        self.hold(true, || async {
+            if !self.is_leader() {
+                let leader = self.leader().ok_or(Error::NoLeader)?;
+                return Box::pin(self.http.auto_encrypt_sign(&leader.addr, req)).await;
+            }
+            let issued_cert = self.ca.sign_agent(self, &req.csr).await?;
+            let state = self
+                .store
+                .ca_state()
+                .ok_or_else(|| Error::from(trellis_ca::CaError::Uninitialized))?;
+            Ok(AutoEncryptSignResponse {
+                issued_cert,
+                trust_domain: state.trust_domain,
+                connect_ca_roots: state.roots.into_iter().map(|r| r.root.root_cert).collect(),
+                manual_ca_roots: tls.ca_pems().to_vec(),
+                verify_server_hostname: tls.server_name().is_some(),
+            })
         })
         .await
     }

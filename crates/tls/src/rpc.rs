@@ -2,21 +2,25 @@
 //! this agent's certificate and key, read from files, and the rustls configurations for
 //! serving the server port and for dialling it.
 //!
-//! Unlike the mesh's mutual TLS ([`crate::server_config`], [`crate::client_config`]) nothing
-//! here looks at SPIFFE IDs: servers are recognised by the DNS name `server.<dc>.<domain>`
-//! when `verify_server_hostname` is set, as Consul's `wrapTLSClient` does, and clients by a
-//! chain to the CA when `verify_incoming` is set.
+//! Servers are recognised by the DNS name `server.<dc>.<domain>` when `verify_server_hostname`
+//! is set, as Consul's `wrapTLSClient` does, and clients by a chain to the CA when
+//! `verify_incoming` is set. With auto-encrypt (Consul's `auto_encrypt`), servers also accept
+//! a client agent's certificate signed by the Connect CA, whose SPIFFE ID names the agent's node
+//! ([`Caller::Agent`]); such an agent gets its certificate from the servers at start
+//! ([`RpcTls::set_client_identity`]) and dials with it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::server::ParsedCertificate;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::version::{TLS12, TLS13};
 use rustls::{
@@ -25,6 +29,12 @@ use rustls::{
 };
 
 use crate::crypto_provider;
+
+mod auto_encrypt;
+
+use auto_encrypt::{
+    client_verifier, ClientIdentity, ConnectTrust, ServerPortClientVerifier, SharedConnect,
+};
 
 /// Consul's default `tls_min_version` is TLS 1.2; TLS 1.3 is preferred.
 const VERSIONS: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
@@ -119,6 +129,15 @@ pub enum RpcTlsError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// Certificates or a key handed over at run time (the Connect roots, an auto-encrypt
+    /// certificate) could not be used.
+    #[error("{what}: {reason}")]
+    Runtime {
+        /// What was handed over.
+        what: &'static str,
+        /// Why it cannot be used (never quoting a key).
+        reason: String,
+    },
 }
 
 /// The server port's TLS settings as configured: file paths and flags (Consul's
@@ -141,6 +160,12 @@ pub struct RpcTlsConfig {
     pub datacenter: String,
     /// The domain (`consul` by default).
     pub domain: String,
+    /// A server: sign client agents' certificates from the Connect CA and accept them on the
+    /// server port (Consul's `auto_encrypt { allow_tls }`).
+    pub auto_encrypt_allow_tls: bool,
+    /// A client agent: get this agent's certificate from the servers at start instead of
+    /// `cert_file` (Consul's `auto_encrypt { tls }`; needs `ca_file`, turns outgoing TLS on).
+    pub auto_encrypt_tls: bool,
 }
 
 impl RpcTlsConfig {
@@ -152,11 +177,22 @@ impl RpcTlsConfig {
             || self.verify_incoming
             || self.verify_outgoing
             || self.verify_server_hostname
+            || self.auto_encrypt_allow_tls
+            || self.auto_encrypt_tls
     }
 }
 
+/// A client agent as its auto-encrypt certificate names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentIdentity {
+    /// The agent's node name.
+    pub node: String,
+    /// Its datacenter (this server's).
+    pub datacenter: String,
+}
+
 /// Who called the server port, as far as its TLS connection shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
     /// No certificate: plaintext, or TLS without a client certificate. Possible only where
     /// the port does not require one (`verify_incoming` off), and then, as in Consul, allowed
@@ -166,6 +202,9 @@ pub enum Caller {
     /// where `verify_server_hostname` tells servers apart: a client agent (or a server of
     /// another datacenter). Allowed what a client agent does.
     Client,
+    /// A client agent presenting the certificate auto-encrypt gave it: signed by the Connect
+    /// CA, naming its node. Allowed what a client agent does, for its own node.
+    Agent(AgentIdentity),
     /// A server of this datacenter: a certificate naming `server.<dc>.<domain>`, or any
     /// certificate of the CA when `verify_server_hostname` is off.
     Server,
@@ -176,10 +215,19 @@ pub enum Caller {
 /// [`RpcTls::client_config`]. `Debug` never shows the key.
 pub struct RpcTls {
     roots: Option<Arc<RootCertStore>>,
+    /// The CA bundle's PEM blocks, as auto-encrypt hands them to client agents.
+    ca_pems: Vec<String>,
     identity: Option<Arc<CertifiedKey>>,
     verify_incoming: bool,
     verify_outgoing: bool,
     server_name: Option<ServerName<'static>>,
+    datacenter: String,
+    allow_tls: bool,
+    auto_encrypt_tls: bool,
+    /// The Connect roots agent certificates are checked against (servers with `allow_tls`).
+    connect: SharedConnect,
+    /// What this agent presents when dialling: the file identity, or auto-encrypt's.
+    client_identity: Arc<ClientIdentity>,
     server: Option<Arc<ServerConfig>>,
     client: Option<Arc<ClientConfig>>,
 }
@@ -192,6 +240,9 @@ impl fmt::Debug for RpcTls {
             .field("verify_incoming", &self.verify_incoming)
             .field("verify_outgoing", &self.verify_outgoing)
             .field("server_name", &self.server_name)
+            .field("allow_tls", &self.allow_tls)
+            .field("auto_encrypt_tls", &self.auto_encrypt_tls)
+            .field("client_identity", &self.client_identity)
             .finish_non_exhaustive()
     }
 }
@@ -202,13 +253,30 @@ impl RpcTls {
     /// a certificate needs its key. Both configurations are built here, so a problem shows at
     /// start.
     pub fn load(config: &RpcTlsConfig) -> Result<RpcTls, RpcTlsError> {
-        let roots = config.ca_file.as_deref().map(load_roots).transpose()?;
+        let loaded = config.ca_file.as_deref().map(load_roots).transpose()?;
+        let (roots, ca_pems) = match loaded {
+            Some((roots, pems)) => (Some(roots), pems),
+            None => (None, Vec::new()),
+        };
         let identity = match (&config.cert_file, &config.key_file) {
             (Some(cert), Some(key)) => Some(load_identity(cert, key)?),
             (None, None) => None,
             _ => return Err(RpcTlsError::CertWithoutKey),
         };
-        let verify_outgoing = config.verify_outgoing || config.verify_server_hostname;
+        let verify_outgoing =
+            config.verify_outgoing || config.verify_server_hostname || config.auto_encrypt_tls;
+        if config.auto_encrypt_tls && roots.is_none() {
+            return Err(RpcTlsError::Missing {
+                setting: "auto_encrypt.tls",
+                missing: "ca_file",
+            });
+        }
+        if config.auto_encrypt_allow_tls && identity.is_none() {
+            return Err(RpcTlsError::Missing {
+                setting: "auto_encrypt.allow_tls",
+                missing: "cert_file and key_file",
+            });
+        }
         if config.verify_incoming {
             if roots.is_none() {
                 return Err(RpcTlsError::Missing {
@@ -216,7 +284,8 @@ impl RpcTls {
                     missing: "ca_file",
                 });
             }
-            if identity.is_none() {
+            // A client agent on auto-encrypt gets its certificate from the servers.
+            if identity.is_none() && !config.auto_encrypt_tls {
                 return Err(RpcTlsError::Missing {
                     setting: "verify_incoming",
                     missing: "cert_file and key_file",
@@ -238,12 +307,22 @@ impl RpcTls {
         } else {
             None
         };
+        let client_identity = Arc::new(ClientIdentity {
+            file: identity.clone(),
+            signed: RwLock::new(None),
+        });
         let mut tls = RpcTls {
             roots,
+            ca_pems,
             identity,
             verify_incoming: config.verify_incoming,
             verify_outgoing,
             server_name,
+            datacenter: config.datacenter.clone(),
+            allow_tls: config.auto_encrypt_allow_tls,
+            auto_encrypt_tls: config.auto_encrypt_tls,
+            connect: Arc::new(RwLock::new(None)),
+            client_identity,
             server: None,
             client: None,
         };
@@ -263,12 +342,103 @@ impl RpcTls {
         self.verify_outgoing
     }
 
+    /// Whether this server signs and accepts client agents' certificates from the Connect
+    /// CA (`auto_encrypt.allow_tls`).
+    pub fn allow_tls(&self) -> bool {
+        self.allow_tls
+    }
+
+    /// Whether this client agent gets its certificate from the servers (`auto_encrypt.tls`).
+    pub fn auto_encrypt_tls(&self) -> bool {
+        self.auto_encrypt_tls
+    }
+
+    /// The CA bundle (`ca_file`) as PEM blocks: what auto-encrypt tells client agents to
+    /// trust the servers with (Consul's `ManualCARoots`).
+    pub fn ca_pems(&self) -> &[String] {
+        &self.ca_pems
+    }
+
+    /// Sets the Connect CA roots (PEM) of `trust_domain` that client agents' auto-encrypt
+    /// certificates must chain to; servers call it at start and whenever the roots change.
+    /// Handshakes from then on use them.
+    pub fn set_connect_roots(
+        &self,
+        trust_domain: &str,
+        roots_pem: &[String],
+    ) -> Result<(), RpcTlsError> {
+        let runtime = |reason: String| RpcTlsError::Runtime {
+            what: "Connect CA roots",
+            reason,
+        };
+        let trust_domain = trellis_identity::TrustDomain::parse(trust_domain)
+            .map_err(|e| runtime(e.to_string()))?;
+        let mut roots = RootCertStore::empty();
+        for pem in roots_pem {
+            for der in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let der = der.map_err(|e| runtime(e.to_string()))?;
+                roots.add(der).map_err(|e| runtime(e.to_string()))?;
+            }
+        }
+        if roots.is_empty() {
+            return Err(runtime("no root certificate".into()));
+        }
+        let trust = ConnectTrust::new(trust_domain, roots)?;
+        *self.connect.write() = Some(Arc::new(trust));
+        Ok(())
+    }
+
+    /// Sets the certificate (PEM chain, leaf first) and key (PEM) this agent presents when
+    /// dialling the server port, in place of none (a `cert_file` identity stays first):
+    /// auto-encrypt's, at start and on each renewal. New connections use it.
+    pub fn set_client_identity(&self, chain_pem: &str, key_pem: &str) -> Result<(), RpcTlsError> {
+        let runtime = |reason: String| RpcTlsError::Runtime {
+            what: "auto-encrypt certificate",
+            reason,
+        };
+        let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| runtime(e.to_string()))?;
+        if chain.is_empty() {
+            return Err(runtime("no certificate".into()));
+        }
+        // The decoder's reason is not shown: it could quote the key.
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|_| runtime("the private key is not valid PEM".into()))?;
+        let signing = crypto_provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|_| runtime("the private key cannot sign for TLS".into()))?;
+        let certified = CertifiedKey::new(chain, signing);
+        if let Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) =
+            certified.keys_match()
+        {
+            return Err(runtime("the key does not match the certificate".into()));
+        }
+        *self.client_identity.signed.write() = Some(Arc::new(certified));
+        Ok(())
+    }
+
+    /// Whether a certificate to present when dialling is set (from a file or auto-encrypt).
+    pub fn has_client_identity(&self) -> bool {
+        self.client_identity.current().is_some()
+    }
+
     /// Who a connection's client is, from the certificate chain it presented (already
-    /// verified against the CA by the handshake when `verify_incoming` asked for one).
+    /// verified by the handshake: against the CA, or with `allow_tls` the Connect roots).
     pub fn caller(&self, peer: Option<&[CertificateDer<'_>]>) -> Caller {
         let Some(end_entity) = peer.and_then(|chain| chain.first()) else {
             return Caller::Unverified;
         };
+        let connect = self.connect.read().clone();
+        if let (true, Some(trust)) = (self.allow_tls, connect) {
+            let intermediates = peer.map_or(&[][..], |chain| &chain[1..]);
+            if let Ok(agent) =
+                trust.agent(end_entity, intermediates, &self.datacenter, UnixTime::now())
+            {
+                return Caller::Agent(agent);
+            }
+        }
         let Some(name) = &self.server_name else {
             return Caller::Server;
         };
@@ -305,13 +475,22 @@ impl RpcTls {
         };
         let builder = ServerConfig::builder_with_provider(crypto_provider())
             .with_protocol_versions(VERSIONS)?;
-        let builder = match (&self.roots, self.verify_incoming) {
-            (Some(roots), true) => {
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(roots.clone(), crypto_provider())
-                        .build()
-                        .map_err(|e| RpcTlsError::Rustls(rustls::Error::General(e.to_string())))?;
-                builder.with_client_cert_verifier(verifier)
+        let builder = match (&self.roots, self.verify_incoming, self.allow_tls) {
+            // Auto-encrypt: a certificate of the CA or a client agent's of the Connect CA; with
+            // none a client may still connect, to ask for one (and only for that, when
+            // `verify_incoming` is set: the router's rule).
+            (roots, _, true) => {
+                let verifier = ServerPortClientVerifier {
+                    operator: roots.clone().map(client_verifier).transpose()?,
+                    connect: Some(self.connect.clone()),
+                    datacenter: self.datacenter.clone(),
+                    mandatory: false,
+                    algorithms: crypto_provider().signature_verification_algorithms,
+                };
+                builder.with_client_cert_verifier(Arc::new(verifier))
+            }
+            (Some(roots), true, false) => {
+                builder.with_client_cert_verifier(client_verifier(roots.clone())?)
             }
             _ => builder.with_no_client_auth(),
         };
@@ -330,11 +509,12 @@ impl RpcTls {
             .with_protocol_versions(VERSIONS)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier));
-        let mut config = match &self.identity {
-            Some(identity) => builder
-                .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(identity.clone()))),
-            None => builder.with_no_client_auth(),
-        };
+        let mut config = builder.with_client_cert_resolver(self.client_identity.clone());
+        // No session resumption: a resumed session keeps the identity of the one it resumes,
+        // so a connection opened after auto-encrypt set a certificate could otherwise carry on
+        // as the certificate-less one before it. Server-port connections are long-lived
+        // (HTTP/2), so a full handshake each costs nothing that matters.
+        config.resumption = rustls::client::Resumption::disabled();
         config.alpn_protocols = CLIENT_ALPN.iter().map(|p| p.to_vec()).collect();
         Ok(Some(Arc::new(config)))
     }
@@ -448,7 +628,7 @@ fn certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
-fn load_roots(path: &Path) -> Result<Arc<RootCertStore>, RpcTlsError> {
+fn load_roots(path: &Path) -> Result<(Arc<RootCertStore>, Vec<String>), RpcTlsError> {
     let mut roots = RootCertStore::empty();
     for der in certs("ca_file", path)? {
         roots.add(der).map_err(|e| RpcTlsError::Ca {
@@ -456,7 +636,26 @@ fn load_roots(path: &Path) -> Result<Arc<RootCertStore>, RpcTlsError> {
             reason: e.to_string(),
         })?;
     }
-    Ok(Arc::new(roots))
+    // Already decoded above, so every block here is a well-formed certificate.
+    let text = String::from_utf8_lossy(&read("ca_file", path)?).into_owned();
+    Ok((Arc::new(roots), pem_blocks(&text)))
+}
+
+/// The `CERTIFICATE` blocks of a PEM text, each as its own PEM.
+fn pem_blocks(text: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        blocks.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    blocks
 }
 
 fn load_identity(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, RpcTlsError> {

@@ -1,6 +1,7 @@
 //! Integration tests: real `trellis` processes on free loopback ports, driven over HTTP.
 
 mod api;
+mod auto_encrypt;
 mod blocking;
 mod ca_hardening;
 mod cache;

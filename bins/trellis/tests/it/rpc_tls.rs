@@ -74,6 +74,7 @@ fn tls_client(ca_dir: &Path, cert: &Path, key: &Path) -> reqwest::Client {
         verify_server_hostname: true,
         datacenter: "dc1".into(),
         domain: "consul".into(),
+        ..Default::default()
     })
     .unwrap();
     reqwest::Client::builder()

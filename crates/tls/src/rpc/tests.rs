@@ -13,7 +13,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::{RpcTls, RpcTlsConfig, RpcTlsError};
+use super::{AgentIdentity, Caller, RpcTls, RpcTlsConfig, RpcTlsError};
 
 struct Ca {
     pem: String,
@@ -94,6 +94,7 @@ fn config(ca: Option<&Path>, pair: Option<&(PathBuf, PathBuf)>) -> RpcTlsConfig 
         verify_server_hostname: true,
         datacenter: "dc1".into(),
         domain: "consul".into(),
+        ..Default::default()
     }
 }
 
@@ -102,6 +103,18 @@ async fn handshake(
     server: &RpcTls,
     client: &RpcTls,
 ) -> (Result<Option<Vec<u8>>, String>, Result<(), String>) {
+    let (served, dialled) = exchange(server, client).await;
+    (served.map(|(alpn, _)| alpn), dialled)
+}
+
+/// One handshake: the server's outcome (the ALPN and who the caller is) and the client's.
+async fn exchange(
+    server: &RpcTls,
+    client: &RpcTls,
+) -> (
+    Result<(Option<Vec<u8>>, Caller), String>,
+    Result<(), String>,
+) {
     let (a, b) = tokio::io::duplex(64 << 10);
     let acceptor = TlsAcceptor::from(server.server_config().expect("server config"));
     let connector = TlsConnector::from(client.client_config().expect("client config"));
@@ -109,11 +122,12 @@ async fn handshake(
         match acceptor.accept(a).await {
             Ok(mut tls) => {
                 let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                let caller = server.caller(tls.get_ref().1.peer_certificates());
                 let mut buf = [0u8; 4];
                 tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
                 tls.write_all(&buf).await.map_err(|e| e.to_string())?;
                 tls.flush().await.map_err(|e| e.to_string())?;
-                Ok(alpn)
+                Ok((alpn, caller))
             }
             Err(e) => Err(e.to_string()),
         }
@@ -359,4 +373,179 @@ fn rustls_version_has_the_name_checks() {
         Arc::new(rustls::RootCertStore::empty()),
         None,
     ));
+}
+
+/// A client agent's auto-encrypt certificate as the Connect CA makes it: the agent SPIFFE ID
+/// of `node` in `dc` and trust domain `td`, clientAuth. (cert, key) PEM.
+fn agent_leaf(connect: &Ca, td: &str, dc: &str, node: &str) -> (String, String) {
+    let mut p = CertificateParams::default();
+    p.subject_alt_names = vec![SanType::URI(
+        format!("spiffe://{td}/agent/client/dc/{dc}/id/{node}")
+            .try_into()
+            .unwrap(),
+    )];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = p.signed_by(&key, &connect.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+const TD: &str = "11111111-2222-3333-4444-555555555555.consul";
+
+/// A server with `verify_incoming` and auto-encrypt's `allow_tls`, trusting `connect`.
+fn allow_tls_server(s: &Setup, connect: &Ca) -> RpcTls {
+    let server = RpcTls::load(&RpcTlsConfig {
+        auto_encrypt_allow_tls: true,
+        ..config(Some(&s.ca_file), Some(&s.server))
+    })
+    .unwrap();
+    server
+        .set_connect_roots(TD, std::slice::from_ref(&connect.pem))
+        .unwrap();
+    server
+}
+
+/// A client agent on auto-encrypt: the operator CA to verify servers with, no certificate file.
+fn auto_encrypt_client(s: &Setup) -> RpcTls {
+    RpcTls::load(&RpcTlsConfig {
+        auto_encrypt_tls: true,
+        verify_incoming: false,
+        verify_outgoing: false,
+        ..config(Some(&s.ca_file), None)
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_auto_encrypt_agent_certificate_names_its_node() {
+    let s = setup();
+    let connect = ca("Connect CA");
+    let server = allow_tls_server(&s, &connect);
+    assert!(server.allow_tls());
+    let client = auto_encrypt_client(&s);
+    assert!(client.auto_encrypt_tls() && client.verify_outgoing());
+    assert!(!client.has_client_identity());
+
+    // Before it has a certificate, the agent may connect (to ask for one): unverified.
+    let (served, dialled) = exchange(&server, &client).await;
+    assert_eq!(dialled, Ok(()));
+    assert_eq!(served.unwrap().1, Caller::Unverified);
+
+    let (cert, key) = agent_leaf(&connect, TD, "dc1", "node-a");
+    client.set_client_identity(&cert, &key).unwrap();
+    assert!(client.has_client_identity());
+    let (served, dialled) = exchange(&server, &client).await;
+    assert_eq!(dialled, Ok(()));
+    assert_eq!(
+        served.unwrap().1,
+        Caller::Agent(AgentIdentity {
+            node: "node-a".into(),
+            datacenter: "dc1".into(),
+        })
+    );
+
+    // The operator CA's certificates keep their meaning beside it.
+    let operator_client = RpcTls::load(&config(Some(&s.ca_file), Some(&s.client))).unwrap();
+    let (served, _) = exchange(&server, &operator_client).await;
+    assert_eq!(served.unwrap().1, Caller::Client);
+    let (served, _) = exchange(&server, &server).await;
+    assert_eq!(served.unwrap().1, Caller::Server);
+}
+
+#[tokio::test]
+async fn agent_certificates_of_another_datacenter_trust_domain_or_ca_are_refused() {
+    let s = setup();
+    let connect = ca("Connect CA");
+    let server = allow_tls_server(&s, &connect);
+    let other_ca = ca("Another Connect CA");
+    for (what, (cert, key)) in [
+        (
+            "another datacenter",
+            agent_leaf(&connect, TD, "dc2", "node-a"),
+        ),
+        (
+            "another trust domain",
+            agent_leaf(
+                &connect,
+                "99999999-2222-3333-4444-555555555555.consul",
+                "dc1",
+                "node-a",
+            ),
+        ),
+        ("another CA", agent_leaf(&other_ca, TD, "dc1", "node-a")),
+    ] {
+        let client = auto_encrypt_client(&s);
+        client.set_client_identity(&cert, &key).unwrap();
+        let (served, _) = exchange(&server, &client).await;
+        assert!(served.is_err(), "{what}: accepted");
+    }
+
+    // A server without allow_tls (verify_incoming on) takes no Connect certificate at all.
+    let strict = RpcTls::load(&config(Some(&s.ca_file), Some(&s.server))).unwrap();
+    let client = auto_encrypt_client(&s);
+    let (cert, key) = agent_leaf(&connect, TD, "dc1", "node-a");
+    client.set_client_identity(&cert, &key).unwrap();
+    let (served, _) = exchange(&strict, &client).await;
+    assert!(served.is_err(), "no allow_tls: refused");
+
+    // Nor one with allow_tls that has not learned the Connect roots yet.
+    let unset = RpcTls::load(&RpcTlsConfig {
+        auto_encrypt_allow_tls: true,
+        ..config(Some(&s.ca_file), Some(&s.server))
+    })
+    .unwrap();
+    let (served, _) = exchange(&unset, &client).await;
+    assert!(served.is_err(), "no Connect roots yet: refused");
+}
+
+#[test]
+fn auto_encrypt_settings_and_handed_over_material_are_checked() {
+    let s = setup();
+    let err = RpcTls::load(&RpcTlsConfig {
+        auto_encrypt_tls: true,
+        ..config(None, None)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("auto_encrypt.tls"), "{err}");
+    let err = RpcTls::load(&RpcTlsConfig {
+        auto_encrypt_allow_tls: true,
+        ..config(Some(&s.ca_file), None)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("auto_encrypt.allow_tls"), "{err}");
+
+    let client = auto_encrypt_client(&s);
+    let connect = ca("Connect CA");
+    let (cert, _) = agent_leaf(&connect, TD, "dc1", "node-a");
+    let (_, other_key) = agent_leaf(&connect, TD, "dc1", "node-b");
+    let err = client.set_client_identity(&cert, &other_key).unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    let err = client
+        .set_client_identity(
+            &cert,
+            "-----BEGIN EC PRIVATE KEY-----\nnot a key\n-----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap_err();
+    assert!(
+        !err.to_string().contains("not a key"),
+        "the key is never quoted: {err}"
+    );
+    assert!(!client.has_client_identity(), "nothing set on a refusal");
+
+    let server = RpcTls::load(&RpcTlsConfig {
+        auto_encrypt_allow_tls: true,
+        ..config(Some(&s.ca_file), Some(&s.server))
+    })
+    .unwrap();
+    assert!(server.set_connect_roots(TD, &[]).is_err());
+    assert!(server
+        .set_connect_roots("not a trust domain!", std::slice::from_ref(&connect.pem))
+        .is_err());
+    // The operator bundle as auto-encrypt hands it over.
+    assert_eq!(server.ca_pems().len(), 1);
+    assert!(server.ca_pems()[0].starts_with("-----BEGIN CERTIFICATE-----"));
 }
