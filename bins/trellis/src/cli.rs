@@ -556,12 +556,7 @@ pub async fn run_agent(args: Box<AgentArgs>) -> anyhow::Result<()> {
 
 /// `trellis leave`.
 pub async fn run_leave(args: HttpArgs) -> anyhow::Result<()> {
-    let resp = reqwest::Client::new()
-        .put(format!("{}/v1/agent/leave", base_url(&args)))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the agent at {}", args.http_addr))?;
-    check(resp).await.context("Error leaving")?;
+    agent(&args)?.leave().await.context("Error leaving")?;
     println!("Graceful leave complete");
     Ok(())
 }
@@ -580,13 +575,7 @@ async fn shutdown_signal() {
 
 /// `trellis members`.
 pub async fn run_members(args: HttpArgs) -> anyhow::Result<()> {
-    let addr = args.http_addr.trim_start_matches("http://");
-    let members: Vec<serde_json::Value> = reqwest::get(format!("http://{addr}/v1/agent/members"))
-        .await
-        .with_context(|| format!("cannot reach the agent at {addr}"))?
-        .error_for_status()?
-        .json()
-        .await?;
+    let members = agent(&args)?.members().await?;
     println!(
         "{:<24} {:<22} {:<8} {:<8} DC",
         "Node", "Address", "Status", "Type"
@@ -613,37 +602,24 @@ pub async fn run_members(args: HttpArgs) -> anyhow::Result<()> {
 
 /// Runs `trellis operator raft ...`.
 pub async fn run_raft(cmd: RaftCommand) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
     match cmd {
         RaftCommand::ListPeers(http) => {
-            let url = format!("{}/v1/operator/raft/configuration", base_url(&http));
-            let resp = client
-                .get(&url)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the agent at {}", http.http_addr))?;
-            let config: serde_json::Value = check(resp).await?.json().await?;
+            let config = agent(&http)?.raft_configuration().await?;
             println!(
                 "{:<20} {:<22} {:<22} {:<9} {:<6} {:<12} LastIndex",
                 "Node", "ID", "Address", "State", "Voter", "RaftProtocol"
             );
-            for s in config["Servers"].as_array().into_iter().flatten() {
-                let state = if s["Leader"] == true {
+            for s in &config.servers {
+                let state = if s.leader {
                     "leader"
-                } else if s["Voter"] == true {
+                } else if s.voter {
                     "follower"
                 } else {
                     "learner"
                 };
                 println!(
                     "{:<20} {:<22} {:<22} {:<9} {:<6} {:<12} {}",
-                    s["Node"].as_str().unwrap_or(""),
-                    s["ID"].as_str().unwrap_or(""),
-                    s["Address"].as_str().unwrap_or(""),
-                    state,
-                    s["Voter"] == true,
-                    s["ProtocolVersion"].as_str().unwrap_or(""),
-                    s["LastIndex"]
+                    s.node, s.id, s.address, state, s.voter, s.protocol_version, s.last_index
                 );
             }
             Ok(())
@@ -657,50 +633,23 @@ pub async fn run_raft(cmd: RaftCommand) -> anyhow::Result<()> {
                 (None, Some(address)) => ("address", address),
                 _ => bail!("give exactly one of -id or -address"),
             };
-            let url = reqwest::Url::parse_with_params(
-                &format!("{}/v1/operator/raft/peer", base_url(&http)),
-                &[(key, value.as_str())],
-            )
-            .context("invalid -http-addr")?;
-            let resp = client
-                .delete(url)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the agent at {}", http.http_addr))?;
-            check(resp).await?;
+            agent(&http)?.remove_peer(key, &value).await?;
             println!("Removed peer with {key} \"{value}\"");
             Ok(())
         }
     }
 }
 
-/// The agent's base URL (`http://host:port`) from `-http-addr`.
-pub(crate) fn base_url(http: &HttpArgs) -> String {
-    format!("http://{}", http.http_addr.trim_start_matches("http://"))
-}
-
-/// Turns a non-2xx answer into an error carrying the agent's message.
-async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
-    }
-    let text = resp.text().await.unwrap_or_default();
-    bail!("{status}: {}", text.trim());
+/// The agent at `-http-addr`, through the one client of its HTTP API.
+pub(crate) fn agent(http: &HttpArgs) -> anyhow::Result<trellis_client::AgentClient> {
+    Ok(trellis_client::AgentClient::new(&http.http_addr, None)?)
 }
 
 /// `trellis connect ca get-config|set-config`.
 pub async fn run_ca(cmd: CaCommand) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
     match cmd {
         CaCommand::GetConfig(http) => {
-            let url = format!("{}/v1/connect/ca/configuration", base_url(&http));
-            let resp = client
-                .get(&url)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {url}"))?;
-            let cfg: serde_json::Value = check(resp).await?.json().await?;
+            let cfg = agent(&http)?.ca_configuration().await?;
             println!("{}", serde_json::to_string_pretty(&cfg)?);
         }
         CaCommand::SetConfig { http, config_file } => {
@@ -708,14 +657,7 @@ pub async fn run_ca(cmd: CaCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", config_file.display()))?;
             serde_json::from_str::<serde_json::Value>(&body)
                 .with_context(|| format!("{} is not valid JSON", config_file.display()))?;
-            let url = format!("{}/v1/connect/ca/configuration", base_url(&http));
-            let resp = client
-                .put(&url)
-                .body(body)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {url}"))?;
-            check(resp).await?;
+            agent(&http)?.set_ca_configuration(&body).await?;
             println!("Configuration updated!");
         }
     }

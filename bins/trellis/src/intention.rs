@@ -9,13 +9,12 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{
-    base_url, IntentionArgs, IntentionCommand, IntentionCreateArgs, IntentionMatchArgs,
-    TokenHttpArgs,
+    IntentionArgs, IntentionCommand, IntentionCreateArgs, IntentionMatchArgs, TokenHttpArgs,
 };
 
 /// Exit code of `intention check` when the connection would be denied (Consul's).
@@ -184,9 +183,7 @@ fn columns(rows: &[Vec<String>]) -> String {
 
 /// The agent's HTTP API, with the ACL token if one was given.
 struct Agent {
-    client: reqwest::Client,
-    base: String,
-    token: Option<String>,
+    client: trellis_client::AgentClient,
 }
 
 /// An answer from the agent: status and body text.
@@ -198,11 +195,11 @@ struct Answer {
 impl Answer {
     /// Consul's API client error for a non-2xx answer.
     fn unexpected(&self) -> anyhow::Error {
-        anyhow!(
-            "Unexpected response code: {} ({})",
-            self.status.as_u16(),
-            self.body.trim()
-        )
+        trellis_client::Error::Status {
+            status: self.status.as_u16(),
+            message: self.body.trim().to_string(),
+        }
+        .into()
     }
 
     /// The body as JSON of type `T`.
@@ -217,12 +214,9 @@ impl Answer {
 }
 
 impl Agent {
-    fn new(args: &TokenHttpArgs) -> Agent {
-        Agent {
-            client: reqwest::Client::new(),
-            base: base_url(&args.http),
-            token: args.token.clone().filter(|t| !t.is_empty()),
-        }
+    fn new(args: &TokenHttpArgs) -> anyhow::Result<Agent> {
+        let client = trellis_client::AgentClient::new(&args.http.http_addr, args.token.clone())?;
+        Ok(Agent { client })
     }
 
     /// Sends a request to `/v1/<segments...>?<query>`, with `body` as JSON if given.
@@ -233,33 +227,15 @@ impl Agent {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> anyhow::Result<Answer> {
-        let mut url = Url::parse(&self.base)
-            .with_context(|| format!("invalid -http-addr {:?}", self.base))?;
-        url.path_segments_mut()
-            .map_err(|()| anyhow!("invalid -http-addr {:?}", self.base))?
-            .pop_if_empty()
-            .push("v1")
-            .extend(segments);
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        let mut request = self.client.request(method, url.clone());
-        if let Some(token) = &self.token {
-            request = request.header("X-Consul-Token", token);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the agent at {}", self.base))?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .with_context(|| format!("reading the answer to {url}"))?;
-        Ok(Answer { status, body })
+        let body = body.map_or(trellis_client::Body::Empty, trellis_client::Body::Json);
+        let raw = self
+            .client
+            .call(method, segments, query, body, trellis_client::CALL_TIMEOUT)
+            .await?;
+        Ok(Answer {
+            status: StatusCode::from_u16(raw.status)?,
+            body: String::from_utf8_lossy(&raw.body).into_owned(),
+        })
     }
 }
 
@@ -430,7 +406,7 @@ async fn create(args: IntentionCreateArgs) -> anyhow::Result<u8> {
     } else {
         vec![NewIntention::from_args(&args)?]
     };
-    let agent = Agent::new(&args.api);
+    let agent = Agent::new(&args.api)?;
     for ixn in wanted {
         let query = pair(&ixn.source, &ixn.destination);
         if !args.replace {
@@ -530,7 +506,7 @@ fn describe(ixn: &Intention) -> String {
 
 /// `trellis intention get`.
 async fn get(args: IntentionArgs) -> anyhow::Result<u8> {
-    let ixn = read(&Agent::new(&args.api), &args.args).await?;
+    let ixn = read(&Agent::new(&args.api)?, &args.args).await?;
     print!("{}", describe(&ixn));
     if !ixn.permissions.is_empty() {
         println!(
@@ -543,7 +519,7 @@ async fn get(args: IntentionArgs) -> anyhow::Result<u8> {
 
 /// `trellis intention delete`.
 async fn delete(args: IntentionArgs) -> anyhow::Result<u8> {
-    let agent = Agent::new(&args.api);
+    let agent = Agent::new(&args.api)?;
     let answer = match args.args.as_slice() {
         [id] => {
             agent
@@ -566,7 +542,7 @@ async fn delete(args: IntentionArgs) -> anyhow::Result<u8> {
 
 /// `trellis intention list`.
 async fn list(args: TokenHttpArgs) -> anyhow::Result<u8> {
-    let answer = Agent::new(&args)
+    let answer = Agent::new(&args)?
         .call(Method::GET, &["connect", "intentions"], &[], None)
         .await?;
     if !answer.status.is_success() {
@@ -600,7 +576,7 @@ async fn check(args: IntentionArgs) -> anyhow::Result<u8> {
     let [source, destination] = args.args.as_slice() else {
         bail!("Error: command requires exactly two arguments: src and dst");
     };
-    let answer = Agent::new(&args.api)
+    let answer = Agent::new(&args.api)?
         .call(
             Method::GET,
             &["connect", "intentions", "check"],
@@ -640,7 +616,7 @@ async fn match_intentions(args: IntentionMatchArgs) -> anyhow::Result<u8> {
         bail!("Error: only one of -source or -destination may be specified");
     }
     let by = if args.source { "source" } else { "destination" };
-    let answer = Agent::new(&args.api)
+    let answer = Agent::new(&args.api)?
         .call(
             Method::GET,
             &["connect", "intentions", "match"],

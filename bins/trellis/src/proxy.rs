@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use trellis_proxy::agent_api::AgentApi;
+use trellis_client::AgentClient;
 use trellis_proxy::config::{
     parse_upstream_flag, ProxySpec, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_LOCAL_CONNECT_TIMEOUT,
 };
@@ -120,7 +120,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .or_else(|| std::env::var("CONSUL_HTTP_ADDR").ok())
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| "127.0.0.1:8500".to_string());
-    let api = AgentApi::new(&addr, args.token.clone())?;
+    let api = AgentClient::multiplexed(&addr, args.token.clone())?;
     let options = Options {
         max_connections: args.max_connections.max(1),
         idle_timeout: Some(args.idle_timeout).filter(|d| !d.is_zero()),

@@ -14,6 +14,7 @@ mod health;
 mod intention;
 mod keys;
 mod meta;
+mod operator;
 #[cfg(test)]
 mod proptests;
 mod service;
@@ -25,6 +26,7 @@ pub use health::*;
 pub use intention::*;
 pub use keys::canonicalize_keys;
 pub use meta::*;
+pub use operator::*;
 pub use service::*;
 
 /// The default datacenter name, as Consul's.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::agent_api::Answer;
 use crate::ProxyError;
+use trellis_client::Answer;
 
 /// The longest pause between failed reads.
 const MAX_RETRY: Duration = Duration::from_secs(10);

@@ -8,7 +8,6 @@
 /// The `tracing` target of the access log: one event per decision and per closed connection.
 pub const ACCESS_LOG: &str = "trellis::access";
 
-pub mod agent_api;
 pub mod balance;
 pub mod config;
 pub mod follow;
@@ -29,6 +28,9 @@ pub enum ProxyError {
     /// The local agent could not be asked, or refused.
     #[error("agent: {0}")]
     Agent(String),
+    /// A call to the local agent's HTTP API failed.
+    #[error("agent: {0}")]
+    AgentApi(#[from] trellis_client::Error),
 }
 
 /// Resolves once `stop` holds `true` (or its sender is gone).

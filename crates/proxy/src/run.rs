@@ -15,13 +15,13 @@ use trellis_api::kind;
 use trellis_intentions::Engine;
 use trellis_tls::{Credentials, TlsSnapshot, TlsState};
 
-use crate::agent_api::{AgentApi, Answer};
 use crate::config::{ProxySpec, UpstreamSpec};
 use crate::follow::{follow_hash, follow_index};
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::outbound::Upstream;
 use crate::ProxyError;
+use trellis_client::{AgentClient, Answer};
 
 /// ALPN the public listener offers (HTTP-based services are served as HTTP/2 or HTTP/1.1).
 const SERVER_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -67,7 +67,7 @@ impl Default for Options {
 
 /// Finds the ID of the sidecar registered for `service_id` (Consul's rules: one match, compared
 /// without regard to case).
-pub async fn sidecar_for(api: &AgentApi, service_id: &str) -> Result<String, ProxyError> {
+pub async fn sidecar_for(api: &AgentClient, service_id: &str) -> Result<String, ProxyError> {
     let services = api.services().await?;
     let mut found: Vec<&String> = services
         .iter()
@@ -103,7 +103,7 @@ async fn first<T: ?Sized>(rx: &mut watch::Receiver<Option<Arc<T>>>) -> Result<Ar
 /// Keeps the TLS state in step with the leaf and the roots; publishes snapshots (and the
 /// leaf's expiry to the metrics).
 fn follow_tls(
-    api: &AgentApi,
+    api: &AgentClient,
     service: &str,
     metrics: Arc<Metrics>,
 ) -> watch::Receiver<Option<Arc<TlsSnapshot>>> {
@@ -112,14 +112,14 @@ fn follow_tls(
         let (api, service) = (api.clone(), service.to_string());
         follow_index("leaf", move |i| {
             let (api, service) = (api.clone(), service.clone());
-            async move { api.leaf(&service, i).await }
+            async move { Ok(api.leaf(&service, i).await?) }
         })
     };
     let mut roots = {
         let api = api.clone();
         follow_index("roots", move |i| {
             let api = api.clone();
-            async move { api.roots(i).await }
+            async move { Ok(api.roots(i).await?) }
         })
     };
     tokio::spawn(async move {
@@ -168,7 +168,7 @@ fn follow_tls(
 
 /// Keeps an engine of the intentions for `service`; the ACL default rides along.
 fn follow_intentions(
-    api: &AgentApi,
+    api: &AgentClient,
     service: &str,
     acl_default_allow: Arc<AtomicBool>,
 ) -> watch::Receiver<Option<Arc<Engine>>> {
@@ -201,7 +201,7 @@ struct RunningUpstream {
 
 /// Starts an upstream listener with its discovery.
 async fn start_upstream(
-    api: &AgentApi,
+    api: &AgentClient,
     spec: UpstreamSpec,
     local_dc: &str,
     tls: &watch::Receiver<Option<Arc<TlsSnapshot>>>,
@@ -266,7 +266,7 @@ async fn start_upstream(
 /// Runs a proxy until `shutdown` resolves, then stops accepting and waits (up to
 /// [`Options::drain_timeout`]) for open connections to finish.
 pub async fn run(
-    api: AgentApi,
+    api: AgentClient,
     source: Source,
     options: Options,
     shutdown: impl Future<Output = ()>,
@@ -421,12 +421,12 @@ pub async fn run(
 
 /// Follows the proxy's registration, read into a [`ProxySpec`]; an unusable registration
 /// keeps the previous configuration.
-fn follow_spec(api: &AgentApi, id: String) -> watch::Receiver<Option<Arc<ProxySpec>>> {
+fn follow_spec(api: &AgentClient, id: String) -> watch::Receiver<Option<Arc<ProxySpec>>> {
     let raw = {
         let api = api.clone();
         follow_hash("registration", move |hash| {
             let (api, id) = (api.clone(), id.clone());
-            async move { api.service(&id, &hash).await }
+            async move { Ok(api.service(&id, &hash).await?) }
         })
     };
     let (tx, rx) = watch::channel(None);
