@@ -501,7 +501,10 @@ impl Agent {
             )
             .await?;
         let held: Vec<trellis_api::MemberHealth> = match resp.output {
-            QueryOutput::Found(b) => serde_json::from_slice(&b).unwrap_or_default(),
+            QueryOutput::Found(b) => b
+                .members()
+                .map_err(|e| AgentError::Unavailable(e.to_string()))?
+                .clone(),
             QueryOutput::NotFound(_) => Vec::new(),
         };
         // Serf's codes: 1 alive, 4 failed.

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use trellis_api::{IndexedCaRoots, IssuedCert};
+use trellis_api::IssuedCert;
 use trellis_identity::{SpiffeId, TrustDomain};
 use trellis_rpc::Error as RpcError;
 use trellis_state::{Query, QueryOutput};
@@ -133,8 +133,10 @@ impl LeafSource for Servers {
         let QueryOutput::Found(body) = hit.value else {
             return Err(internal("CA roots not found"));
         };
-        let roots: IndexedCaRoots =
-            serde_json::from_slice(&body).map_err(|e| internal(e.to_string()))?;
+        let roots = body
+            .ca_roots()
+            .map_err(|e| internal(e.to_string()))?
+            .clone();
         let view = Arc::new(RootsView {
             index: hit.index,
             active_root_id: roots.active_root_id,

@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use trellis_api::{AgentService, CatalogDeregistration, CatalogRegistration, HealthCheck, Node};
+use trellis_api::{
+    AgentService, CatalogDeregistration, CatalogRegistration, HealthCheck, Node, NodeState,
+};
 use trellis_rpc::{Error, QueryOptions, Write};
 use trellis_state::{Applied, Query, QueryOutput};
 
@@ -28,15 +29,6 @@ pub struct NodeInfo {
     pub address: String,
     /// Node metadata.
     pub meta: BTreeMap<String, String>,
-}
-
-/// What the catalog holds for one node (the body of [`Query::NodeState`]).
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Remote {
-    node: Option<Node>,
-    services: Vec<AgentService>,
-    checks: Vec<HealthCheck>,
 }
 
 /// How many writes a sync made.
@@ -268,8 +260,10 @@ impl Syncer {
                 "node state query answered not found".into(),
             ));
         };
-        let remote: Remote =
-            serde_json::from_slice(&body).map_err(|e| Error::Internal(e.to_string()))?;
+        let remote: NodeState = body
+            .node_state()
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .clone();
         let mut stats = SyncStats::default();
 
         let mut services: BTreeMap<String, AgentService> = self.local.services();
@@ -380,7 +374,7 @@ mod tests {
     use crate::definition::local_check;
     use trellis_api::{status, CheckDefinition};
 
-    async fn catalog(backend: &Backend) -> Remote {
+    async fn catalog(backend: &Backend) -> NodeState {
         let out = backend
             .query(
                 Query::NodeState { node: "n1".into() },
@@ -391,7 +385,7 @@ mod tests {
         let QueryOutput::Found(body) = out.output else {
             panic!("no node state");
         };
-        serde_json::from_slice(&body).expect("node state")
+        body.node_state().expect("node state").clone()
     }
 
     /// Partial syncs write what changed, and only that: a new service with its checks, a

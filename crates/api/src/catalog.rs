@@ -193,3 +193,16 @@ pub struct NodeServices {
     /// Its services by ID.
     pub services: BTreeMap<String, AgentService>,
 }
+
+/// What the catalog holds for one node: its row, services and checks (the answer a client
+/// agent's anti-entropy compares its local state with).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeState {
+    /// The node, if the catalog has it.
+    pub node: Option<Node>,
+    /// Its services.
+    pub services: Vec<AgentService>,
+    /// Its checks (node-level and services').
+    pub checks: Vec<HealthCheck>,
+}

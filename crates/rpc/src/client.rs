@@ -167,7 +167,7 @@ impl Client {
             .is_some_and(|v| v == "true");
         let body: Bytes = resp.bytes().await.map_err(|e| transport(addr, e))?;
         let output = match status {
-            200 => QueryOutput::Found(body),
+            200 => QueryOutput::Found(trellis_state::Answer::from_json(&req.query, body)),
             404 => QueryOutput::NotFound(String::from_utf8_lossy(&body).into_owned()),
             other => return Err(Error::from_answer(other, &body)),
         };

@@ -267,8 +267,10 @@ async fn reconcile_once(
         )
         .await?;
     let current: Vec<MemberHealth> = match resp.output {
-        trellis_state::QueryOutput::Found(b) => serde_json::from_slice(&b)
-            .map_err(|e| crate::ServerError::Raft(format!("members answer: {e}")))?,
+        trellis_state::QueryOutput::Found(a) => a
+            .members()
+            .map_err(|e| crate::ServerError::Raft(format!("members answer: {e}")))?
+            .clone(),
         trellis_state::QueryOutput::NotFound(_) => Vec::new(),
     };
     let servers = s.voter_health();

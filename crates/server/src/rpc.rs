@@ -225,7 +225,9 @@ async fn query(State(s): State<Arc<Server>>, Body(req): Body<QueryRequest>) -> R
             );
             headers.insert(H_LAST_CONTACT, HeaderValue::from(r.last_contact_ms));
             match r.output {
-                QueryOutput::Found(body) => (StatusCode::OK, headers, body).into_response(),
+                QueryOutput::Found(answer) => {
+                    (StatusCode::OK, headers, answer.json()).into_response()
+                }
                 QueryOutput::NotFound(msg) => (StatusCode::NOT_FOUND, headers, msg).into_response(),
             }
         }

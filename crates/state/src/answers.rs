@@ -32,10 +32,12 @@ impl Default for AnswerCache {
     }
 }
 
-/// What an entry costs against the budget: its slot, the query's strings and the body.
+/// What an entry costs against the budget: its slot, the query's strings, and the answer: its
+/// JSON (made here if it was not yet: every cached answer is served by someone) counted twice,
+/// for the typed value held beside it.
 fn cost(q: &Query, out: &QueryOutput) -> usize {
     let body = match out {
-        QueryOutput::Found(b) => b.len(),
+        QueryOutput::Found(a) => 2 * a.json().len(),
         QueryOutput::NotFound(m) => m.len(),
     };
     std::mem::size_of::<(Query, (u64, QueryOutput))>() + q.heap_bytes() + body
@@ -126,7 +128,10 @@ mod tests {
     }
 
     fn body(n: usize) -> QueryOutput {
-        QueryOutput::Found(Bytes::from(vec![b'x'; n]))
+        QueryOutput::Found(crate::Answer::from_json(
+            &Query::CatalogNodes,
+            Bytes::from(vec![b'x'; n / 2]),
+        ))
     }
 
     /// However many answers go in, the bytes held stay within the budget, counted honestly

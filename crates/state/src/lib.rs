@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod answer;
 mod answers;
 mod ca;
 mod command;
@@ -18,6 +19,7 @@ mod query;
 mod tables;
 mod watch;
 
+pub use answer::{Answer, AnswerError, Typed};
 pub use answers::{ANSWER_CACHE_BYTES, MAX_CACHED_ANSWER_BYTES};
 pub use ca::{CaState, StoredRoot};
 pub use command::{

@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use trellis_api::{
     config_kind, serf_check, status, AgentService, HealthCheck, IndexedCaRoots, MemberHealth, Node,
-    NodeServices, ServiceEntry, ServiceNode,
+    NodeServices, NodeState, ServiceEntry, ServiceNode,
 };
+
+use crate::answer::{Answer, Typed};
 
 use crate::intentions;
 use crate::tables::{node_rows, NodeKey, Tables};
@@ -118,19 +119,17 @@ pub enum Query {
     Members,
 }
 
-/// The answer to a query: a JSON body, or "not found" with Consul's message.
+/// The answer to a query, or "not found" with Consul's message.
 #[derive(Clone, Debug, PartialEq)]
 pub enum QueryOutput {
-    /// The JSON body.
-    Found(Bytes),
+    /// The answer: typed, and JSON at the edges.
+    Found(Answer),
     /// Nothing by that name (404 with this message).
     NotFound(String),
 }
 
-fn json<T: Serialize>(v: &T) -> QueryOutput {
-    QueryOutput::Found(Bytes::from(
-        serde_json::to_vec(v).expect("wire types serialise"),
-    ))
+fn found(typed: Typed) -> QueryOutput {
+    QueryOutput::Found(Answer::new(typed))
 }
 
 impl Query {
@@ -200,30 +199,29 @@ impl Query {
     /// Answers the query from the tables.
     pub(crate) fn run(&self, t: &Tables, dc: &str) -> QueryOutput {
         match self {
-            Query::CatalogNodes => {
-                json(&t.nodes.values().map(|n| with_dc(n, dc)).collect::<Vec<_>>())
-            }
+            Query::CatalogNodes => found(Typed::Nodes(
+                t.nodes.values().map(|n| with_dc(n, dc)).collect(),
+            )),
             Query::CatalogServices => {
-                let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+                let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 for svc in t.services.values() {
-                    let tags = out.entry(svc.service.as_str()).or_default();
+                    let tags = out.entry(svc.service.clone()).or_default();
                     for tag in &svc.tags {
-                        if !tags.contains(&tag.as_str()) {
-                            tags.push(tag);
+                        if !tags.contains(tag) {
+                            tags.push(tag.clone());
                         }
                     }
                 }
-                json(&out)
+                found(Typed::Services(out))
             }
-            Query::CatalogNode { node } => match t.nodes.get(node) {
-                None => QueryOutput::Found(Bytes::from_static(b"null")),
-                Some(n) => json(&NodeServices {
+            Query::CatalogNode { node } => found(Typed::NodeServices(t.nodes.get(node).map(|n| {
+                NodeServices {
                     node: with_dc(n, dc),
                     services: node_rows(&t.services, node)
                         .map(|(k, s)| (k.1.clone(), s.clone()))
                         .collect(),
-                }),
-            },
+                }
+            }))),
             Query::CatalogService {
                 name,
                 tags,
@@ -237,23 +235,20 @@ impl Query {
                             .map(|n| ServiceNode::new(&with_dc(n, dc), s))
                     })
                     .collect();
-                json(&rows)
+                found(Typed::ServiceNodes(rows))
             }
-            Query::HealthNode { node } => json(
-                &node_rows(&t.checks, node)
-                    .map(|(_, c)| c)
-                    .collect::<Vec<_>>(),
-            ),
-            Query::HealthChecks { service } => {
-                let checks: Vec<&HealthCheck> = t
-                    .by_name
+            Query::HealthNode { node } => found(Typed::Checks(
+                node_rows(&t.checks, node).map(|(_, c)| c.clone()).collect(),
+            )),
+            Query::HealthChecks { service } => found(Typed::Checks(
+                t.by_name
                     .get(service)
                     .into_iter()
                     .flatten()
                     .flat_map(|k| service_checks(t, k))
-                    .collect();
-                json(&checks)
-            }
+                    .cloned()
+                    .collect(),
+            )),
             Query::HealthService {
                 name,
                 tags,
@@ -279,7 +274,7 @@ impl Query {
                         })
                     })
                     .collect();
-                json(&entries)
+                found(Typed::ServiceEntries(entries))
             }
             Query::Members => {
                 let members: Vec<MemberHealth> = t
@@ -294,42 +289,35 @@ impl Query {
                         })
                     })
                     .collect();
-                json(&members)
+                found(Typed::Members(members))
             }
-            Query::HealthState { state } => {
-                let checks: Vec<&HealthCheck> = t
-                    .checks
+            Query::HealthState { state } => found(Typed::Checks(
+                t.checks
                     .values()
                     .filter(|c| state == status::ANY || c.status == *state)
-                    .collect();
-                json(&checks)
-            }
-            Query::ConfigList { kind } => {
-                let entries: Vec<_> = t
-                    .config
+                    .cloned()
+                    .collect(),
+            )),
+            Query::ConfigList { kind } => found(Typed::ConfigEntries(
+                t.config
                     .range((kind.clone(), String::new())..)
                     .take_while(|(k, _)| k.0 == *kind)
-                    .map(|(_, e)| e)
-                    .collect();
-                json(&entries)
-            }
+                    .map(|(_, e)| e.clone())
+                    .collect(),
+            )),
             Query::ConfigGet { kind, name } => match t.config.get(&(kind.clone(), name.clone())) {
-                Some(e) => json(e),
+                Some(e) => found(Typed::ConfigEntry(e.clone())),
                 None => {
                     QueryOutput::NotFound(format!("Config entry not found for {kind:?} / {name:?}"))
                 }
             },
-            Query::NodeState { node } => {
-                let services: Vec<&AgentService> =
-                    node_rows(&t.services, node).map(|(_, s)| s).collect();
-                let checks: Vec<&HealthCheck> =
-                    node_rows(&t.checks, node).map(|(_, c)| c).collect();
-                json(&serde_json::json!({
-                    "Node": t.nodes.get(node),
-                    "Services": services,
-                    "Checks": checks,
-                }))
-            }
+            Query::NodeState { node } => found(Typed::NodeState(NodeState {
+                node: t.nodes.get(node).cloned(),
+                services: node_rows(&t.services, node)
+                    .map(|(_, s)| s.clone())
+                    .collect(),
+                checks: node_rows(&t.checks, node).map(|(_, c)| c.clone()).collect(),
+            })),
             Query::CaRoots => {
                 let roots = match &t.ca {
                     None => IndexedCaRoots::default(),
@@ -339,7 +327,7 @@ impl Query {
                         roots: ca.roots.iter().map(|r| r.root.clone()).collect(),
                     },
                 };
-                json(&roots)
+                found(Typed::CaRoots(roots))
             }
             Query::CaConfig => match &t.ca {
                 None => QueryOutput::NotFound("CA has not finished initializing".into()),
@@ -350,35 +338,37 @@ impl Query {
                         cfg.config.remove(secret);
                     }
                     cfg.state = None;
-                    json(&cfg)
+                    found(Typed::CaConfig(cfg))
                 }
             },
-            Query::IntentionList => json(&intentions::list(t)),
+            Query::IntentionList => found(Typed::Intentions(intentions::list(t))),
             Query::IntentionExact {
                 source,
                 destination,
             } => match intentions::exact(t, source, destination) {
-                Some(i) => json(&i),
+                Some(i) => found(Typed::Intention(i)),
                 None => QueryOutput::NotFound("Intention not found".into()),
             },
             Query::IntentionGet { id } => match intentions::by_id(t, id) {
-                Some(i) => json(&i),
+                Some(i) => found(Typed::Intention(i)),
                 None => QueryOutput::NotFound("Intention not found".into()),
             },
-            Query::IntentionMatch { by_source, names } => {
-                json(&intentions::matches(t, *by_source, names))
-            }
+            Query::IntentionMatch { by_source, names } => found(Typed::IntentionMatches(
+                intentions::matches(t, *by_source, names),
+            )),
             Query::ResolveServiceConfig { name, upstreams } => {
                 let defaults = |service: &str| {
                     t.config
                         .get(&(config_kind::SERVICE_DEFAULTS.into(), service.into()))
                 };
-                json(&trellis_api::ServiceConfigResponse::resolve(
-                    defaults(name),
-                    t.config
-                        .get(&(config_kind::PROXY_DEFAULTS.into(), "global".into())),
-                    upstreams,
-                    defaults,
+                found(Typed::ServiceConfig(
+                    trellis_api::ServiceConfigResponse::resolve(
+                        defaults(name),
+                        t.config
+                            .get(&(config_kind::PROXY_DEFAULTS.into(), "global".into())),
+                        upstreams,
+                        defaults,
+                    ),
                 ))
             }
         }
@@ -431,6 +421,11 @@ impl Store {
             return out;
         }
         let out = q.run(t, self.datacenter());
+        // Its JSON is made now, outside the cache's lock: the cache counts answers by it, and
+        // whoever reads a cached answer next serves it.
+        if let QueryOutput::Found(answer) = &out {
+            answer.json();
+        }
         cache.lock().insert(q, idx, &out);
         out
     }

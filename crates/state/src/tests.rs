@@ -44,7 +44,7 @@ fn proxy(node: &str, id: &str, dest: &str) -> Command {
 
 fn body(out: QueryOutput) -> serde_json::Value {
     match out {
-        QueryOutput::Found(b) => serde_json::from_slice(&b).unwrap(),
+        QueryOutput::Found(b) => serde_json::from_slice(&b.json()).unwrap(),
         QueryOutput::NotFound(m) => panic!("not found: {m}"),
     }
 }
@@ -675,7 +675,7 @@ mod intentions {
 
     fn body(s: &Store, q: Query) -> serde_json::Value {
         match s.query(&q).0 {
-            QueryOutput::Found(b) => serde_json::from_slice(&b).unwrap(),
+            QueryOutput::Found(b) => serde_json::from_slice(&b.json()).unwrap(),
             QueryOutput::NotFound(m) => json!({ "NotFound": m }),
         }
     }

@@ -1,11 +1,10 @@
 //! The kinds of data the agent caches, one [`CacheType`] each.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use trellis_api::{Intention, ServiceConfigResponse};
+use trellis_api::ServiceConfigResponse;
 use trellis_intentions::Engine;
 use trellis_rpc::QueryOptions;
 use trellis_state::{Query, QueryOutput};
@@ -32,9 +31,10 @@ pub(crate) async fn match_engine(
         QueryOutput::Found(body) => body,
         QueryOutput::NotFound(msg) => return Err(FetchError::Invalid(msg)),
     };
-    let mut by_name: HashMap<String, Vec<Intention>> = serde_json::from_slice(&body)
-        .map_err(|e| FetchError::Invalid(format!("decoding intention match: {e}")))?;
-    let list = by_name.remove(&destination).unwrap_or_default();
+    let by_name = body
+        .intention_matches()
+        .map_err(|e| FetchError::Invalid(format!("intention match: {e}")))?;
+    let list = by_name.get(&destination).cloned().unwrap_or_default();
     Ok((Arc::new(engine_from_match(&list)), answer.index))
 }
 
@@ -169,10 +169,10 @@ impl CacheType for ResolvedServiceConfig {
                 QueryOutput::Found(body) => body,
                 QueryOutput::NotFound(msg) => return Err(FetchError::Invalid(msg)),
             };
-            let resolved: ServiceConfigResponse = serde_json::from_slice(&body).map_err(|e| {
-                FetchError::Invalid(format!("decoding resolved service config: {e}"))
-            })?;
-            Ok((Arc::new(resolved), answer.index))
+            let resolved: &ServiceConfigResponse = body
+                .service_config()
+                .map_err(|e| FetchError::Invalid(format!("resolved service config: {e}")))?;
+            Ok((Arc::new(resolved.clone()), answer.index))
         }
     }
 }

@@ -25,8 +25,9 @@ pub(crate) async fn roots(State(a): State<Arc<Agent>>, p: Params) -> Res {
         let QueryOutput::Found(body) = resp.output else {
             return Err(AgentError::NotFound("no CA roots".into()));
         };
-        let roots: IndexedCaRoots =
-            serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        let roots: &IndexedCaRoots = body
+            .ca_roots()
+            .map_err(|e| AgentError::Unavailable(e.to_string()))?;
         let mut pem = String::new();
         for r in &roots.roots {
             for cert in std::iter::once(&r.root_cert).chain(r.intermediate_certs.iter().flatten()) {

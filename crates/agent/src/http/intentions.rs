@@ -73,16 +73,21 @@ pub(crate) async fn list(State(a): State<Arc<Agent>>, p: Params) -> Res {
     };
     let (mut r, consistency) = fetch(&a, &p, Query::IntentionList).await?;
     if let (Some(filter), QueryOutput::Found(body)) = (&filter, &r.output) {
-        let items: Vec<Value> = serde_json::from_slice(body)
-            .map_err(|e| AgentError::Unavailable(format!("decoding intentions: {e}")))?;
+        // The filter language runs over JSON values, as Consul's does.
+        let items: Vec<Value> = body
+            .intentions()
+            .map_err(|e| AgentError::Unavailable(format!("intentions: {e}")))?
+            .iter()
+            .map(|i| serde_json::to_value(i).expect("intentions serialise"))
+            .collect();
         // Back through the typed view so the fields keep Consul's order.
         let kept: Vec<Intention> = filter
             .apply(items)
             .into_iter()
             .filter_map(|v| serde_json::from_value(v).ok())
             .collect();
-        r.output = QueryOutput::Found(Bytes::from(
-            serde_json::to_vec(&kept).expect("JSON values serialise"),
+        r.output = QueryOutput::Found(trellis_state::Answer::new(
+            trellis_state::Typed::Intentions(kept),
         ));
     }
     Ok(query_response(r, Some(consistency)))

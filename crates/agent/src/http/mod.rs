@@ -324,7 +324,7 @@ pub(crate) fn query_response(r: QueryResponse, consistency: Option<&'static str>
     match r.output {
         QueryOutput::Found(body) => {
             headers.insert("content-type", HeaderValue::from_static("application/json"));
-            (StatusCode::OK, headers, body).into_response()
+            (StatusCode::OK, headers, body.json()).into_response()
         }
         QueryOutput::NotFound(msg) => (StatusCode::NOT_FOUND, headers, msg + "\n").into_response(),
     }
