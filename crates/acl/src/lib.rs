@@ -30,7 +30,7 @@
 //! - `intentions` on a service rule sets the level on intentions whose destination the rule
 //!   matches. When no merged policy sets it, it is `read` if the service level is `read` or
 //!   `write`, and `deny` otherwise: **`service:write` does not give `intentions:write`**, which
-//!   must be given explicitly (the notes, §2.7, and Consul's `newPolicyAuthorizer` agree).
+//!   must be given explicitly (as in Consul's rule docs and its `newPolicyAuthorizer`).
 //!   The defaulting happens after merging, so `intentions = "deny"` in any policy wins.
 //! - `mesh` and `peering` fall back to `operator` when no policy sets them.
 //! - With `default_policy = allow`, `acl:read`, `acl:write` and snapshots are still denied

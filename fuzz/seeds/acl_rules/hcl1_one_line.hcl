@@ -1,0 +1,1 @@
+"service" "db" { policy = "read", intentions = "write" } agent_prefix "" { policy = "read" } acl = "write" mesh = "deny"
