@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail, Context};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
+use trellis_api::lenient::Lenient;
 
 use crate::cli::{
     IntentionArgs, IntentionCommand, IntentionCreateArgs, IntentionMatchArgs, TokenHttpArgs,
@@ -280,29 +281,35 @@ impl NewIntention {
 
     /// Reads an intention JSON object (the fields of `GET /v1/connect/intentions/exact`;
     /// read-only ones such as `ID` and `Precedence` are ignored). Field names match in any
-    /// case, as Go's JSON decoding does for Consul.
+    /// case (and snake_case), as the HTTP API canonicalises them, and fields are read with the
+    /// config entries' forgiving decoder: `null` or `""` is not set, and the first field of
+    /// another type is an error.
     fn from_json(text: &str) -> anyhow::Result<NewIntention> {
-        let value: Value = serde_json::from_str(text).context("not valid JSON")?;
-        let Value::Object(obj) = value else {
+        let mut value: Value = serde_json::from_str(text).context("not valid JSON")?;
+        if !value.is_object() {
             bail!("not a JSON object");
-        };
-        let text_field = |name: &str| -> anyhow::Result<String> {
-            match field(&obj, name) {
-                None | Some(Value::Null) => Ok(String::new()),
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) => bail!("{name} must be a string, not {other}"),
+        }
+        trellis_api::canonicalize_keys(&mut value);
+        let file: IntentionFile = trellis_api::lenient::decode_object(&value).unwrap_or_default();
+        let text_field = |name: &str, v: &Lenient<String>| -> anyhow::Result<String> {
+            match v {
+                Lenient::Invalid(other) => bail!("{name} must be a string, not {other}"),
+                _ => Ok(v.text().to_string()),
             }
         };
         // The `[partition/][namespace/]name` query form and the displayed form of an end.
-        let target = |partition_field: &str,
-                      ns_field: &str,
-                      name_field: &str|
+        let target = |partition: (&str, &Lenient<String>),
+                      ns: (&str, &Lenient<String>),
+                      name: (&str, &Lenient<String>)|
          -> anyhow::Result<(String, String)> {
-            let name = text_field(name_field)?;
+            let (name_field, name) = (name.0, text_field(name.0, name.1)?);
             if name.is_empty() {
                 bail!("{name_field} is required");
             }
-            let (partition, ns) = (text_field(partition_field)?, text_field(ns_field)?);
+            let (partition, ns) = (
+                text_field(partition.0, partition.1)?,
+                text_field(ns.0, ns.1)?,
+            );
             let query = match (partition.is_empty(), ns.is_empty()) {
                 (true, true) => name.clone(),
                 (true, false) => format!("{ns}/{name}"),
@@ -311,16 +318,23 @@ impl NewIntention {
             };
             Ok((query, display_target(&ns, &name)))
         };
-        let (source, source_shown) = target("SourcePartition", "SourceNS", "SourceName")?;
-        let (destination, destination_shown) =
-            target("DestinationPartition", "DestinationNS", "DestinationName")?;
-        let source_type = text_field("SourceType")?;
-        let action = text_field("Action")?;
-        let description = text_field("Description")?;
-        let permissions = match field(&obj, "Permissions") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(p)) => p.clone(),
-            Some(other) => bail!("Permissions must be a list, not {other}"),
+        let (source, source_shown) = target(
+            ("SourcePartition", &file.source_partition),
+            ("SourceNS", &file.source_ns),
+            ("SourceName", &file.source_name),
+        )?;
+        let (destination, destination_shown) = target(
+            ("DestinationPartition", &file.destination_partition),
+            ("DestinationNS", &file.destination_ns),
+            ("DestinationName", &file.destination_name),
+        )?;
+        let source_type = text_field("SourceType", &file.source_type)?;
+        let action = text_field("Action", &file.action)?;
+        let description = text_field("Description", &file.description)?;
+        let permissions = match file.permissions {
+            Lenient::Absent => Vec::new(),
+            Lenient::Set(p) => p,
+            Lenient::Invalid(other) => bail!("Permissions must be a list, not {other}"),
         };
         let mut body = Map::new();
         let source_type = if source_type.is_empty() {
@@ -338,11 +352,14 @@ impl NewIntention {
         if !description.is_empty() {
             body.insert("Description".into(), json!(description));
         }
-        match field(&obj, "Meta") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(m)) if m.is_empty() => {}
-            Some(meta) => {
-                body.insert("Meta".into(), meta.clone());
+        match file.meta {
+            Lenient::Absent => {}
+            Lenient::Set(m) if m.is_empty() => {}
+            Lenient::Set(m) => {
+                body.insert("Meta".into(), Value::Object(m));
+            }
+            Lenient::Invalid(other) => {
+                body.insert("Meta".into(), other);
             }
         }
         Ok(NewIntention {
@@ -384,13 +401,23 @@ impl NewIntention {
     }
 }
 
-/// A field of a JSON object by name: exact match first, then ignoring ASCII case.
-fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    obj.get(name).or_else(|| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    })
+/// An intention file as `create -file` reads it, after key canonicalisation.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct IntentionFile {
+    #[serde(rename = "SourceNS")]
+    source_ns: Lenient<String>,
+    source_name: Lenient<String>,
+    source_partition: Lenient<String>,
+    #[serde(rename = "DestinationNS")]
+    destination_ns: Lenient<String>,
+    destination_name: Lenient<String>,
+    destination_partition: Lenient<String>,
+    source_type: Lenient<String>,
+    action: Lenient<String>,
+    description: Lenient<String>,
+    permissions: Lenient<Vec<Value>>,
+    meta: Lenient<Map<String, Value>>,
 }
 
 /// `trellis intention create`.

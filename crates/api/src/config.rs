@@ -41,11 +41,12 @@ pub struct ConfigEntry {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct ServiceConfigResponse {
-    /// Proxy configuration: `proxy-defaults`' `Config`, with `protocol` from the service's
-    /// `service-defaults` when it sets one.
+    /// Proxy configuration: `proxy-defaults`' `Config`, with `protocol` set to what
+    /// [`crate::configured_protocol`] gives the service.
     #[serde(default)]
     pub proxy_config: Map<String, Value>,
-    /// Per-upstream configuration (`protocol` from the upstream's defaults), in request order.
+    /// Per-upstream configuration (`protocol`: [`crate::configured_protocol`] of the
+    /// upstream), in request order.
     #[serde(default)]
     pub upstream_configs: Vec<UpstreamConfig>,
     /// Mesh gateway mode (service-defaults, else proxy-defaults).
@@ -81,42 +82,43 @@ impl ServiceConfigResponse {
         defaults_of: impl Fn(&str) -> Option<&'a ConfigEntry>,
     ) -> ServiceConfigResponse {
         let mut out = ServiceConfigResponse::default();
-        let field = |e: Option<&'a ConfigEntry>, name: &str| e.and_then(|e| e.body.get(name));
-        if let Some(Value::Object(config)) = field(proxy_defaults, "Config") {
+        let service = service_defaults.map(ConfigEntry::service_defaults);
+        let proxy = proxy_defaults.map(ConfigEntry::proxy_defaults);
+        if let Some(config) = proxy.as_ref().and_then(|p| p.config.get()) {
             out.proxy_config = config.clone();
         }
-        if let Some(protocol) = non_empty_str(field(service_defaults, "Protocol")) {
+        if let Some(protocol) = crate::configured_protocol(service.as_ref(), proxy.as_ref()) {
             out.proxy_config
-                .insert("protocol".into(), Value::String(protocol.to_string()));
+                .insert("protocol".into(), Value::String(protocol));
         }
-        for entry in [service_defaults, proxy_defaults] {
+        let sides = [
+            service
+                .as_ref()
+                .map(|s| (&s.mode, &s.mesh_gateway, &s.expose)),
+            proxy
+                .as_ref()
+                .map(|p| (&p.mode, &p.mesh_gateway, &p.expose)),
+        ];
+        for (mode, mesh_gateway, expose) in sides.into_iter().flatten() {
             if out.mode.is_empty() {
-                if let Some(mode) = non_empty_str(field(entry, "Mode")) {
-                    out.mode = mode.to_string();
-                }
+                out.mode = mode.text().to_string();
             }
             if out.mesh_gateway.mode.is_empty() {
-                if let Some(Value::Object(mg)) = field(entry, "MeshGateway") {
-                    if let Some(mode) = non_empty_str(mg.get("Mode")) {
-                        out.mesh_gateway.mode = mode.to_string();
-                    }
+                if let Some(mg) = mesh_gateway.get() {
+                    out.mesh_gateway.mode = mg.mode.text().to_string();
                 }
             }
             if out.expose.is_empty() {
-                if let Some(Value::Object(expose)) = field(entry, "Expose") {
+                if let Some(expose) = expose.get() {
                     out.expose = expose.clone();
                 }
             }
         }
-        let global_protocol = match field(proxy_defaults, "Config") {
-            Some(Value::Object(c)) => non_empty_str(c.get("protocol")),
-            _ => None,
-        };
         for name in upstreams {
-            let own = non_empty_str(defaults_of(name).and_then(|e| e.body.get("Protocol")));
+            let own = defaults_of(name).map(ConfigEntry::service_defaults);
             let mut config = Map::new();
-            if let Some(protocol) = own.or(global_protocol) {
-                config.insert("protocol".into(), Value::String(protocol.to_string()));
+            if let Some(protocol) = crate::configured_protocol(own.as_ref(), proxy.as_ref()) {
+                config.insert("protocol".into(), Value::String(protocol));
             }
             out.upstream_configs.push(UpstreamConfig {
                 upstream: name.clone(),
@@ -164,10 +166,6 @@ impl ServiceConfigResponse {
             }
         }
     }
-}
-
-fn non_empty_str(v: Option<&Value>) -> Option<&str> {
-    v.and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
@@ -227,6 +225,25 @@ mod tests {
         let bare = ServiceConfigResponse::resolve(None, None, &["db".into()], |_| None);
         assert!(bare.proxy_config.is_empty());
         assert!(bare.upstream_configs[0].config.is_empty());
+    }
+
+    #[test]
+    fn an_empty_service_protocol_falls_through_as_the_intentions_engine_reads_it() {
+        let web = entry(
+            config_kind::SERVICE_DEFAULTS,
+            "web",
+            json!({"Protocol": ""}),
+        );
+        let global = entry(
+            config_kind::PROXY_DEFAULTS,
+            "global",
+            json!({"Config": {"Protocol": "grpc"}}),
+        );
+        let r = ServiceConfigResponse::resolve(Some(&web), Some(&global), &["web".into()], |n| {
+            (n == "web").then_some(&web)
+        });
+        assert_eq!(r.proxy_config["protocol"], "grpc");
+        assert_eq!(r.upstream_configs[0].config["protocol"], "grpc");
     }
 
     #[test]

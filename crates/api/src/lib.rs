@@ -9,10 +9,12 @@
 mod catalog;
 mod config;
 mod connect;
+mod entry;
 pub mod filter;
 mod health;
 mod intention;
 mod keys;
+pub mod lenient;
 mod meta;
 mod operator;
 #[cfg(test)]
@@ -22,6 +24,7 @@ mod service;
 pub use catalog::*;
 pub use config::*;
 pub use connect::*;
+pub use entry::*;
 pub use health::*;
 pub use intention::*;
 pub use keys::canonicalize_keys;

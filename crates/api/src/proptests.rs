@@ -5,7 +5,10 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::{canonicalize_keys, parse_go_duration, CheckDefinition, ServiceDefinition};
+use crate::{
+    canonicalize_keys, config_kind, configured_protocol, parse_go_duration, CheckDefinition,
+    ConfigEntry, ServiceDefinition,
+};
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -22,6 +25,17 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just("config".to_string()),
         Just("tagged_addresses".to_string()),
         Just("Checks".to_string()),
+        Just("Sources".to_string()),
+        Just("Name".to_string()),
+        Just("Action".to_string()),
+        Just("Permissions".to_string()),
+        Just("HTTP".to_string()),
+        Just("Header".to_string()),
+        Just("Methods".to_string()),
+        Just("Protocol".to_string()),
+        Just("protocol".to_string()),
+        Just("MeshGateway".to_string()),
+        Just("LegacyMeta".to_string()),
         "[a-zA-Z_]{1,10}",
     ];
     leaf.prop_recursive(4, 48, 6, move |inner| {
@@ -56,5 +70,25 @@ proptest! {
         prop_assert_eq!(&once, &twice);
         let _ = serde_json::from_value::<ServiceDefinition>(once.clone());
         let _ = serde_json::from_value::<CheckDefinition>(once);
+    }
+
+    /// Any object, as the body of any kind, decodes to a view without panicking, and its
+    /// problems are worded at a path.
+    #[test]
+    fn typed_decoding_never_panics(v in json_value(), kind in prop::sample::select(config_kind::ALL)) {
+        let mut body = match v {
+            Value::Object(m) => m,
+            other => [("Sources".to_string(), Value::Array(vec![other]))].into_iter().collect(),
+        };
+        if let Some(Value::Object(m)) = body.get("Sources").cloned() {
+            body.insert("Sources".into(), Value::Array(vec![Value::Object(m)]));
+        }
+        let entry = ConfigEntry { kind: kind.to_string(), name: "x".into(), body, ..Default::default() };
+        let (_, problems) = entry.typed().expect("a stored kind");
+        prop_assert!(problems.iter().all(|p| p.contains(" must be ")), "{:?}", problems);
+        let _ = configured_protocol(Some(&entry.service_defaults()), Some(&entry.proxy_defaults()));
+        for (_, src) in entry.service_intentions().source_specs() {
+            prop_assert!(src.raw.keys().all(|k| entry.body["Sources"].to_string().contains(k.as_str())));
+        }
     }
 }

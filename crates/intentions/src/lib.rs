@@ -22,8 +22,8 @@ mod wire;
 
 pub use engine::{Decision, Engine, Reason};
 pub use model::{
-    parse_entry, precedence, Action, HeaderMatch, HeaderTest, HttpRequest, Intention, PathMatch,
-    Permission,
+    parse_entry, parse_intentions, parse_sources, precedence, Action, HeaderMatch, HeaderTest,
+    HttpRequest, Intention, PathMatch, Permission,
 };
 pub use protocol::{resolve_protocol, Protocol};
 

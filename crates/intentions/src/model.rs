@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use regex::Regex;
 use serde_json::Value;
+use trellis_api::lenient::{Field, Lenient};
+use trellis_api::{ActionSpec, HeaderSpec, PermissionSpec, ServiceIntentions, SourceSpec};
 
 /// Allow or deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,81 +179,62 @@ fn full_regex(pattern: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{pattern})$"))
 }
 
-/// A field of an object; `null` counts as absent, as it does for Consul's decoder.
-fn field<'v>(obj: &'v Value, key: &str) -> Option<&'v Value> {
-    obj.get(key).filter(|v| !v.is_null())
+/// `Action`: `allow`, `deny`, or a problem (a mistyped one worded by the decoder).
+fn action(v: &Lenient<ActionSpec>, at: &str, problems: &mut Vec<String>) -> Option<Action> {
+    v.check(at, "Action", problems);
+    match v.get()? {
+        ActionSpec::Allow => Some(Action::Allow),
+        ActionSpec::Deny => Some(Action::Deny),
+    }
 }
 
-/// A string field; anything but a string is a problem, and `""` counts as absent (Go's zero
-/// value).
-fn text_field<'v>(
-    obj: &'v Value,
-    key: &str,
+/// A string field's value when set (not `""`); a mistyped one is a problem.
+fn text<'v>(
+    v: &'v Lenient<String>,
     at: &str,
+    key: &str,
     problems: &mut Vec<String>,
 ) -> Option<&'v str> {
-    match field(obj, key)? {
-        Value::String(s) => Some(s.as_str()).filter(|s| !s.is_empty()),
-        _ => {
-            problems.push(format!("{at}.{key} must be a string"));
-            None
-        }
-    }
+    v.check(at, key, problems);
+    v.get().map(String::as_str)
 }
 
-/// A boolean field; anything but a boolean is a problem.
-fn bool_field(obj: &Value, key: &str, at: &str, problems: &mut Vec<String>) -> Option<bool> {
-    match field(obj, key)? {
-        Value::Bool(b) => Some(*b),
-        _ => {
-            problems.push(format!("{at}.{key} must be true or false"));
-            None
-        }
-    }
+/// A boolean field's value when set; a mistyped one is a problem.
+fn flag(v: &Lenient<bool>, at: &str, key: &str, problems: &mut Vec<String>) -> Option<bool> {
+    v.check(at, key, problems);
+    v.get().copied()
 }
 
-/// A list field; anything but a list is a problem.
-fn list_field<'v>(
-    obj: &'v Value,
+/// A list field's elements when set; a mistyped one is a problem.
+fn list<'v, T: Field>(
+    v: &'v Lenient<Vec<Lenient<T>>>,
+    at: &str,
     key: &str,
+    problems: &mut Vec<String>,
+) -> &'v [Lenient<T>] {
+    v.check(at, key, problems);
+    v.get().map_or(&[], Vec::as_slice)
+}
+
+fn permission(
+    spec: &Lenient<PermissionSpec>,
     at: &str,
     problems: &mut Vec<String>,
-) -> Option<&'v [Value]> {
-    match field(obj, key)? {
-        Value::Array(l) => Some(l.as_slice()),
-        _ => {
-            problems.push(format!("{at}.{key} must be a list"));
-            None
-        }
-    }
-}
-
-/// `Action` (already `null`-filtered): `allow`, `deny`, or a problem.
-fn action(v: Option<&Value>, at: &str, problems: &mut Vec<String>) -> Option<Action> {
-    match v? {
-        Value::String(s) if s == "allow" => Some(Action::Allow),
-        Value::String(s) if s == "deny" => Some(Action::Deny),
-        other => {
-            problems.push(format!(
-                "{at}.Action must be \"allow\" or \"deny\", not {other}"
-            ));
-            None
-        }
-    }
-}
-
-fn permission(v: &Value, at: &str, problems: &mut Vec<String>) -> Option<Permission> {
-    let act = action(field(v, "Action"), at, problems);
-    if field(v, "Action").is_none() {
+) -> Option<Permission> {
+    // Anything but an object reads as an object without fields.
+    let empty = PermissionSpec::default();
+    let spec = spec.get().unwrap_or(&empty);
+    let act = action(&spec.action, at, problems);
+    if spec.action.is_absent() {
         problems.push(format!("{at}.Action is required"));
     }
-    let http = match field(v, "HTTP") {
-        Some(h) if h.is_object() => h,
-        Some(_) => {
-            problems.push(format!("{at}.HTTP must be an object"));
+    let http = match &spec.http {
+        Lenient::Set(h) => h,
+        Lenient::Invalid(_) => {
+            spec.http.check(at, "HTTP", problems);
             return None;
         }
-        None => {
+        Lenient::Absent => {
             problems.push(format!("{at}.HTTP is required"));
             return None;
         }
@@ -259,9 +242,9 @@ fn permission(v: &Value, at: &str, problems: &mut Vec<String>) -> Option<Permiss
     let hat = format!("{at}.HTTP");
     // Problems found from here on are about the HTTP block's contents.
     let before = problems.len();
-    let exact = text_field(http, "PathExact", &hat, problems);
-    let prefix = text_field(http, "PathPrefix", &hat, problems);
-    let regex = text_field(http, "PathRegex", &hat, problems);
+    let exact = text(&http.path_exact, &hat, "PathExact", problems);
+    let prefix = text(&http.path_prefix, &hat, "PathPrefix", problems);
+    let regex = text(&http.path_regex, &hat, "PathRegex", problems);
     let mut path = None;
     if [exact, prefix, regex].iter().flatten().count() > 1 {
         problems.push(format!(
@@ -284,12 +267,11 @@ fn permission(v: &Value, at: &str, problems: &mut Vec<String>) -> Option<Permiss
         }
     }
     let mut methods = Vec::new();
-    for (i, m) in list_field(http, "Methods", &hat, problems)
-        .unwrap_or_default()
+    for (i, m) in list(&http.methods, &hat, "Methods", problems)
         .iter()
         .enumerate()
     {
-        let Some(m) = m.as_str().map(str::to_ascii_uppercase) else {
+        let Some(m) = m.get().map(|m| m.0.to_ascii_uppercase()) else {
             problems.push(format!("{hat}.Methods[{i}] must be a string"));
             continue;
         };
@@ -305,41 +287,39 @@ fn permission(v: &Value, at: &str, problems: &mut Vec<String>) -> Option<Permiss
         }
     }
     let mut headers = Vec::new();
-    for (i, h) in list_field(http, "Header", &hat, problems)
-        .unwrap_or_default()
+    let no_fields = HeaderSpec::default();
+    for (i, h) in list(&http.header, &hat, "Header", problems)
         .iter()
         .enumerate()
     {
         let at = format!("{hat}.Header[{i}]");
-        let Some(name) = field(h, "Name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        else {
+        let h = h.get().unwrap_or(&no_fields);
+        let Some(name) = h.name.get() else {
             problems.push(format!("{at}.Name is required"));
             continue;
         };
         let header_before = problems.len();
         let mut tests = Vec::new();
         // `"Present": false` is Go's zero value: not a test.
-        if bool_field(h, "Present", &at, problems) == Some(true) {
+        if flag(&h.present, &at, "Present", problems) == Some(true) {
             tests.push(HeaderTest::Present(true));
         }
-        if let Some(x) = text_field(h, "Exact", &at, problems) {
+        if let Some(x) = text(&h.exact, &at, "Exact", problems) {
             tests.push(HeaderTest::Exact(x.to_string()));
         }
-        if let Some(x) = text_field(h, "Prefix", &at, problems) {
+        if let Some(x) = text(&h.prefix, &at, "Prefix", problems) {
             tests.push(HeaderTest::Prefix(x.to_string()));
         }
-        if let Some(x) = text_field(h, "Suffix", &at, problems) {
+        if let Some(x) = text(&h.suffix, &at, "Suffix", problems) {
             tests.push(HeaderTest::Suffix(x.to_string()));
         }
-        if let Some(x) = text_field(h, "Regex", &at, problems) {
+        if let Some(x) = text(&h.regex, &at, "Regex", problems) {
             match full_regex(x) {
                 Ok(r) => tests.push(HeaderTest::Regex(r)),
                 Err(e) => problems.push(format!("{at}.Regex does not compile: {e}")),
             }
         }
-        let invert = bool_field(h, "Invert", &at, problems).unwrap_or(false);
+        let invert = flag(&h.invert, &at, "Invert", problems).unwrap_or(false);
         // No test is worth its own message only when nothing else was wrong with the header
         // (a bad Regex or a mistyped field already said why).
         if tests.len() > 1 || (tests.is_empty() && problems.len() == header_before) {
@@ -371,25 +351,46 @@ fn valid_name(name: &str) -> bool {
     name == "*" || (!name.is_empty() && !name.contains('*'))
 }
 
-/// Reads a `service-intentions` entry (its `Name` and `Sources`) into intentions, or every
-/// problem found.
+/// Reads a `service-intentions` entry's `Sources`, given as JSON, into intentions, or every
+/// problem found (see [`parse_sources`]).
 pub fn parse_entry(destination: &str, sources: &Value) -> Result<Vec<Intention>, Vec<String>> {
+    parse_sources(destination, &Lenient::from_value(sources.clone()))
+}
+
+/// Reads a `service-intentions` entry (its name and view) into intentions, or every problem
+/// found.
+pub fn parse_intentions(
+    destination: &str,
+    entry: &ServiceIntentions,
+) -> Result<Vec<Intention>, Vec<String>> {
+    parse_sources(destination, &entry.sources)
+}
+
+/// Reads the `Sources` of the `service-intentions` entry named `destination` into intentions,
+/// or every problem found.
+pub fn parse_sources(
+    destination: &str,
+    sources: &Lenient<Vec<Lenient<SourceSpec>>>,
+) -> Result<Vec<Intention>, Vec<String>> {
     let mut problems = Vec::new();
     if !valid_name(destination) {
         problems.push(format!(
             "Name {destination:?}: wildcards must be the whole name (\"*\")"
         ));
     }
-    let Some(list) = sources.as_array().filter(|l| !l.is_empty()) else {
+    let Some(list) = sources.get().filter(|l| !l.is_empty()) else {
         return Err(vec!["Sources must be a non-empty list".into()]);
     };
+    // Anything but an object reads as an object without fields.
+    let no_fields = SourceSpec::default();
     let mut out: Vec<Intention> = Vec::new();
     // Names seen so far (every source with a name is pushed to `out`): a hash lookup per
     // source, not a scan of those before it.
     let mut seen: HashSet<&str> = HashSet::with_capacity(list.len());
     for (i, src) in list.iter().enumerate() {
         let at = format!("Sources[{i}]");
-        let name = src.get("Name").and_then(Value::as_str).unwrap_or("");
+        let src = src.get().unwrap_or(&no_fields);
+        let name = src.name.text();
         if name.is_empty() {
             problems.push(format!("{at}.Name is required"));
             continue;
@@ -403,12 +404,12 @@ pub fn parse_entry(destination: &str, sources: &Value) -> Result<Vec<Intention>,
             problems.push(format!("{at}.Name {name:?} is listed more than once"));
         }
         let before = problems.len();
-        let perms_json =
-            list_field(src, "Permissions", &at, &mut problems).filter(|p| !p.is_empty());
+        src.permissions.check(&at, "Permissions", &mut problems);
+        let perms = src.permissions.get().filter(|p| !p.is_empty());
         let perms_mistyped = problems.len() > before;
-        let act = action(field(src, "Action"), &at, &mut problems);
+        let act = action(&src.action, &at, &mut problems);
         let mut permissions = Vec::new();
-        match (field(src, "Action").is_some(), perms_json) {
+        match (!src.action.is_absent(), perms) {
             (true, Some(_)) => problems.push(format!(
                 "{at}: Action and Permissions are mutually exclusive"
             )),

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use serde_json::Value;
+use trellis_api::{ProxyDefaults, ServiceDefaults};
 
 /// The protocol a service speaks, as far as intentions care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -59,42 +59,44 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// A protocol setting: `None` when absent, `null` or `""` (not set); otherwise what it names,
-/// with anything unknown (or not a string) read as `tcp`.
-fn setting(v: Option<&Value>) -> Option<Protocol> {
-    match v? {
-        Value::Null => None,
-        Value::String(s) if s.is_empty() => None,
-        Value::String(s) => Some(Protocol::parse(s).unwrap_or(Protocol::Tcp)),
-        _ => Some(Protocol::Tcp),
-    }
-}
-
 /// The protocol of a service, from its `service-defaults` entry and the `proxy-defaults`
 /// entry (Consul has one, named `global`), either of which may be missing.
 ///
-/// `service_defaults.Protocol` wins when set and non-empty; otherwise
-/// `proxy_defaults.Config.protocol` (the opaque `Config` map's lower-case key; `Protocol` is
-/// accepted too, the lower-case key first); otherwise [`Protocol::Tcp`]. A set but unknown
-/// value resolves to `Tcp` without falling through: writes validate the value, so this only
-/// guards against old or foreign data, and under `Tcp` an L7 intention never allows anything.
+/// The setting is [`trellis_api::configured_protocol`], the rule the servers' resolved service
+/// configuration uses too: `service_defaults.Protocol` when set and non-empty, otherwise
+/// `proxy_defaults.Config.protocol` (`Protocol` accepted too, the lower-case key first). No
+/// setting is [`Protocol::Tcp`]; so is a set but unknown value, without falling through:
+/// writes validate the value, so this only guards against old or foreign data, and under
+/// `Tcp` an L7 intention never allows anything.
 pub fn resolve_protocol(
-    service_defaults: Option<&Value>,
-    proxy_defaults: Option<&Value>,
+    service_defaults: Option<&ServiceDefaults>,
+    proxy_defaults: Option<&ProxyDefaults>,
 ) -> Protocol {
-    let service = service_defaults.and_then(|e| setting(e.get("Protocol")));
-    let proxy = || {
-        let config = proxy_defaults?.get("Config")?;
-        setting(config.get("protocol")).or_else(|| setting(config.get("Protocol")))
-    };
-    service.or_else(proxy).unwrap_or(Protocol::Tcp)
+    trellis_api::configured_protocol(service_defaults, proxy_defaults)
+        .and_then(|p| Protocol::parse(&p))
+        .unwrap_or(Protocol::Tcp)
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
+    use trellis_api::{ConfigEntry, ProxyDefaults, ServiceDefaults};
 
-    use super::{resolve_protocol, Protocol};
+    use super::Protocol;
+
+    fn body(v: &Value) -> ConfigEntry {
+        ConfigEntry {
+            body: v.as_object().cloned().unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    /// [`super::resolve_protocol`] over entry bodies given as JSON.
+    fn resolve_protocol(service: Option<&Value>, proxy: Option<&Value>) -> Protocol {
+        let service: Option<ServiceDefaults> = service.map(|v| body(v).service_defaults());
+        let proxy: Option<ProxyDefaults> = proxy.map(|v| body(v).proxy_defaults());
+        super::resolve_protocol(service.as_ref(), proxy.as_ref())
+    }
 
     #[test]
     fn names_round_trip_and_l7_is_http_based() {

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
-use trellis_api::Intention;
+use serde_json::Value;
+use trellis_api::lenient::Lenient;
+use trellis_api::{Intention, SourceSpec};
 
-use crate::{parse_entry, Engine};
+use crate::{parse_sources, Engine};
 
 impl Engine {
     /// An engine holding `intentions`, grouped back into one entry per destination. The
@@ -14,23 +15,31 @@ impl Engine {
     /// (written by a newer server) is left out rather than guessed at; its name and problems
     /// are returned for the caller to log.
     pub fn from_intentions(intentions: &[Intention]) -> (Engine, Vec<(String, Vec<String>)>) {
-        let mut by_destination: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        let mut by_destination: BTreeMap<&str, Vec<Lenient<SourceSpec>>> = BTreeMap::new();
         for i in intentions {
-            let mut src = json!({ "Name": i.source_name });
+            let mut src = SourceSpec {
+                name: Lenient::from_value(Value::String(i.source_name.clone())),
+                ..Default::default()
+            };
             if i.permissions.is_empty() {
-                src["Action"] = Value::String(i.action.clone());
+                src.action = Lenient::from_value(Value::String(i.action.clone()));
             } else {
-                src["Permissions"] = Value::Array(i.permissions.clone());
+                src.permissions = Lenient::Set(
+                    i.permissions
+                        .iter()
+                        .map(|p| Lenient::from_value(p.clone()))
+                        .collect(),
+                );
             }
             by_destination
                 .entry(i.destination_name.as_str())
                 .or_default()
-                .push(src);
+                .push(Lenient::Set(src));
         }
         let mut engine = Engine::new();
         let mut refused = Vec::new();
         for (destination, sources) in by_destination {
-            match parse_entry(destination, &Value::Array(sources)) {
+            match parse_sources(destination, &Lenient::Set(sources)) {
                 Ok(list) => engine.set_destination(destination, list),
                 Err(problems) => refused.push((destination.to_string(), problems)),
             }

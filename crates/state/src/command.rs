@@ -1,8 +1,11 @@
 //! Raft commands: the only way state changes, and their validation.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use trellis_api::lenient::Lenient;
 use trellis_api::{
     config_kind, kind, status, CatalogDeregistration, CatalogRegistration, ConfigEntry,
+    ProxyDefaults, ServiceDefaults, TypedEntry,
 };
 
 /// A write to the replicated state. Every replica applies the same commands in log order.
@@ -154,23 +157,20 @@ pub fn validate_config_entry(entry: &ConfigEntry) -> Result<(), String> {
             entry.name
         ));
     }
-    let string_field = |field: &str| -> Result<Option<&str>, String> {
-        match entry.body.get(field) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(format!("{field} must be a string")),
-        }
-    };
-    match entry.kind.as_str() {
-        config_kind::SERVICE_DEFAULTS | config_kind::PROXY_DEFAULTS => {
-            if let Some(p) = string_field("Protocol")? {
-                if !matches!(p, "" | "tcp" | "http" | "http2" | "grpc") {
+    match entry.typed().map(|(typed, _)| typed) {
+        Some(TypedEntry::ServiceDefaults(ServiceDefaults { protocol, .. }))
+        | Some(TypedEntry::ProxyDefaults(ProxyDefaults { protocol, .. })) => {
+            if let Some(problem) = protocol.problem("Protocol") {
+                return Err(problem);
+            }
+            if let Some(p) = protocol.get() {
+                if !matches!(p.as_str(), "tcp" | "http" | "http2" | "grpc") {
                     return Err(format!("invalid protocol {p:?}"));
                 }
             }
         }
-        config_kind::SERVICE_INTENTIONS => crate::intentions::validate(entry)?,
-        _ => {}
+        Some(TypedEntry::ServiceIntentions(view)) => crate::intentions::validate(entry, &view)?,
+        None => {}
     }
     Ok(())
 }
@@ -182,14 +182,14 @@ pub fn normalize_config_entry(entry: &mut ConfigEntry) {
         return;
     }
     let dest_wild = entry.name == "*";
-    let Some(serde_json::Value::Array(sources)) = entry.body.get_mut("Sources") else {
+    let Some(Value::Array(sources)) = entry.body.get_mut("Sources") else {
         return;
     };
     for src in sources.iter_mut() {
         let Some(obj) = src.as_object_mut() else {
             continue;
         };
-        let src_wild = obj.get("Name").and_then(|v| v.as_str()) == Some("*");
+        let src_wild = Lenient::<String>::field(obj, "Name").text() == "*";
         let precedence = match (dest_wild, src_wild) {
             (false, false) => 9,
             (false, true) => 8,
@@ -197,14 +197,13 @@ pub fn normalize_config_entry(entry: &mut ConfigEntry) {
             (true, true) => 5,
         };
         obj.insert("Precedence".into(), precedence.into());
-        let ty = obj.get("Type").and_then(|v| v.as_str()).unwrap_or("");
-        if ty.is_empty() {
+        if Lenient::<String>::field(obj, "Type").text().is_empty() {
             obj.insert("Type".into(), "consul".into());
         }
         // Methods are stored upper-case, as Consul normalises them.
-        if let Some(serde_json::Value::Array(perms)) = obj.get_mut("Permissions") {
+        if let Some(Value::Array(perms)) = obj.get_mut("Permissions") {
             for perm in perms {
-                if let Some(serde_json::Value::Array(methods)) = perm.pointer_mut("/HTTP/Methods") {
+                if let Some(Value::Array(methods)) = perm.pointer_mut("/HTTP/Methods") {
                     for m in methods {
                         if let Some(s) = m.as_str() {
                             *m = s.to_ascii_uppercase().into();
@@ -214,13 +213,15 @@ pub fn normalize_config_entry(entry: &mut ConfigEntry) {
             }
         }
     }
-    let key = |v: &serde_json::Value| {
+    let key = |v: &Value| {
+        let obj = v.as_object();
         (
-            std::cmp::Reverse(v.get("Precedence").and_then(|p| p.as_u64()).unwrap_or(0)),
-            v.get("Name")
-                .and_then(|n| n.as_str())
-                .unwrap_or("")
-                .to_string(),
+            std::cmp::Reverse(
+                obj.and_then(|o| Lenient::<u64>::field(o, "Precedence").get().copied())
+                    .unwrap_or(0),
+            ),
+            obj.map(|o| Lenient::<String>::field(o, "Name").text().to_string())
+                .unwrap_or_default(),
         )
     };
     sources.sort_by_key(key);

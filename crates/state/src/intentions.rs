@@ -10,37 +10,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use trellis_api::{config_kind, ConfigEntry, Intention, ZERO_TIME};
+use trellis_api::lenient::Lenient;
+use trellis_api::{
+    config_kind, ActionSpec, ConfigEntry, Intention, ProxyDefaults, ServiceDefaults,
+    ServiceIntentions, SourceSpec, ZERO_TIME,
+};
 
 use crate::command::{normalize_config_entry, validate_config_entry, Applied};
 use crate::tables::Tables;
 use crate::watch::WatchKey;
-
-/// The fields only the legacy intentions API writes.
-const LEGACY_FIELDS: [&str; 4] = [
-    "LegacyID",
-    "LegacyMeta",
-    "LegacyCreateTime",
-    "LegacyUpdateTime",
-];
-
-/// Every field a source may carry.
-const SOURCE_FIELDS: [&str; 14] = [
-    "Name",
-    "Namespace",
-    "Partition",
-    "Peer",
-    "SamenessGroup",
-    "Action",
-    "Permissions",
-    "Precedence",
-    "Type",
-    "Description",
-    "LegacyID",
-    "LegacyMeta",
-    "LegacyCreateTime",
-    "LegacyUpdateTime",
-];
 
 /// Which intention a legacy delete removes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -56,50 +34,43 @@ pub enum IntentionRef {
     Id(String),
 }
 
-/// Validates a `service-intentions` entry completely: the shape of each source, then every
-/// rule of the intentions engine. All problems are reported together.
-pub(crate) fn validate(entry: &ConfigEntry) -> Result<(), String> {
+/// Validates a `service-intentions` entry (`view` is its typed view) completely: the shape of
+/// each source, then every rule of the intentions engine. All problems are reported together.
+pub(crate) fn validate(entry: &ConfigEntry, view: &ServiceIntentions) -> Result<(), String> {
     let mut problems = Vec::new();
-    let sources = entry.body.get("Sources").unwrap_or(&Value::Null);
-    for (i, src) in sources.as_array().into_iter().flatten().enumerate() {
-        let Some(obj) = src.as_object() else {
-            problems.push(format!("Sources[{i}] must be an object"));
+    for (i, src) in view.sources.get().into_iter().flatten().enumerate() {
+        let at = format!("Sources[{i}]");
+        let Lenient::Set(src) = src else {
+            problems.push(format!("{at} must be an object"));
             continue;
         };
-        for key in obj.keys() {
-            if !SOURCE_FIELDS.contains(&key.as_str()) {
-                problems.push(format!("Sources[{i}]: unknown field {key:?}"));
+        for key in src.raw.keys() {
+            if !SourceSpec::FIELDS.contains(&key.as_str()) {
+                problems.push(format!("{at}: unknown field {key:?}"));
             }
         }
-        let text = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or("");
-        for k in ["Namespace", "Partition"] {
-            if !matches!(text(k), "" | "default") {
+        for (k, v) in [("Namespace", &src.namespace), ("Partition", &src.partition)] {
+            if !matches!(v.text(), "" | "default") {
                 problems.push(format!(
-                    "Sources[{i}].{k}: namespaces and partitions are not supported by this \
+                    "{at}.{k}: namespaces and partitions are not supported by this \
                      edition (only \"default\")"
                 ));
             }
         }
-        for k in ["Peer", "SamenessGroup"] {
-            if !text(k).is_empty() {
+        for (k, v) in [("Peer", &src.peer), ("SamenessGroup", &src.sameness_group)] {
+            if !v.text().is_empty() {
                 problems.push(format!(
-                    "Sources[{i}].{k}: cluster peering is not supported by this version"
+                    "{at}.{k}: cluster peering is not supported by this version"
                 ));
             }
         }
-        if !matches!(text("Type"), "" | "consul") {
-            problems.push(format!(
-                "Sources[{i}].Type must be \"consul\", not {:?}",
-                text("Type")
-            ));
+        let ty = src.source_type.text();
+        if !matches!(ty, "" | "consul") {
+            problems.push(format!("{at}.Type must be \"consul\", not {ty:?}"));
         }
-        for k in ["Name", "Action", "Description", "Type"] {
-            if obj.get(k).is_some_and(|v| !v.is_string() && !v.is_null()) {
-                problems.push(format!("Sources[{i}].{k} must be a string"));
-            }
-        }
+        src.problems(&at, &mut problems);
     }
-    if let Err(more) = trellis_intentions::parse_entry(&entry.name, sources) {
+    if let Err(more) = trellis_intentions::parse_intentions(&entry.name, view) {
         problems.extend(more);
     }
     if problems.is_empty() {
@@ -110,27 +81,32 @@ pub(crate) fn validate(entry: &ConfigEntry) -> Result<(), String> {
 }
 
 /// Legacy fields may only be echoed back unchanged by a config-entry write (a read-modify-write
-/// of an entry the legacy API wrote); setting or changing them is the legacy API's job.
+/// of an entry the legacy API wrote); setting or changing them is the legacy API's job. They
+/// are compared as given, so a `null` one counts as set.
 pub(crate) fn check_legacy_fields(
     entry: &ConfigEntry,
     existing: Option<&ConfigEntry>,
 ) -> Result<(), String> {
+    let view = entry.service_intentions();
+    let stored_view = existing.map(ConfigEntry::service_intentions);
     // The stored entry's sources by name (the first of a name, as `find_source` finds it),
     // indexed once and only when a source carries a legacy field: a lookup per source rather
     // than a scan of the stored entry each.
-    let mut stored_by_name: Option<HashMap<&str, &Map<String, Value>>> = None;
-    for (i, src) in sources(entry).iter().enumerate() {
-        if LEGACY_FIELDS.iter().all(|field| src.get(field).is_none()) {
+    let mut stored_by_name: Option<HashMap<&str, &SourceSpec>> = None;
+    for (i, src) in view.source_specs() {
+        let legacy = SourceSpec::LEGACY_FIELDS;
+        if legacy.iter().all(|field| src.raw.get(*field).is_none()) {
             continue;
         }
-        let name = src.get("Name").and_then(Value::as_str).unwrap_or("");
         let stored = stored_by_name
-            .get_or_insert_with(|| existing.map(sources_by_name).unwrap_or_default())
-            .get(name)
+            .get_or_insert_with(|| stored_view.as_ref().map(by_name).unwrap_or_default())
+            .get(src.name.text())
             .copied();
-        for field in LEGACY_FIELDS {
-            let Some(v) = src.get(field) else { continue };
-            if stored.and_then(|s| s.get(field)) != Some(v) {
+        for field in legacy {
+            let Some(v) = src.raw.get(field) else {
+                continue;
+            };
+            if stored.and_then(|s| s.raw.get(field)) != Some(v) {
                 return Err(format!(
                     "Sources[{i}].{field} cannot be set: it is managed by the legacy \
                      /v1/connect/intentions API"
@@ -141,77 +117,83 @@ pub(crate) fn check_legacy_fields(
     Ok(())
 }
 
-fn sources(entry: &ConfigEntry) -> &[Value] {
-    entry
-        .body
-        .get("Sources")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-}
-
 /// An entry's sources by name; the first wins, as [`find_source`] finds it.
-fn sources_by_name(entry: &ConfigEntry) -> HashMap<&str, &Map<String, Value>> {
+fn by_name(view: &ServiceIntentions) -> HashMap<&str, &SourceSpec> {
     let mut out = HashMap::new();
-    for obj in sources(entry).iter().filter_map(Value::as_object) {
-        if let Some(name) = obj.get("Name").and_then(Value::as_str) {
-            out.entry(name).or_insert(obj);
+    for (_, src) in view.source_specs() {
+        if let Some(name) = src.name.get() {
+            out.entry(name.as_str()).or_insert(src);
         }
     }
     out
 }
 
-fn find_source<'a>(entry: &'a ConfigEntry, name: &str) -> Option<(usize, &'a Map<String, Value>)> {
-    sources(entry).iter().enumerate().find_map(|(i, s)| {
-        let obj = s.as_object()?;
-        (obj.get("Name").and_then(Value::as_str) == Some(name)).then_some((i, obj))
-    })
+/// The first source of `entry` named `name`.
+fn find_source(entry: &ConfigEntry, name: &str) -> Option<SourceSpec> {
+    let view = entry.service_intentions();
+    let found = view
+        .source_specs()
+        .find(|(_, s)| s.name.get().map(String::as_str) == Some(name))
+        .map(|(_, s)| s.clone());
+    found
 }
 
 /// The intentions one entry holds, flattened as the legacy API shows them.
 pub(crate) fn flatten(entry: &ConfigEntry) -> impl Iterator<Item = Intention> + '_ {
-    let entry_meta = entry.body.get("Meta");
-    sources(entry).iter().filter_map(move |src| {
-        let obj = src.as_object()?;
-        let text = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let time = |k: &str| {
-            let t = text(k);
-            if t.is_empty() {
-                ZERO_TIME.to_string()
-            } else {
-                t
-            }
+    let view = entry.service_intentions();
+    let entry_meta = view.meta.get().cloned().unwrap_or_default();
+    let sources = match view.sources {
+        Lenient::Set(list) => list,
+        _ => Vec::new(),
+    };
+    sources.into_iter().filter_map(move |src| {
+        let Lenient::Set(src) = src else { return None };
+        let time = |t: &Lenient<String>| match t.get() {
+            Some(t) => t.clone(),
+            None => ZERO_TIME.to_string(),
         };
-        let meta = obj
-            .get("LegacyMeta")
-            .or(entry_meta)
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
+        // A source's own `LegacyMeta`, when it has the key at all, wins over the entry's.
+        let meta = if src.raw.contains_key("LegacyMeta") {
+            src.legacy_meta.get().cloned().unwrap_or_default()
+        } else {
+            entry_meta.clone()
+        };
+        let meta = meta
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+            .collect();
+        let permissions = match &src.permissions {
+            Lenient::Set(list) => list
+                .iter()
+                .map(|p| match p {
+                    Lenient::Set(p) => p.raw.clone(),
+                    Lenient::Invalid(v) => v.clone(),
+                    Lenient::Absent => Value::Null,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Some(Intention {
-            id: text("LegacyID"),
-            description: text("Description"),
+            id: src.legacy_id.text().to_string(),
+            description: src.description.text().to_string(),
             source_ns: "default".into(),
-            source_name: text("Name"),
+            source_name: src.name.text().to_string(),
             destination_ns: "default".into(),
             destination_name: entry.name.clone(),
             source_partition: "default".into(),
             destination_partition: "default".into(),
             source_type: "consul".into(),
-            action: text("Action"),
-            permissions: obj
-                .get("Permissions")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
+            action: match &src.action {
+                Lenient::Set(ActionSpec::Allow) => "allow".into(),
+                Lenient::Set(ActionSpec::Deny) => "deny".into(),
+                Lenient::Invalid(Value::String(s)) => s.clone(),
+                _ => String::new(),
+            },
+            permissions,
             meta,
-            precedence: obj.get("Precedence").and_then(Value::as_u64).unwrap_or(0) as u32,
-            created_at: time("LegacyCreateTime"),
-            updated_at: time("LegacyUpdateTime"),
+            precedence: src.precedence.get().copied().unwrap_or(0) as u32,
+            created_at: time(&src.legacy_create_time),
+            updated_at: time(&src.legacy_update_time),
             create_index: entry.create_index,
             modify_index: entry.modify_index,
         })
@@ -303,11 +285,7 @@ fn with_source(
         name: destination.into(),
         ..Default::default()
     });
-    let name = source
-        .get("Name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let name = Lenient::<String>::field(&source, "Name").text().to_string();
     let list = entry
         .body
         .entry("Sources")
@@ -318,7 +296,7 @@ fn with_source(
     let list = list.as_array_mut().expect("made an array above");
     match list
         .iter_mut()
-        .find(|s| s.get("Name").and_then(Value::as_str) == Some(name.as_str()))
+        .find(|s| named(s).as_deref() == Some(name.as_str()))
     {
         Some(slot) => *slot = Value::Object(source),
         None => list.push(Value::Object(source)),
@@ -327,11 +305,17 @@ fn with_source(
     entry
 }
 
+/// A source's name, when it is an object with one.
+fn named(source: &Value) -> Option<String> {
+    let obj = source.as_object()?;
+    Lenient::<String>::field(obj, "Name").get().cloned()
+}
+
 /// The entry without `source`, or `None` when it was the last one.
 fn without_source(existing: &ConfigEntry, source: &str) -> Option<ConfigEntry> {
     let mut entry = existing.clone();
     if let Some(Value::Array(list)) = entry.body.get_mut("Sources") {
-        list.retain(|s| s.get("Name").and_then(Value::as_str) != Some(source));
+        list.retain(|s| named(s).as_deref() != Some(source));
         if list.is_empty() {
             return None;
         }
@@ -351,11 +335,7 @@ impl Tables {
         replace_id: Option<String>,
         keys: &mut Vec<WatchKey>,
     ) -> Applied {
-        let name = source
-            .get("Name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let name = Lenient::<String>::field(&source, "Name").text().to_string();
         let current = exact(self, &name, &destination);
         // The intention being replaced, if this write names one by legacy ID.
         let old = match &replace_id {
@@ -381,7 +361,7 @@ impl Tables {
         }) {
             for field in ["LegacyID", "LegacyCreateTime", "LegacyMeta"] {
                 if !source.contains_key(field) {
-                    if let Some(v) = stored.1.get(field) {
+                    if let Some(v) = stored.raw.get(field) {
                         source.insert(field.into(), v.clone());
                     }
                 }
@@ -473,18 +453,15 @@ impl Tables {
 }
 
 fn has_l7(entry: &ConfigEntry) -> bool {
-    sources(entry).iter().any(|s| {
-        s.get("Permissions")
-            .and_then(Value::as_array)
-            .is_some_and(|p| !p.is_empty())
-    })
+    entry
+        .service_intentions()
+        .source_specs()
+        .any(|(_, s)| s.permissions.get().is_some_and(|p| !p.is_empty()))
 }
 
 impl Tables {
-    fn config_body(&self, kind: &str, name: &str) -> Option<Value> {
-        self.config
-            .get(&(kind.to_string(), name.to_string()))
-            .map(|e| serde_json::to_value(e).expect("config entries serialise"))
+    fn config_entry(&self, kind: &str, name: &str) -> Option<&ConfigEntry> {
+        self.config.get(&(kind.to_string(), name.to_string()))
     }
 
     /// Consul's service-graph rule: L7 permissions need a destination that speaks an
@@ -496,9 +473,16 @@ impl Tables {
         name: &str,
         proposed: Option<&ConfigEntry>,
     ) -> Result<(), String> {
-        let as_value = |e: &ConfigEntry| serde_json::to_value(e).expect("config entries serialise");
-        let proxy_now = self.config_body(config_kind::PROXY_DEFAULTS, "global");
-        let check = |service: &str, service_defaults: Option<Value>, proxy: Option<&Value>| {
+        let proxy_now = self
+            .config_entry(config_kind::PROXY_DEFAULTS, "global")
+            .map(ConfigEntry::proxy_defaults);
+        let defaults_now = |service: &str| {
+            self.config_entry(config_kind::SERVICE_DEFAULTS, service)
+                .map(ConfigEntry::service_defaults)
+        };
+        let check = |service: &str,
+                     service_defaults: Option<ServiceDefaults>,
+                     proxy: Option<&ProxyDefaults>| {
             let p = trellis_intentions::resolve_protocol(service_defaults.as_ref(), proxy);
             if p.is_l7() {
                 Ok(())
@@ -512,25 +496,23 @@ impl Tables {
         };
         match kind {
             config_kind::SERVICE_INTENTIONS => match proposed {
-                Some(e) if name != "*" && has_l7(e) => check(
+                Some(e) if name != "*" && has_l7(e) => {
+                    check(name, defaults_now(name), proxy_now.as_ref())
+                }
+                _ => Ok(()),
+            },
+            config_kind::SERVICE_DEFAULTS => match entry(self, name) {
+                Some(ixn) if has_l7(ixn) => check(
                     name,
-                    self.config_body(config_kind::SERVICE_DEFAULTS, name),
+                    proposed.map(ConfigEntry::service_defaults),
                     proxy_now.as_ref(),
                 ),
                 _ => Ok(()),
             },
-            config_kind::SERVICE_DEFAULTS => match entry(self, name) {
-                Some(ixn) if has_l7(ixn) => check(name, proposed.map(as_value), proxy_now.as_ref()),
-                _ => Ok(()),
-            },
             config_kind::PROXY_DEFAULTS => {
-                let proxy = proposed.map(as_value);
+                let proxy = proposed.map(ConfigEntry::proxy_defaults);
                 for ixn in entries(self).filter(|e| e.name != "*" && has_l7(e)) {
-                    check(
-                        &ixn.name,
-                        self.config_body(config_kind::SERVICE_DEFAULTS, &ixn.name),
-                        proxy.as_ref(),
-                    )?;
+                    check(&ixn.name, defaults_now(&ixn.name), proxy.as_ref())?;
                 }
                 Ok(())
             }
