@@ -146,15 +146,16 @@ impl Remote {
     }
 
     /// One auto-encrypt round: asks the servers for this agent's certificate and, once one
-    /// signs it, presents it from then on. Each round dials on connections of its own, so that
-    /// the agent's pooled connections are opened with the certificate, never without it.
+    /// signs it, presents it from then on. Each round dials on connections of its own, without
+    /// a certificate (so an expired one cannot stand in the way of the next), and the agent's
+    /// pooled connections are only ever opened with one.
     async fn auto_encrypt_once(
         &self,
         tls: &trellis_tls::rpc::RpcTls,
         datacenter: &str,
         node: &str,
     ) -> Result<trellis_rpc::auto_encrypt::Obtained, Error> {
-        let client = trellis_rpc::Client::new(client_builder(), Some(tls));
+        let client = trellis_rpc::Client::anonymous(client_builder(), Some(tls));
         let servers = self.servers.read().clone();
         let obtained =
             trellis_rpc::auto_encrypt::obtain(&client, &servers, tls, datacenter, node).await?;

@@ -21,11 +21,16 @@ pub fn agent_uri(datacenter: &str, node: &str) -> Result<String, Error> {
     Ok(trellis_ca::agent_placeholder_uri(datacenter, node)?)
 }
 
-/// When a certificate valid from `valid_after` to `valid_before` is renewed: between 60 % and
-/// 90 % of its lifetime, at `rand01` (a uniform sample of `[0, 1)`; clamped) of that span.
-pub fn renew_at(valid_after: SystemTime, valid_before: SystemTime, rand01: f64) -> SystemTime {
+/// The least time between two renewals, however short-lived the certificates.
+pub const MIN_RENEW_AFTER: Duration = Duration::from_secs(1);
+
+/// When a certificate valid until `valid_before`, received at `received` (its `NotBefore` is
+/// backdated, so the lifetime counts from receipt), is renewed: between 60 % and 90 % of its
+/// remaining lifetime, at `rand01` (a uniform sample of `[0, 1)`; clamped) of that span, and
+/// never sooner than [`MIN_RENEW_AFTER`].
+pub fn renew_at(received: SystemTime, valid_before: SystemTime, rand01: f64) -> SystemTime {
     let lifetime = valid_before
-        .duration_since(valid_after)
+        .duration_since(received)
         .unwrap_or(Duration::ZERO);
     let r = if rand01.is_finite() {
         rand01.clamp(0.0, 1.0)
@@ -33,7 +38,7 @@ pub fn renew_at(valid_after: SystemTime, valid_before: SystemTime, rand01: f64) 
         0.0
     };
     let part = RENEW_BETWEEN.0 + (RENEW_BETWEEN.1 - RENEW_BETWEEN.0) * r;
-    valid_after + lifetime.mul_f64(part)
+    received + lifetime.mul_f64(part).max(MIN_RENEW_AFTER)
 }
 
 /// A certificate obtained: when it was issued for and when to renew it.
@@ -77,10 +82,11 @@ pub async fn obtain(
                     })
                 };
                 let (after, before) = (time(&cert.valid_after)?, time(&cert.valid_before)?);
+                let received = SystemTime::now().max(after);
                 return Ok(Obtained {
                     uri: cert.service_uri,
                     valid_before: before,
-                    renew_at: renew_at(after, before, rand::random()),
+                    renew_at: renew_at(received, before, rand::random()),
                 });
             }
             Err(e @ (Error::BadRequest(_) | Error::Forbidden(_))) => return Err(e),
@@ -116,6 +122,8 @@ mod tests {
         // Out-of-range samples are clamped; a certificate already past its end renews at once.
         assert_eq!(at(-3.0), Duration::from_secs(600));
         assert_eq!(at(f64::NAN), Duration::from_secs(600));
-        assert_eq!(renew_at(before, after, 0.5), before);
+        // A certificate already past its end (or about to be) waits the least pause, so a
+        // short-lived one cannot make the agent ask in a tight loop.
+        assert_eq!(renew_at(before, after, 0.5), before + MIN_RENEW_AFTER);
     }
 }

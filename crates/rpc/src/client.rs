@@ -31,7 +31,23 @@ impl Client {
     /// A client from `builder`, dialling over TLS with `tls`'s client configuration when it
     /// has one (outgoing TLS on), plaintext otherwise.
     pub fn new(builder: reqwest::ClientBuilder, tls: Option<&trellis_tls::rpc::RpcTls>) -> Client {
-        let http = match tls.and_then(|t| t.client_config()) {
+        Client::with_config(builder, tls.and_then(|t| t.client_config()))
+    }
+
+    /// [`Client::new`] presenting no client certificate (auto-encrypt's requests, which must
+    /// not depend on the certificate they renew).
+    pub fn anonymous(
+        builder: reqwest::ClientBuilder,
+        tls: Option<&trellis_tls::rpc::RpcTls>,
+    ) -> Client {
+        Client::with_config(builder, tls.and_then(|t| t.anonymous_client_config()))
+    }
+
+    fn with_config(
+        builder: reqwest::ClientBuilder,
+        config: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Client {
+        let http = match config {
             Some(config) => trellis_raft::RpcClient::new(
                 builder
                     .use_preconfigured_tls((*config).clone())

@@ -230,6 +230,8 @@ pub struct RpcTls {
     client_identity: Arc<ClientIdentity>,
     server: Option<Arc<ServerConfig>>,
     client: Option<Arc<ClientConfig>>,
+    /// The same, presenting no certificate (auto-encrypt's requests).
+    anonymous: Option<Arc<ClientConfig>>,
 }
 
 impl fmt::Debug for RpcTls {
@@ -325,9 +327,11 @@ impl RpcTls {
             client_identity,
             server: None,
             client: None,
+            anonymous: None,
         };
         tls.server = tls.build_server_config()?;
-        tls.client = tls.build_client_config()?;
+        tls.client = tls.build_client_config(true)?;
+        tls.anonymous = tls.build_client_config(false)?;
         Ok(tls)
     }
 
@@ -469,6 +473,13 @@ impl RpcTls {
         self.client.clone()
     }
 
+    /// [`RpcTls::client_config`] presenting no certificate: what auto-encrypt asks for a
+    /// certificate with (Consul's TLS-without-client-certificate RPC), so that an expired or
+    /// missing one never stands in the way of getting the next.
+    pub fn anonymous_client_config(&self) -> Option<Arc<ClientConfig>> {
+        self.anonymous.clone()
+    }
+
     fn build_server_config(&self) -> Result<Option<Arc<ServerConfig>>, RpcTlsError> {
         let Some(identity) = &self.identity else {
             return Ok(None);
@@ -500,7 +511,10 @@ impl RpcTls {
         Ok(Some(Arc::new(config)))
     }
 
-    fn build_client_config(&self) -> Result<Option<Arc<ClientConfig>>, RpcTlsError> {
+    fn build_client_config(
+        &self,
+        with_identity: bool,
+    ) -> Result<Option<Arc<ClientConfig>>, RpcTlsError> {
         let (true, Some(roots)) = (self.verify_outgoing, &self.roots) else {
             return Ok(None);
         };
@@ -509,7 +523,11 @@ impl RpcTls {
             .with_protocol_versions(VERSIONS)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier));
-        let mut config = builder.with_client_cert_resolver(self.client_identity.clone());
+        let mut config = if with_identity {
+            builder.with_client_cert_resolver(self.client_identity.clone())
+        } else {
+            builder.with_no_client_auth()
+        };
         // No session resumption: a resumed session keeps the identity of the one it resumes,
         // so a connection opened after auto-encrypt set a certificate could otherwise carry on
         // as the certificate-less one before it. Server-port connections are long-lived

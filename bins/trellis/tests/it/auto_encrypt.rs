@@ -155,6 +155,13 @@ async fn a_client_agent_on_auto_encrypt_works_and_its_certificate_does_only_what
     let cluster = Cluster::start_with(dir.path(), 3, 3, &["--config-file", &server_cfg]);
     let leader = cluster.agreed_leader(3).await;
     let follower = (leader + 1) % 3;
+    // Short-lived certificates (Consul's test-only SkipValidate; the CA backdates a minute, so
+    // 80 s leaves 20 s from issue), so that the agent's renewal shows within the test.
+    let ttl = json!({"Provider": "consul", "Config": {"LeafCertTTL": "80s", "SkipValidate": true}});
+    let (status, body) = cluster.servers[leader]
+        .put("/v1/connect/ca/configuration", ttl.to_string())
+        .await;
+    assert_eq!(status, 200, "{body}");
     let mut client = Agent::client_via(
         "c1",
         &dir.path().join("c1"),
@@ -299,4 +306,27 @@ async fn a_client_agent_on_auto_encrypt_works_and_its_certificate_does_only_what
             .contains("refused a client agent's CSR for a service its node does not offer"),
         "the refusal is logged"
     );
+
+    // The agent renews its certificate before it expires (between 60 and 90 % of its
+    // lifetime) and goes on working with the new one.
+    let received = "auto-encrypt: certificate received from the servers";
+    let start = std::time::Instant::now();
+    while client.log().matches(received).count() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "no renewal:\n{}",
+            client.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reg = json!({"Name": "api", "Port": 9090});
+    let (status, body) = client
+        .put("/v1/agent/service/register", reg.to_string())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    client
+        .wait_for("/v1/catalog/service/api", "api in the catalog", |v| {
+            v.as_array().is_some_and(|a| a.len() == 1)
+        })
+        .await;
 }
