@@ -277,6 +277,12 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
     for path in &args.config_file {
         file.merge(FileConfig::load(path)?);
     }
+    if let Some(key) = file.acl_requested() {
+        bail!(
+            "{key}: ACL enforcement is not available in this version of Trellis; it refuses to \
+             start rather than serve every endpoint without ACLs"
+        );
+    }
     let dev = args.dev;
     let server = dev || args.server || file.server.unwrap_or(false);
     let datacenter = args

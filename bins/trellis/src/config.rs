@@ -345,6 +345,28 @@ impl FileConfig {
         self.ignored.extend(other.ignored);
     }
 
+    /// The key that turns Consul's ACLs on, if the files do (`acl { enabled = true }`, or the
+    /// legacy `acl_datacenter`): ACLs are not enforced yet, and an agent told to enforce them
+    /// must not start wide open instead.
+    pub fn acl_requested(&self) -> Option<&'static str> {
+        let enabled = self
+            .ignored
+            .get("acl")
+            .and_then(|acl| acl.get("enabled"))
+            .is_some_and(|v| v == &Value::Bool(true) || v.as_str() == Some("true"));
+        if enabled {
+            Some("acl.enabled")
+        } else if self
+            .ignored
+            .get("acl_datacenter")
+            .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        {
+            Some("acl_datacenter")
+        } else {
+            None
+        }
+    }
+
     /// The keys this version does not use, for the start-up warning (`connect.x` for a key of
     /// the `connect` block).
     pub fn ignored_keys(&self) -> Vec<String> {
@@ -620,6 +642,24 @@ mod tests {
         assert_eq!(cfg.limits.http_body_read_timeout.as_deref(), Some("5s"));
         let negative = serde_json::json!({"limits": {"http_max_conns_per_client": -1}});
         assert!(FileConfig::from_value(negative).is_err());
+    }
+
+    #[test]
+    fn acls_turned_on_are_noticed() {
+        let on: Value =
+            hcl::from_str("acl {\n  enabled = true\n  default_policy = \"deny\"\n}\n").unwrap();
+        assert_eq!(
+            FileConfig::from_value(on).unwrap().acl_requested(),
+            Some("acl.enabled")
+        );
+        let legacy = serde_json::json!({"acl_datacenter": "dc1"});
+        assert_eq!(
+            FileConfig::from_value(legacy).unwrap().acl_requested(),
+            Some("acl_datacenter")
+        );
+        let off = serde_json::json!({"acl": {"enabled": false, "default_policy": "deny"}});
+        assert_eq!(FileConfig::from_value(off).unwrap().acl_requested(), None);
+        assert_eq!(FileConfig::default().acl_requested(), None);
     }
 
     #[test]
