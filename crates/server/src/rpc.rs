@@ -84,9 +84,15 @@ where
     type Rejection = Response;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let path = req.uri().path().to_string();
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
-            Err(rejection) => Err(error_response(&Error::BadRequest(rejection.body_text()))),
+            Err(rejection) => {
+                let reason = rejection.body_text();
+                // Logged like every refusal: a raw state-machine command lands here.
+                tracing::warn!(path, %reason, "server port: refused an undecodable request");
+                Err(error_response(&Error::BadRequest(reason)))
+            }
         }
     }
 }

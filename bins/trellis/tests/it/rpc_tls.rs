@@ -264,6 +264,12 @@ async fn a_cluster_with_tls_everywhere_works_and_refuses_plaintext_and_strangers
     assert!(
         cluster.servers[leader]
             .log()
+            .contains("server port: refused an undecodable request"),
+        "the forged CA state is logged"
+    );
+    assert!(
+        cluster.servers[leader]
+            .log()
             .contains("server port: refused a client agent's certificate"),
         "the refusals are logged"
     );
