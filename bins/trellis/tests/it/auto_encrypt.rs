@@ -12,22 +12,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::raft_cluster::Cluster;
+use crate::rpc_tls::{config, tls};
 use crate::support::Agent;
-
-/// Runs `trellis tls ...` in `dir`.
-fn tls(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .arg("tls")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("trellis runs");
-    assert!(
-        out.status.success(),
-        "trellis tls {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -35,35 +21,13 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-/// The servers' config: their certificate, `verify_incoming`, and `allow_tls`.
+/// The servers' config: TLS everywhere with their certificate (as in `rpc_tls`), and
+/// `allow_tls`.
 fn server_config(dir: &Path, pki: &Path) -> String {
-    let p = |f: &str| pki.join(f).display().to_string();
-    write(
-        dir,
-        "server.hcl",
-        &format!(
-            r#"
-tls {{
-  defaults {{
-    ca_file = "{ca}"
-    cert_file = "{cert}"
-    key_file = "{key}"
-    verify_incoming = true
-    verify_outgoing = true
-  }}
-  internal_rpc {{
-    verify_server_hostname = true
-  }}
-}}
-auto_encrypt {{
-  allow_tls = true
-}}
-"#,
-            ca = p("consul-agent-ca.pem"),
-            cert = p("dc1-server-consul-0.pem"),
-            key = p("dc1-server-consul-0-key.pem"),
-        ),
-    )
+    let path = config(dir, "server.hcl", pki, "server");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("auto_encrypt {\n  allow_tls = true\n}\n");
+    write(dir, "server.hcl", &text)
 }
 
 /// The client agent's config: the CA file only, and `auto_encrypt { tls = true }`.

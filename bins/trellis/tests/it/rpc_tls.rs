@@ -13,7 +13,7 @@ use crate::raft_cluster::{wait_holds, write, write_to, Cluster};
 use crate::support::Agent;
 
 /// Runs `trellis tls ...` in `dir`.
-fn tls(dir: &Path, args: &[&str]) {
+pub(crate) fn tls(dir: &Path, args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .arg("tls")
         .args(args)
@@ -37,7 +37,7 @@ fn make_pki(dir: &Path) {
 }
 
 /// A config file using `tls { ... }` with CA `ca_dir`'s certificate of `kind`.
-fn config(dir: &Path, name: &str, ca_dir: &Path, kind: &str) -> PathBuf {
+pub(crate) fn config(dir: &Path, name: &str, ca_dir: &Path, kind: &str) -> PathBuf {
     let p = |f: &str| ca_dir.join(f).display().to_string();
     let text = format!(
         r#"
