@@ -253,7 +253,7 @@ async fn answer<Resp: DeserializeOwned>(
 
 /// A failure to send a request to `addr`: [`Error::Unreachable`] when no connection could be
 /// made (nothing was delivered), [`Error::Transport`] otherwise.
-pub fn send_error(addr: &str, e: reqwest::Error) -> Error {
+fn send_error(addr: &str, e: reqwest::Error) -> Error {
     if e.is_connect() {
         Error::Unreachable {
             addr: addr.to_string(),

@@ -16,6 +16,6 @@ mod client;
 mod error;
 pub mod wire;
 
-pub use client::{send_error, Client, CALL_TIMEOUT};
+pub use client::{Client, CALL_TIMEOUT};
 pub use error::{Code, Error, WireError};
 pub use wire::*;
