@@ -174,6 +174,63 @@ def trellis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrellisAgent]:
         _stop(proc)
 
 
+@dataclass
+class AclAgent:
+    """A dev agent enforcing ACLs (default deny) and its initial management token."""
+
+    client: consul.Consul
+    management: str
+    base_url: str
+
+
+@pytest.fixture
+def acl_agent(tmp_path: Path) -> Iterator[AclAgent]:
+    """A fresh ``trellis agent --dev`` per test with ``acl { enabled = true, default_policy =
+    "deny" }`` and an initial management token, so each test starts from the two tokens
+    every ACL system has (the management token and the anonymous token)."""
+    import uuid as _uuid
+
+    binary = _trellis_bin()
+    if os.environ.get("TRELLIS_COMPAT_ADDR") or not binary.is_file():
+        pytest.skip("needs a trellis binary to start an agent with ACLs")
+    management = str(_uuid.uuid4())
+    config = tmp_path / "acl.hcl"
+    config.write_text(
+        "acl {\n"
+        "  enabled = true\n"
+        '  default_policy = "deny"\n'
+        f'  tokens {{ initial_management = "{management}" }}\n'
+        "}\n"
+    )
+    http_port, server_port = _free_ports(2)
+    stderr_path = tmp_path / "stderr.log"
+    _AGENT_LOGS.append(("trellis (ACLs) stderr", stderr_path))
+    cmd = [
+        str(binary), "agent", "--dev", "--node", NODE_NAME,
+        "--http-port", str(http_port), "--server-port", str(server_port),
+        "--config-file", str(config),
+    ]  # fmt: skip
+    with stderr_path.open("wb") as err:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        base_url = f"http://127.0.0.1:{http_port}"
+        _wait_for_leader(base_url, proc, stderr_path)
+        client = consul.Consul(host="127.0.0.1", port=http_port)
+        # The leader writes the initial management token once elected.
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            try:
+                client.acl.token.read_self(token=management)
+                break
+            except consul.ConsulException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield AclAgent(client=client, management=management, base_url=base_url)
+    finally:
+        _stop(proc)
+
+
 @pytest.fixture(scope="session")
 def client(trellis: TrellisAgent) -> consul.Consul:
     """The py-consul client used by the tests (main thread only)."""

@@ -277,12 +277,6 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
     for path in &args.config_file {
         file.merge(FileConfig::load(path)?);
     }
-    if let Some(key) = file.acl_requested() {
-        bail!(
-            "{key}: ACL enforcement is not available in this version of Trellis; it refuses to \
-             start rather than serve every endpoint without ACLs"
-        );
-    }
     let dev = args.dev;
     let server = dev || args.server || file.server.unwrap_or(false);
     let datacenter = args
@@ -359,6 +353,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
         None => trellis_server::RPC_HOLD_TIMEOUT,
     };
     let rpc_tls = rpc_tls(&file, &datacenter, server)?;
+    let acl = agent_acl(&file, &datacenter)?;
     let server_config = server.then(|| ServerConfig {
         node_name: node_name.clone(),
         datacenter: datacenter.clone(),
@@ -377,6 +372,12 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             .unwrap_or(trellis_server::listen::Limits::RPC.max_conns_per_client),
         rpc_hold_timeout,
         tls: rpc_tls.clone(),
+        acl: acl
+            .resolver
+            .enabled
+            .then(|| trellis_server::acl::ServerAcl {
+                initial_management: file.acl_settings().tokens.initial_management,
+            }),
     });
     let sync_interval = match &args.sync_interval {
         Some(s) => trellis_api::parse_go_duration(s)
@@ -437,6 +438,7 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
             http_limits,
             rpc_tls,
             rpc_hold_timeout,
+            acl,
             default_intention_policy: match file.default_intention_policy.as_deref() {
                 None | Some("") => None,
                 Some("allow") => Some(trellis_agent::IntentionAction::Allow),
@@ -448,6 +450,51 @@ pub fn agent_config(args: &AgentArgs) -> anyhow::Result<(AgentConfig, FileConfig
         },
         file,
     ))
+}
+
+/// The agent's ACL settings from the config files (`acl { ... }` and the legacy keys).
+fn agent_acl(file: &FileConfig, datacenter: &str) -> anyhow::Result<trellis_agent::acl::AgentAcl> {
+    use trellis_acl_resolver::{AclConfig, DownPolicy};
+    let acl = file.acl_settings();
+    let default_policy = match acl.default_policy.as_deref() {
+        None | Some("allow") => trellis_acl::DefaultPolicy::Allow,
+        Some("deny") => trellis_acl::DefaultPolicy::Deny,
+        Some(other) => bail!("acl.default_policy must be \"allow\" or \"deny\", not {other:?}"),
+    };
+    let down_policy = match acl.down_policy.as_deref() {
+        None => DownPolicy::ExtendCache,
+        Some(s) => DownPolicy::parse(s).ok_or_else(|| {
+            anyhow::anyhow!(
+                "acl.down_policy must be one of \"allow\", \"deny\", \"extend-cache\" or \
+                 \"async-cache\", not {s:?}"
+            )
+        })?,
+    };
+    let token_ttl = match acl.token_ttl.as_deref() {
+        None => std::time::Duration::from_secs(30),
+        Some(s) => {
+            trellis_api::parse_go_duration(s).map_err(|e| anyhow::anyhow!("acl.token_ttl: {e}"))?
+        }
+    };
+    let t = acl.tokens;
+    Ok(trellis_agent::acl::AgentAcl {
+        resolver: AclConfig {
+            enabled: acl.enabled.unwrap_or(false),
+            default_policy,
+            down_policy,
+            token_ttl,
+            datacenter: datacenter.to_string(),
+        },
+        tokens: trellis_agent::acl::AgentTokens {
+            default: t.default,
+            agent: t.agent,
+            agent_recovery: t.agent_recovery,
+            replication: t.replication,
+            config_file_service_registration: t.config_file_service_registration,
+            dns: t.dns,
+        },
+        persist_tokens: acl.enable_token_persistence.unwrap_or(false),
+    })
 }
 
 /// The server port's TLS from the config files (`tls { defaults internal_rpc }` and the

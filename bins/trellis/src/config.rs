@@ -57,6 +57,129 @@ impl Connect {
     }
 }
 
+/// `acl { tokens { ... } }`. Legacy names are read as Consul reads them (`master` for
+/// `initial_management`, `agent_master` for `agent_recovery`).
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+pub struct AclTokens {
+    #[serde(alias = "master")]
+    pub initial_management: Option<String>,
+    pub agent: Option<String>,
+    #[serde(alias = "agent_master")]
+    pub agent_recovery: Option<String>,
+    pub default: Option<String>,
+    pub replication: Option<String>,
+    pub config_file_service_registration: Option<String>,
+    pub dns: Option<String>,
+    /// Keys of the block this version does not use.
+    #[serde(flatten)]
+    pub ignored: BTreeMap<String, Value>,
+}
+
+impl std::fmt::Debug for AclTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |t: &Option<String>| t.as_ref().map(|_| "<hidden>");
+        f.debug_struct("AclTokens")
+            .field("initial_management", &set(&self.initial_management))
+            .field("agent", &set(&self.agent))
+            .field("agent_recovery", &set(&self.agent_recovery))
+            .field("default", &set(&self.default))
+            .field("replication", &set(&self.replication))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AclTokens {
+    fn merge(&mut self, other: AclTokens) {
+        macro_rules! over {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        over!(
+            initial_management,
+            agent,
+            agent_recovery,
+            default,
+            replication,
+            config_file_service_registration,
+            dns
+        );
+        self.ignored.extend(other.ignored);
+    }
+}
+
+/// `acl { ... }`: Consul's ACL settings.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct Acl {
+    pub enabled: Option<bool>,
+    pub default_policy: Option<String>,
+    pub down_policy: Option<String>,
+    pub token_ttl: Option<String>,
+    pub policy_ttl: Option<String>,
+    pub role_ttl: Option<String>,
+    pub enable_token_persistence: Option<bool>,
+    pub enable_key_list_policy: Option<bool>,
+    pub enable_token_replication: Option<bool>,
+    #[serde(skip)]
+    pub tokens: AclTokens,
+    #[serde(rename = "tokens")]
+    tokens_raw: Option<Value>,
+    /// Keys of the block this version does not use.
+    #[serde(flatten)]
+    pub ignored: BTreeMap<String, Value>,
+}
+
+/// HCL gives a repeated block as an array of its instances.
+fn blocks(raw: Value, what: &str) -> anyhow::Result<Vec<Value>> {
+    let items = match raw {
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    for item in &items {
+        if !item.is_object() {
+            bail!("{what} must be a block (an object)");
+        }
+    }
+    Ok(items)
+}
+
+impl Acl {
+    /// Reads the `acl` block (or blocks).
+    fn read(raw: Value) -> anyhow::Result<Acl> {
+        let mut out = Acl::default();
+        for block in blocks(raw, "acl")? {
+            let mut acl: Acl = serde_json::from_value(block).context("acl")?;
+            if let Some(raw) = acl.tokens_raw.take() {
+                for t in blocks(raw, "acl.tokens")? {
+                    acl.tokens
+                        .merge(serde_json::from_value(t).context("acl.tokens")?);
+                }
+            }
+            out.merge(acl);
+        }
+        Ok(out)
+    }
+
+    fn merge(&mut self, other: Acl) {
+        macro_rules! over {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        over!(
+            enabled,
+            default_policy,
+            down_policy,
+            token_ttl,
+            policy_ttl,
+            role_ttl,
+            enable_token_persistence,
+            enable_key_list_policy,
+            enable_token_replication
+        );
+        self.tokens.merge(other.tokens);
+        self.ignored.extend(other.ignored);
+    }
+}
+
 /// `limits { ... }`: Consul's per-client connection limits, and Trellis's own request body
 /// time limit. Unset keys keep the defaults (`trellis_server::listen::Limits`).
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -198,6 +321,21 @@ pub struct FileConfig {
     pub verify_incoming_rpc: Option<bool>,
     pub verify_server_hostname: Option<bool>,
     #[serde(skip)]
+    pub acl: Acl,
+    #[serde(rename = "acl")]
+    acl_raw: Option<Value>,
+    /// Legacy top-level ACL keys (Consul 1.4's), each read into `acl` unless the block sets it.
+    pub acl_datacenter: Option<String>,
+    pub acl_default_policy: Option<String>,
+    pub acl_down_policy: Option<String>,
+    pub acl_ttl: Option<String>,
+    pub acl_master_token: Option<String>,
+    pub acl_agent_token: Option<String>,
+    pub acl_agent_master_token: Option<String>,
+    pub acl_token: Option<String>,
+    pub acl_replication_token: Option<String>,
+    pub primary_datacenter: Option<String>,
+    #[serde(skip)]
     pub connect: Connect,
     #[serde(rename = "connect")]
     connect_raw: Option<Value>,
@@ -242,6 +380,9 @@ impl FileConfig {
         }
         if let Some(raw) = cfg.connect_raw.take() {
             cfg.connect.read(raw)?;
+        }
+        if let Some(raw) = cfg.acl_raw.take() {
+            cfg.acl = Acl::read(raw)?;
         }
         let mut defs = Vec::new();
         for raw in [cfg.service.take(), cfg.services_raw.take()]
@@ -342,29 +483,52 @@ impl FileConfig {
             .pkcs11_modules
             .extend(other.connect.pkcs11_modules);
         self.connect.ignored.extend(other.connect.ignored);
+        self.acl.merge(other.acl);
+        macro_rules! over {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        over!(
+            acl_datacenter,
+            acl_default_policy,
+            acl_down_policy,
+            acl_ttl,
+            acl_master_token,
+            acl_agent_token,
+            acl_agent_master_token,
+            acl_token,
+            acl_replication_token,
+            primary_datacenter
+        );
         self.ignored.extend(other.ignored);
     }
 
-    /// The key that turns Consul's ACLs on, if the files do (`acl { enabled = true }`, or the
-    /// legacy `acl_datacenter`): ACLs are not enforced yet, and an agent told to enforce them
-    /// must not start wide open instead.
-    pub fn acl_requested(&self) -> Option<&'static str> {
-        let enabled = self
-            .ignored
-            .get("acl")
-            .and_then(|acl| acl.get("enabled"))
-            .is_some_and(|v| v == &Value::Bool(true) || v.as_str() == Some("true"));
-        if enabled {
-            Some("acl.enabled")
-        } else if self
-            .ignored
-            .get("acl_datacenter")
-            .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+    /// The ACL settings with the legacy top-level keys folded in (the block's keys win, as in
+    /// Consul's `deprecated.go`; `acl_datacenter` turns ACLs on).
+    pub fn acl_settings(&self) -> Acl {
+        let mut acl = self.acl.clone();
+        let legacy = |block: &mut Option<String>, old: &Option<String>| {
+            if block.is_none() {
+                block.clone_from(old);
+            }
+        };
+        legacy(&mut acl.default_policy, &self.acl_default_policy);
+        legacy(&mut acl.down_policy, &self.acl_down_policy);
+        legacy(&mut acl.token_ttl, &self.acl_ttl);
+        let t = &mut acl.tokens;
+        legacy(&mut t.initial_management, &self.acl_master_token);
+        legacy(&mut t.agent, &self.acl_agent_token);
+        legacy(&mut t.agent_recovery, &self.acl_agent_master_token);
+        legacy(&mut t.default, &self.acl_token);
+        legacy(&mut t.replication, &self.acl_replication_token);
+        if acl.enabled.is_none()
+            && self
+                .acl_datacenter
+                .as_deref()
+                .is_some_and(|d| !d.is_empty())
         {
-            Some("acl_datacenter")
-        } else {
-            None
+            acl.enabled = Some(true);
         }
+        acl
     }
 
     /// The keys this version does not use, for the start-up warning (`connect.x` for a key of
@@ -386,6 +550,14 @@ impl FileConfig {
                     .ignored
                     .keys()
                     .map(|k| format!("auto_encrypt.{k}")),
+            )
+            .chain(self.acl.ignored.keys().map(|k| format!("acl.{k}")))
+            .chain(
+                self.acl
+                    .tokens
+                    .ignored
+                    .keys()
+                    .map(|k| format!("acl.tokens.{k}")),
             )
             .chain(self.tls.ignored.keys().map(|k| format!("tls.{k}")))
             .chain(
@@ -440,6 +612,43 @@ impl FileConfig {
             self.verify_server_hostname.is_some(),
             "verify_server_hostname",
             "tls.internal_rpc.verify_server_hostname",
+        );
+        note(
+            self.acl_datacenter.is_some(),
+            "acl_datacenter",
+            "primary_datacenter",
+        );
+        note(
+            self.acl_default_policy.is_some(),
+            "acl_default_policy",
+            "acl.default_policy",
+        );
+        note(
+            self.acl_down_policy.is_some(),
+            "acl_down_policy",
+            "acl.down_policy",
+        );
+        note(self.acl_ttl.is_some(), "acl_ttl", "acl.token_ttl");
+        note(
+            self.acl_master_token.is_some(),
+            "acl_master_token",
+            "acl.tokens.initial_management",
+        );
+        note(
+            self.acl_agent_token.is_some(),
+            "acl_agent_token",
+            "acl.tokens.agent",
+        );
+        note(
+            self.acl_agent_master_token.is_some(),
+            "acl_agent_master_token",
+            "acl.tokens.agent_recovery",
+        );
+        note(self.acl_token.is_some(), "acl_token", "acl.tokens.default");
+        note(
+            self.acl_replication_token.is_some(),
+            "acl_replication_token",
+            "acl.tokens.replication",
         );
         out
     }
@@ -645,21 +854,36 @@ mod tests {
     }
 
     #[test]
-    fn acls_turned_on_are_noticed() {
-        let on: Value =
-            hcl::from_str("acl {\n  enabled = true\n  default_policy = \"deny\"\n}\n").unwrap();
-        assert_eq!(
-            FileConfig::from_value(on).unwrap().acl_requested(),
-            Some("acl.enabled")
-        );
-        let legacy = serde_json::json!({"acl_datacenter": "dc1"});
-        assert_eq!(
-            FileConfig::from_value(legacy).unwrap().acl_requested(),
-            Some("acl_datacenter")
-        );
-        let off = serde_json::json!({"acl": {"enabled": false, "default_policy": "deny"}});
-        assert_eq!(FileConfig::from_value(off).unwrap().acl_requested(), None);
-        assert_eq!(FileConfig::default().acl_requested(), None);
+    fn acl_settings_read_the_block_and_the_legacy_keys() {
+        let on: Value = hcl::from_str(
+            "acl {\n  enabled = true\n  default_policy = \"deny\"\n  tokens {\n    master = \"m\"\n    agent = \"a\"\n  }\n}\n",
+        )
+        .unwrap();
+        let acl = FileConfig::from_value(on).unwrap().acl_settings();
+        assert_eq!(acl.enabled, Some(true));
+        assert_eq!(acl.default_policy.as_deref(), Some("deny"));
+        assert_eq!(acl.tokens.initial_management.as_deref(), Some("m"));
+        assert_eq!(acl.tokens.agent.as_deref(), Some("a"));
+        // The secrets never print.
+        assert!(!format!("{acl:?}").contains("\"m\""));
+        let legacy = serde_json::json!({
+            "acl_datacenter": "dc1",
+            "acl_default_policy": "deny",
+            "acl_master_token": "root",
+            "acl_token": "dflt"
+        });
+        let acl = FileConfig::from_value(legacy).unwrap().acl_settings();
+        assert_eq!(acl.enabled, Some(true));
+        assert_eq!(acl.default_policy.as_deref(), Some("deny"));
+        assert_eq!(acl.tokens.initial_management.as_deref(), Some("root"));
+        assert_eq!(acl.tokens.default.as_deref(), Some("dflt"));
+        // The block wins over a legacy key.
+        let both =
+            serde_json::json!({"acl": {"default_policy": "allow"}, "acl_default_policy": "deny"});
+        let acl = FileConfig::from_value(both).unwrap().acl_settings();
+        assert_eq!(acl.default_policy.as_deref(), Some("allow"));
+        assert_eq!(acl.enabled, None);
+        assert_eq!(FileConfig::default().acl_settings().enabled, None);
     }
 
     #[test]

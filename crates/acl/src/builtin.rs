@@ -133,3 +133,146 @@ pub fn node_identity(name: &str) -> Rules {
         single: Default::default(),
     }
 }
+
+/// A templated policy (Consul's `builtin/service`, `builtin/node`, `builtin/dns`): shown by
+/// `/v1/acl/templated-policies` and previewed with its variables. Tokens and roles that name
+/// one are compiled from the same rules built directly ([`service_identity`],
+/// [`node_identity`]), never from this text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Template {
+    /// `builtin/service`, ...
+    pub name: &'static str,
+    /// What it is for.
+    pub description: &'static str,
+    /// The rule text, `{{.Name}}` standing for the `Name` variable.
+    pub template: &'static str,
+    /// The JSON schema of its variables (empty when it takes none).
+    pub schema: &'static str,
+}
+
+const NAME_SCHEMA: &str = r##"{
+  "type": "object",
+  "properties": {
+    "name": { "type": "string", "$ref": "#/definitions/min-length-one" }
+  },
+  "required": ["name"],
+  "definitions": {
+    "min-length-one": { "type": "string", "minLength": 1 }
+  }
+}"##;
+
+/// The templated policies Trellis knows.
+pub const TEMPLATES: &[Template] = &[
+    Template {
+        name: "builtin/service",
+        description: "Gives the token or role permissions to register a service and discover services in the Consul catalog. It also gives the specified service's sidecar proxy the permission to discover and route traffic to other services.",
+        template: r#"service "{{.Name}}" {
+  policy = "write"
+}
+service "{{.Name}}-sidecar-proxy" {
+  policy = "write"
+}
+service_prefix "" {
+  policy = "read"
+}
+node_prefix "" {
+  policy = "read"
+}
+"#,
+        schema: NAME_SCHEMA,
+    },
+    Template {
+        name: "builtin/node",
+        description: "Gives the token or role permissions for a register an agent/node into the catalog. A node is typically a consul agent but can also be a physical server, cloud instance or a container.",
+        template: r#"node "{{.Name}}" {
+  policy = "write"
+}
+service_prefix "" {
+  policy = "read"
+}
+"#,
+        schema: NAME_SCHEMA,
+    },
+    Template {
+        name: "builtin/dns",
+        description: "Gives the token or role permissions for the Consul DNS to query services in the network.",
+        template: r#"node_prefix "" {
+  policy = "read"
+}
+service_prefix "" {
+  policy = "read"
+}
+query_prefix "" {
+  policy = "read"
+}
+"#,
+        schema: "",
+    },
+];
+
+/// The templated policy called `name`.
+pub fn template(name: &str) -> Option<&'static Template> {
+    TEMPLATES.iter().find(|t| t.name == name)
+}
+
+impl Template {
+    /// Its rule text for the variable `name` (for display; the name is written as an HCL string
+    /// with its quotes and backslashes escaped).
+    pub fn render(&self, name: &str) -> String {
+        let escaped: String = name
+            .chars()
+            .flat_map(|c| match c {
+                '"' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        self.template.replace("{{.Name}}", &escaped)
+    }
+}
+
+/// The ID Consul gives a synthetic policy: the FNV-1a 128-bit hash of its rule text in hex.
+pub fn synthetic_policy_id(rules: &str) -> String {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in rules.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    format!("{h:032x}")
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    #[test]
+    fn templates_render_to_rules_that_match_the_built_ones() {
+        let t = template("builtin/service").unwrap();
+        let text = t.render("web");
+        assert!(text.contains(r#"service "web" {"#));
+        let parsed = Rules::parse(&text).unwrap();
+        let a = crate::Authorizer::new([&parsed], crate::DefaultPolicy::Deny);
+        let b = crate::Authorizer::new([&service_identity("web")], crate::DefaultPolicy::Deny);
+        for name in ["web", "web-sidecar-proxy", "db"] {
+            assert_eq!(a.service_write(name), b.service_write(name));
+            assert_eq!(a.service_read(name), b.service_read(name));
+        }
+        // A name cannot add rules of its own to the shown text.
+        let evil = t.render("x\" { policy = \"write\" } acl = \"write");
+        assert!(
+            Rules::parse(&evil).is_err()
+                || !Rules::parse(&evil)
+                    .unwrap()
+                    .single
+                    .iter()
+                    .any(Option::is_some)
+        );
+        assert!(template("builtin/nope").is_none());
+    }
+
+    #[test]
+    fn synthetic_ids_are_fnv128a() {
+        // FNV-1a 128 of the empty string is its offset basis.
+        assert_eq!(synthetic_policy_id(""), "6c62272e07bb014262b821756295c58d");
+        assert_ne!(synthetic_policy_id("a"), synthetic_policy_id("b"));
+    }
+}

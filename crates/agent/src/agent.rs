@@ -62,6 +62,8 @@ pub struct AgentConfig {
     /// How long a client agent holds a write no server can take (all unreachable) before
     /// failing it (Consul's `rpc_hold_timeout`).
     pub rpc_hold_timeout: Duration,
+    /// ACLs: off, or how tokens are resolved and the agent's own tokens.
+    pub acl: crate::acl::AgentAcl,
 }
 
 /// The file in a client agent's data directory keeping the servers it last learned.
@@ -92,6 +94,10 @@ pub struct Agent {
     syncer: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The anti-entropy loop as started, to start again if a leave fails.
     sync_again: crate::sync::Syncer,
+    /// Resolves the tokens requests carry.
+    acl: Arc<trellis_acl_resolver::Resolver>,
+    /// The agent's own tokens (`acl.tokens`, `/v1/agent/token/<kind>`).
+    tokens: crate::acl::Tokens,
 }
 
 fn startup(msg: impl std::fmt::Display) -> AgentError {
@@ -244,7 +250,11 @@ impl Agent {
             config.leaf_root_change_jitter,
             config.cache_ttl,
         );
+        let acl = crate::acl::resolver(&config.acl, backend.clone());
+        let tokens = crate::acl::Tokens::load(&config.acl, config.data_dir.as_ref());
         let agent = Arc::new(Agent {
+            acl,
+            tokens,
             config,
             node_id,
             backend,
@@ -272,6 +282,39 @@ impl Agent {
     /// The agent's configuration.
     pub fn config(&self) -> &AgentConfig {
         &self.config
+    }
+
+    /// The ACL resolver.
+    pub fn acl(&self) -> &trellis_acl_resolver::Resolver {
+        &self.acl
+    }
+
+    /// The agent's tokens now.
+    pub fn tokens(&self) -> crate::acl::AgentTokens {
+        self.tokens.get()
+    }
+
+    /// Sets one of the agent's tokens (`/v1/agent/token/<kind>`); `false` for an unknown kind.
+    pub(crate) fn set_token(&self, kind: &str, token: String) -> Result<bool, AgentError> {
+        self.tokens
+            .set(kind, token)
+            .map_err(|e| AgentError::Persist(format!("keeping the ACL token: {e}")))
+    }
+
+    /// The identity of a request's token: the token it carries, else the agent's `default`
+    /// token, else the anonymous token.
+    pub async fn identity(
+        &self,
+        token: &str,
+    ) -> Result<Arc<trellis_acl_resolver::Identity>, AgentError> {
+        if !self.acl.enabled() {
+            return Ok(self.acl.resolve("", false).await?);
+        }
+        if token.is_empty() {
+            let default = self.tokens.get().default.unwrap_or_default();
+            return Ok(self.acl.resolve(&default, false).await?);
+        }
+        Ok(self.acl.resolve(token, true).await?)
     }
 
     /// The node ID.

@@ -30,6 +30,9 @@ pub enum AgentError {
     /// The agent could not start (data dir, node ID, listener).
     #[error("{0}")]
     Startup(String),
+    /// The request's token is unknown, lacks a permission, or ACLs are off (403, or 401).
+    #[error(transparent)]
+    Acl(#[from] trellis_acl_resolver::AclError),
 }
 
 impl AgentError {
@@ -37,6 +40,7 @@ impl AgentError {
     pub fn status(&self) -> StatusCode {
         match self {
             AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AgentError::Acl(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN),
             AgentError::NotFound(_) => StatusCode::NOT_FOUND,
             AgentError::Server(e) => http_status(e),
             AgentError::Cache(crate::cache::FetchError::Server(e)) => http_status(e),

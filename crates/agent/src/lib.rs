@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acl;
 mod agent;
 mod backend;
 pub mod cache;
@@ -48,6 +49,7 @@ pub(crate) async fn test_server() -> std::sync::Arc<trellis_server::Server> {
         rpc_max_conns_per_client: trellis_server::listen::Limits::RPC.max_conns_per_client,
         rpc_hold_timeout: trellis_server::RPC_HOLD_TIMEOUT,
         tls: None,
+        acl: None,
     })
     .await
     .expect("server starts");

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod acl;
 mod catalog;
 mod config;
 mod connect;
@@ -21,6 +22,7 @@ mod operator;
 mod proptests;
 mod service;
 
+pub use acl::*;
 pub use catalog::*;
 pub use config::*;
 pub use connect::*;
@@ -34,3 +36,14 @@ pub use service::*;
 
 /// The default datacenter name, as Consul's.
 pub const DEFAULT_DATACENTER: &str = "dc1";
+
+/// Decodes `null` as the type's default, as Go's JSON decoder leaves a field a client sent as
+/// `null` (Go clients send `null` for empty lists).
+pub fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    use serde::Deserialize;
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}

@@ -102,6 +102,18 @@ impl Client {
             .map(|_| ())
     }
 
+    /// The token with `secret`, its policies and roles, as the server at `addr` has them.
+    pub async fn acl_identity(
+        &self,
+        addr: &str,
+        secret: &str,
+    ) -> Result<Option<trellis_api::AclIdentity>, Error> {
+        let req = AclIdentityRequest {
+            secret: secret.to_string(),
+        };
+        self.post(addr, RPC_ACL_IDENTITY, &req, CALL_TIMEOUT).await
+    }
+
     /// The server's view of leader and voters.
     pub async fn status(&self, addr: &str) -> Result<StatusResponse, Error> {
         self.get(addr, RPC_STATUS, Duration::from_secs(5)).await

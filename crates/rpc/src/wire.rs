@@ -38,6 +38,9 @@ pub const RPC_HELLO: &str = "/v1/internal/raft/hello";
 pub const RPC_JOIN: &str = "/v1/internal/raft/join";
 /// Path of removing a server: a [`RemoveRequest`] in.
 pub const RPC_REMOVE: &str = "/v1/internal/raft/remove";
+/// Path of ACL token resolution: an [`AclIdentityRequest`] in, an `Option<AclIdentity>` out
+/// (the token with that secret, its policies and roles, from the server's own copy).
+pub const RPC_ACL_IDENTITY: &str = "/v1/internal/acl/identity";
 /// Path of the Raft configuration: a [`RaftConfiguration`] out (`?local`: this server's view).
 pub const RPC_CONFIGURATION: &str = "/v1/internal/raft/configuration";
 
@@ -95,6 +98,60 @@ pub enum Write {
         /// Which intention.
         target: IntentionRef,
     },
+    /// Bootstrap the ACL system with this management token (the leader adds its reset index).
+    AclBootstrap {
+        /// The token.
+        token: trellis_api::AclToken,
+    },
+    /// Create (`create`) or update a token.
+    AclTokenSet {
+        /// The token.
+        token: trellis_api::AclToken,
+        /// Create rather than update.
+        create: bool,
+    },
+    /// Delete a token.
+    AclTokenDelete {
+        /// Its AccessorID.
+        accessor: String,
+    },
+    /// Create (`create`) or update a policy.
+    AclPolicySet {
+        /// The policy.
+        policy: trellis_api::AclPolicy,
+        /// Create rather than update.
+        create: bool,
+    },
+    /// Delete a policy.
+    AclPolicyDelete {
+        /// Its ID.
+        id: String,
+    },
+    /// Create (`create`) or update a role.
+    AclRoleSet {
+        /// The role.
+        role: trellis_api::AclRole,
+        /// Create rather than update.
+        create: bool,
+    },
+    /// Delete a role.
+    AclRoleDelete {
+        /// Its ID.
+        id: String,
+    },
+}
+
+/// A token's secret to resolve (sent in the body, never in a URL).
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+pub struct AclIdentityRequest {
+    /// The SecretID.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AclIdentityRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AclIdentityRequest { secret: <hidden> }")
+    }
 }
 
 impl From<Write> for Command {
@@ -116,6 +173,16 @@ impl From<Write> for Command {
                 replace_id,
             },
             Write::IntentionDelete { target } => Command::IntentionDelete { target },
+            Write::AclBootstrap { token } => Command::AclBootstrap {
+                token,
+                reset_index: None,
+            },
+            Write::AclTokenSet { token, create } => Command::AclTokenSet { token, create },
+            Write::AclTokenDelete { accessor } => Command::AclTokenDelete { accessor },
+            Write::AclPolicySet { policy, create } => Command::AclPolicySet { policy, create },
+            Write::AclPolicyDelete { id } => Command::AclPolicyDelete { id },
+            Write::AclRoleSet { role, create } => Command::AclRoleSet { role, create },
+            Write::AclRoleDelete { id } => Command::AclRoleDelete { id },
         }
     }
 }
@@ -130,6 +197,13 @@ impl Write {
             Write::ConfigSet { cas, .. } | Write::ConfigDelete { cas, .. } => cas.is_none(),
             Write::IntentionDelete { .. } => false,
             Write::IntentionUpsert { create_only, .. } => !create_only,
+            Write::AclBootstrap { .. } => false,
+            Write::AclTokenSet { create, .. }
+            | Write::AclPolicySet { create, .. }
+            | Write::AclRoleSet { create, .. } => !create,
+            Write::AclTokenDelete { .. }
+            | Write::AclPolicyDelete { .. }
+            | Write::AclRoleDelete { .. } => true,
         }
     }
 }

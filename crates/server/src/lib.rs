@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acl;
 mod batch;
 mod ca;
 pub mod cluster;

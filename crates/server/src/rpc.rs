@@ -37,6 +37,7 @@ pub(crate) fn router(server: Arc<Server>) -> Router {
         .route(RPC_CA_CONFIG, post(ca_config))
         .route(RPC_AUTO_ENCRYPT_SIGN, post(auto_encrypt_sign))
         .route(RPC_WATCH, post(watch))
+        .route(RPC_ACL_IDENTITY, post(acl_identity))
         .route(RPC_HELLO, get(hello))
         .route(RPC_JOIN, post(join))
         .route(RPC_REMOVE, post(remove))
@@ -188,6 +189,15 @@ async fn ca_config(
     Body(cfg): Body<trellis_api::CaConfiguration>,
 ) -> Response {
     answer(s.set_ca_config(cfg).await.map(|()| true))
+}
+
+/// A token's identity from this server's own copy (Consul's agents resolve tokens with stale
+/// reads too). Whoever knows a secret may learn what it grants.
+async fn acl_identity(
+    State(s): State<Arc<Server>>,
+    Body(req): Body<AclIdentityRequest>,
+) -> Response {
+    Json(s.store().acl_identity(&req.secret).0).into_response()
 }
 
 async fn hello(State(s): State<Arc<Server>>) -> Json<Hello> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use trellis_raft::{open_db, open_memory_db, LogStore, Network, Raft, ServerNode, StateMachine};
-use trellis_state::{Command, Query, Store};
+use trellis_state::{Applied, Command, Query, Store};
 
 use trellis_rpc::{
     ApplyResponse, AutoEncryptSignRequest, AutoEncryptSignResponse, Error, QueryOptions,
@@ -48,6 +48,8 @@ pub struct ServerConfig {
     /// TLS on the server port (Consul's `tls { internal_rpc }`): served when it holds a
     /// certificate, and used to dial other servers when outgoing TLS is on. `None`: plaintext.
     pub tls: Option<Arc<trellis_tls::rpc::RpcTls>>,
+    /// ACLs (`acl { enabled }`): `None` when off. The leader initialises the ACL system.
+    pub acl: Option<crate::acl::ServerAcl>,
 }
 
 /// Consul's default `performance { rpc_hold_timeout }`: long enough to ride out an election.
@@ -166,6 +168,7 @@ async fn leadership(server: std::sync::Weak<Server>) {
                 work = Some(vec![
                     tokio::spawn(crate::ca::run(server.clone(), Duration::from_secs(60))),
                     tokio::spawn(crate::members::reconcile(server.clone())),
+                    tokio::spawn(crate::acl::initialise(server.clone())),
                 ]);
             }
             (false, true) => {
@@ -520,10 +523,27 @@ impl Server {
     /// is sent again only if applying it twice changes nothing ([`Write::idempotent`]).
     pub async fn apply(&self, write: Write) -> Result<ApplyResponse, Error> {
         let resend = write.idempotent();
-        let cmd = Command::from(write.clone());
+        let mut cmd = Command::from(write.clone());
+        let data_dir = self.config.data_dir.as_deref();
+        if let Command::AclBootstrap { reset_index, .. } = &mut cmd {
+            // Only the leader applies it: its own reset file counts.
+            *reset_index = crate::acl::reset_index(data_dir);
+        }
         self.hold(resend, || async {
             match self.batcher.submit(cmd.clone()).await {
-                Outcome::Done(resp) => Ok(resp),
+                Outcome::Done(resp) => {
+                    if let (
+                        Command::AclBootstrap {
+                            reset_index: Some(_),
+                            ..
+                        },
+                        Applied::Done,
+                    ) = (&cmd, &resp.applied)
+                    {
+                        crate::acl::reset_used(data_dir);
+                    }
+                    Ok(resp)
+                }
                 Outcome::Forward(leader) => {
                     let node = leader.ok_or(Error::NoLeader)?;
                     self.http.apply(&node.addr, &write).await

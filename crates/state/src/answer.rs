@@ -13,8 +13,9 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use trellis_api::{
-    CaConfiguration, ConfigEntry, HealthCheck, IndexedCaRoots, Intention, MemberHealth, Node,
-    NodeServices, NodeState, ServiceConfigResponse, ServiceEntry, ServiceNode,
+    AclPolicy, AclRole, AclToken, CaConfiguration, ConfigEntry, HealthCheck, IndexedCaRoots,
+    Intention, MemberHealth, Node, NodeServices, NodeState, ServiceConfigResponse, ServiceEntry,
+    ServiceNode,
 };
 
 use crate::Query;
@@ -55,6 +56,18 @@ pub enum Typed {
     IntentionMatches(BTreeMap<String, Vec<Intention>>),
     /// `ResolveServiceConfig`.
     ServiceConfig(ServiceConfigResponse),
+    /// `AclTokenRead`.
+    AclToken(AclToken),
+    /// `AclTokenList`.
+    AclTokens(Vec<AclToken>),
+    /// `AclPolicyRead`.
+    AclPolicy(AclPolicy),
+    /// `AclPolicyList`.
+    AclPolicies(Vec<AclPolicy>),
+    /// `AclRoleRead`.
+    AclRole(AclRole),
+    /// `AclRoleList`.
+    AclRoles(Vec<AclRole>),
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(
@@ -90,6 +103,12 @@ impl Typed {
             }
             Query::IntentionMatch { .. } => decode(body, Typed::IntentionMatches),
             Query::ResolveServiceConfig { .. } => decode(body, Typed::ServiceConfig),
+            Query::AclTokenRead { .. } => decode(body, Typed::AclToken),
+            Query::AclTokenList(_) => decode(body, Typed::AclTokens),
+            Query::AclPolicyRead { .. } => decode(body, Typed::AclPolicy),
+            Query::AclPolicyList => decode(body, Typed::AclPolicies),
+            Query::AclRoleRead { .. } => decode(body, Typed::AclRole),
+            Query::AclRoleList { .. } => decode(body, Typed::AclRoles),
         }
     }
 }
@@ -191,6 +210,18 @@ accessors! {
     intention_matches: IntentionMatches(BTreeMap<String, Vec<Intention>>);
     /// A `ResolveServiceConfig` answer.
     service_config: ServiceConfig(ServiceConfigResponse);
+    /// An `AclTokenRead` answer.
+    acl_token: AclToken(AclToken);
+    /// An `AclTokenList` answer.
+    acl_tokens: AclTokens(Vec<AclToken>);
+    /// An `AclPolicyRead` answer.
+    acl_policy: AclPolicy(AclPolicy);
+    /// An `AclPolicyList` answer.
+    acl_policies: AclPolicies(Vec<AclPolicy>);
+    /// An `AclRoleRead` answer.
+    acl_role: AclRole(AclRole);
+    /// An `AclRoleList` answer.
+    acl_roles: AclRoles(Vec<AclRole>);
 }
 
 impl std::fmt::Debug for Answer {

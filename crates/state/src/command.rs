@@ -58,6 +58,56 @@ pub enum Command {
         /// Which intention.
         target: crate::IntentionRef,
     },
+    /// Bootstraps the ACL system with this management token: once, or again when
+    /// `reset_index` is the index it was bootstrapped at (the leader's reset file).
+    AclBootstrap {
+        /// The token: AccessorID, SecretID, Description and CreateTime set.
+        token: trellis_api::AclToken,
+        /// The bootstrap reset index the leader read, if any.
+        reset_index: Option<u64>,
+    },
+    /// The leader's ACL initialisation: the built-in policy and anonymous token, and the
+    /// `initial_management` token when configured and missing.
+    AclInit {
+        /// The initial management token (AccessorID, SecretID, CreateTime set).
+        initial_management: Option<trellis_api::AclToken>,
+    },
+    /// Creates (`create`) or updates a token.
+    AclTokenSet {
+        /// The token; links by ID or name.
+        token: trellis_api::AclToken,
+        /// Create: refused when the AccessorID or SecretID is in use.
+        create: bool,
+    },
+    /// Deletes a token.
+    AclTokenDelete {
+        /// Its AccessorID.
+        accessor: String,
+    },
+    /// Creates (`create`) or updates a policy.
+    AclPolicySet {
+        /// The policy.
+        policy: trellis_api::AclPolicy,
+        /// Create: refused when the ID is in use.
+        create: bool,
+    },
+    /// Deletes a policy.
+    AclPolicyDelete {
+        /// Its ID.
+        id: String,
+    },
+    /// Creates (`create`) or updates a role.
+    AclRoleSet {
+        /// The role; policy links by ID or name.
+        role: trellis_api::AclRole,
+        /// Create: refused when the ID is in use.
+        create: bool,
+    },
+    /// Deletes a role.
+    AclRoleDelete {
+        /// Its ID.
+        id: String,
+    },
     /// Writes that arrived together, committed as one Raft entry: each is applied on its own,
     /// in order, at the entry's index. Batches do not nest.
     Batch {
@@ -77,6 +127,14 @@ impl Command {
             Command::ConfigSet { cas, .. } | Command::ConfigDelete { cas, .. } => cas.is_none(),
             Command::CaSet { .. } | Command::IntentionDelete { .. } => false,
             Command::IntentionUpsert { create_only, .. } => !create_only,
+            Command::AclBootstrap { .. } => false,
+            Command::AclTokenSet { create, .. }
+            | Command::AclPolicySet { create, .. }
+            | Command::AclRoleSet { create, .. } => !create,
+            Command::AclInit { .. }
+            | Command::AclTokenDelete { .. }
+            | Command::AclPolicyDelete { .. }
+            | Command::AclRoleDelete { .. } => true,
             Command::Batch { commands } => commands.iter().all(Command::idempotent),
         }
     }
@@ -93,6 +151,8 @@ pub enum Applied {
     Rejected(String),
     /// The command names something that does not exist (404 with this message).
     NotFound(String),
+    /// The command is not allowed (403 `Permission denied: <message>`), and changed nothing.
+    Denied(String),
     /// The outcomes of a [`Command::Batch`], in order.
     Batch(Vec<Applied>),
     /// A logged command of this type is not known to this server and its writer marked it as

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod acl;
 mod answer;
 mod answers;
 mod ca;
@@ -19,6 +20,7 @@ mod query;
 mod tables;
 mod watch;
 
+pub use acl::{is_uuid, AclTables, TokenFilter, TEMPLATED_POLICIES};
 pub use answer::{Answer, AnswerError, Typed};
 pub use answers::{ANSWER_CACHE_BYTES, MAX_CACHED_ANSWER_BYTES};
 pub use ca::{CaState, StoredRoot};
@@ -27,7 +29,7 @@ pub use command::{
 };
 pub use error::StateError;
 pub use intentions::IntentionRef;
-pub use query::{Query, QueryOutput};
+pub use query::{Query, QueryOutput, ACL_NOT_FOUND};
 pub use tables::{Snapshot, Store};
 pub use watch::{WatchKey, MAX_WATCH_KEYS};
 

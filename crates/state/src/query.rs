@@ -117,6 +117,34 @@ pub enum Query {
     /// Every node carrying the servers' agent health check ([`trellis_api::serf_check`]),
     /// with its status: the datacenter's members (`/v1/agent/members`).
     Members,
+    /// `GET /v1/acl/token/:accessor` (secrets included: the caller redacts).
+    AclTokenRead {
+        /// The AccessorID.
+        accessor: String,
+    },
+    /// `GET /v1/acl/tokens`.
+    AclTokenList(crate::TokenFilter),
+    /// `GET /v1/acl/policy/:id` or, with `by_name`, `/v1/acl/policy/name/:name`.
+    AclPolicyRead {
+        /// The ID or name.
+        key: String,
+        /// `key` is a name.
+        by_name: bool,
+    },
+    /// `GET /v1/acl/policies`.
+    AclPolicyList,
+    /// `GET /v1/acl/role/:id` or, with `by_name`, `/v1/acl/role/name/:name`.
+    AclRoleRead {
+        /// The ID or name.
+        key: String,
+        /// `key` is a name.
+        by_name: bool,
+    },
+    /// `GET /v1/acl/roles` (`?policy=`: those linking that policy ID).
+    AclRoleList {
+        /// Only roles linking this policy ID.
+        policy: Option<String>,
+    },
 }
 
 /// The answer to a query, or "not found" with Consul's message.
@@ -163,6 +191,12 @@ impl Query {
                 WatchKey::ConfigKind(config_kind::SERVICE_INTENTIONS.into())
             }
             Query::ResolveServiceConfig { .. } => WatchKey::ServiceConfig,
+            Query::AclTokenRead { .. }
+            | Query::AclTokenList(_)
+            | Query::AclPolicyRead { .. }
+            | Query::AclPolicyList
+            | Query::AclRoleRead { .. }
+            | Query::AclRoleList { .. } => WatchKey::Acl,
         }
     }
 
@@ -175,7 +209,16 @@ impl Query {
             | Query::CaRoots
             | Query::CaConfig
             | Query::IntentionList
-            | Query::Members => 0,
+            | Query::Members
+            | Query::AclPolicyList => 0,
+            Query::AclTokenRead { accessor: s }
+            | Query::AclPolicyRead { key: s, .. }
+            | Query::AclRoleRead { key: s, .. } => s.len(),
+            Query::AclTokenList(f) => [&f.policy, &f.role, &f.auth_method]
+                .iter()
+                .map(|s| s.as_ref().map_or(0, String::len))
+                .sum(),
+            Query::AclRoleList { policy } => policy.as_ref().map_or(0, String::len),
             Query::CatalogNode { node }
             | Query::HealthNode { node }
             | Query::NodeState { node } => node.len(),
@@ -371,9 +414,61 @@ impl Query {
                     ),
                 ))
             }
+            Query::AclTokenRead { accessor } => match t.acl.tokens.get(accessor) {
+                Some(tok) => found(Typed::AclToken(t.acl.token_view(tok))),
+                None => QueryOutput::NotFound(ACL_NOT_FOUND.into()),
+            },
+            Query::AclTokenList(filter) => found(Typed::AclTokens(
+                t.acl
+                    .tokens
+                    .values()
+                    .map(|tok| t.acl.token_view(tok))
+                    .filter(|tok| filter.keeps(tok))
+                    .collect(),
+            )),
+            Query::AclPolicyRead { key, by_name } => {
+                let p = if *by_name {
+                    t.acl.policies.values().find(|p| &p.name == key)
+                } else {
+                    t.acl.policies.get(key)
+                };
+                match p {
+                    Some(p) => found(Typed::AclPolicy(p.clone())),
+                    None => QueryOutput::NotFound(ACL_NOT_FOUND.into()),
+                }
+            }
+            Query::AclPolicyList => found(Typed::AclPolicies(
+                t.acl.policies.values().cloned().collect(),
+            )),
+            Query::AclRoleRead { key, by_name } => {
+                let r = if *by_name {
+                    t.acl.roles.values().find(|r| &r.name == key)
+                } else {
+                    t.acl.roles.get(key)
+                };
+                match r {
+                    Some(r) => found(Typed::AclRole(t.acl.role_view(r))),
+                    None => QueryOutput::NotFound(ACL_NOT_FOUND.into()),
+                }
+            }
+            Query::AclRoleList { policy } => found(Typed::AclRoles(
+                t.acl
+                    .roles
+                    .values()
+                    .map(|r| t.acl.role_view(r))
+                    .filter(|r| {
+                        policy
+                            .as_ref()
+                            .is_none_or(|p| r.policies.iter().any(|l| &l.id == p))
+                    })
+                    .collect(),
+            )),
         }
     }
 }
+
+/// Consul's answer for a token, policy or role that does not exist (a 403 on the HTTP API).
+pub const ACL_NOT_FOUND: &str = "ACL not found";
 
 /// The instances of a service name, or the Connect-capable instances for it.
 fn instances<'a>(

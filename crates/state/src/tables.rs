@@ -37,6 +37,9 @@ pub struct Snapshot {
     /// The CA, once initialised.
     #[serde(default)]
     pub ca: Option<crate::CaState>,
+    /// ACL tokens, policies and roles.
+    #[serde(default)]
+    pub acl: crate::acl::AclTables,
 }
 
 /// Tables plus derived indexes. Only [`Store`] mutates it.
@@ -57,6 +60,8 @@ pub(crate) struct Tables {
     pub(crate) key_index: HashMap<WatchKey, u64>,
     /// The CA, once initialised.
     pub(crate) ca: Option<crate::CaState>,
+    /// ACL tokens, policies and roles.
+    pub(crate) acl: crate::acl::AclTables,
 }
 
 /// Iterates the rows of one node in a (node, id)-keyed table.
@@ -413,6 +418,22 @@ impl Tables {
                 replace_id,
             } => self.intention_upsert(index, destination, source, create_only, replace_id, keys),
             Command::IntentionDelete { target } => self.intention_delete(index, target, keys),
+            Command::AclBootstrap { token, reset_index } => {
+                self.acl_bootstrap(index, token, reset_index, keys)
+            }
+            Command::AclInit { initial_management } => {
+                self.acl_init(index, initial_management, keys)
+            }
+            Command::AclTokenSet { token, create } => {
+                self.acl_token_set(index, token, create, keys)
+            }
+            Command::AclTokenDelete { accessor } => self.acl_token_delete(&accessor, keys),
+            Command::AclPolicySet { policy, create } => {
+                self.acl_policy_set(index, policy, create, keys)
+            }
+            Command::AclPolicyDelete { id } => self.acl_policy_delete(&id, keys),
+            Command::AclRoleSet { role, create } => self.acl_role_set(index, role, create, keys),
+            Command::AclRoleDelete { id } => self.acl_role_delete(&id, keys),
             Command::Batch { .. } => Applied::Rejected("batches do not nest".into()),
         }
     }
@@ -446,6 +467,7 @@ impl Tables {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
             ca: self.ca.clone(),
+            acl: self.acl.clone(),
             ..Default::default()
         };
         snap.key_index.sort();
@@ -476,8 +498,10 @@ impl Tables {
             nodes: snap.nodes,
             key_index: snap.key_index.into_iter().collect(),
             ca: snap.ca,
+            acl: snap.acl,
             ..Default::default()
         };
+        t.acl.reindex();
         for (node, svcs) in snap.services {
             for (id, svc) in svcs {
                 let key = (node.clone(), id);
@@ -679,6 +703,19 @@ impl Store {
     /// The CA state, secrets included (for the server's CA manager only).
     pub fn ca_state(&self) -> Option<crate::CaState> {
         self.inner.tables.read().ca.clone()
+    }
+
+    /// The token with this secret, its policies and roles, and the index of the ACL tables:
+    /// what an agent compiles the token's authorizer from. `None`: no such token.
+    pub fn acl_identity(&self, secret: &str) -> (Option<trellis_api::AclIdentity>, u64) {
+        self.read_at(&[WatchKey::Acl], |t, _| {
+            t.acl.token_by_secret(secret).map(|tok| t.acl.identity(tok))
+        })
+    }
+
+    /// The index the ACL system was bootstrapped at (0: not yet).
+    pub fn acl_bootstrap_index(&self) -> u64 {
+        self.inner.tables.read().acl.bootstrap_index
     }
 
     /// Number of watch keys with live waiters (for tests and metrics).

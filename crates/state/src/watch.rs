@@ -33,6 +33,8 @@ pub enum WatchKey {
     CaConfig,
     /// Every `service-defaults` and `proxy-defaults` entry (resolved service configuration).
     ServiceConfig,
+    /// ACL tokens, policies and roles.
+    Acl,
 }
 
 /// The most keys one many-keys wait ([`crate::Store::wait_for_keys`], the server port's

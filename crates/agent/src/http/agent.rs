@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 use trellis_api::{status, AgentService, CheckDefinition, HealthCheck, ServiceDefinition};
 
+use trellis_acl_resolver::Identity;
+
 use super::{decode, json, query_options, Params};
 use crate::error::bad;
 use crate::{Agent, AgentError};
@@ -26,16 +28,70 @@ pub(crate) async fn status_peers(State(a): State<Arc<Agent>>) -> Res {
     Ok(json(&a.backend().status().await?.peers))
 }
 
-/// `GET /v1/operator/raft/configuration`: Consul's shape, from the servers.
-pub(crate) async fn raft_configuration(State(a): State<Arc<Agent>>) -> Res {
+/// `GET /v1/operator/raft/configuration` (operator:read): Consul's shape, from the servers.
+pub(crate) async fn raft_configuration(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    let id = a.identity(p.token()).await?;
+    id.require(id.authorizer().operator_read(), "operator:read", None)?;
     Ok(json(&a.backend().raft_configuration().await?))
+}
+
+fn need_service_write(id: &Identity, name: &str) -> Result<(), AgentError> {
+    Ok(id.require(
+        id.authorizer().service_write(name),
+        "service:write",
+        Some(name),
+    )?)
+}
+
+/// What registering `def` needs (Consul's `vetServiceRegister`): service:write on the service,
+/// on a proxy's destination, and on the sidecar it declares.
+fn vet_service(id: &Identity, def: &ServiceDefinition) -> Result<(), AgentError> {
+    need_service_write(id, &def.name)?;
+    if let Some(dest) = def
+        .proxy
+        .as_ref()
+        .map(|p| p.destination_service_name.as_str())
+        .filter(|d| !d.is_empty())
+    {
+        need_service_write(id, dest)?;
+    }
+    if let Some(sidecar) = def
+        .connect
+        .as_ref()
+        .and_then(|c| c.sidecar_service.as_ref())
+    {
+        let name = if sidecar.name.is_empty() {
+            format!("{}-sidecar-proxy", def.name)
+        } else {
+            sidecar.name.clone()
+        };
+        need_service_write(id, &name)?;
+    }
+    Ok(())
+}
+
+/// What changing a check of this agent needs: service:write on its service, or node:write on
+/// this node for a node check (Consul's `vetCheckRegister`/`vetCheckUpdate`).
+fn vet_check(a: &Agent, id: &Identity, service_id: &str) -> Result<(), AgentError> {
+    if service_id.is_empty() {
+        let node = &a.config().node_name;
+        return Ok(id.require(id.authorizer().node_write(node), "node:write", Some(node))?);
+    }
+    match a.local().service(service_id) {
+        Some(svc) => need_service_write(id, &svc.service),
+        // Unknown: registering it fails with its own 404.
+        None => Ok(()),
+    }
 }
 
 /// `DELETE /v1/operator/raft/peer?id=` or `?address=`: removes a server from the cluster.
 pub(crate) async fn raft_remove_peer(
     State(a): State<Arc<Agent>>,
+    p: Params,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Res {
+    let id = a.identity(p.token()).await?;
+    id.require(id.authorizer().operator_write(), "operator:write", None)?;
     let req = trellis_rpc::RemoveRequest {
         id: q.get("id").filter(|v| !v.is_empty()).cloned(),
         address: q.get("address").filter(|v| !v.is_empty()).cloned(),
@@ -51,8 +107,14 @@ pub(crate) async fn raft_remove_peer(
     ))
 }
 
-pub(crate) async fn agent_self(State(a): State<Arc<Agent>>) -> Res {
+pub(crate) async fn agent_self(State(a): State<Arc<Agent>>, p: Params) -> Res {
     let cfg = a.config();
+    let id = a.identity(p.token()).await?;
+    id.require(
+        id.authorizer().agent_read(&cfg.node_name),
+        "agent:read",
+        Some(&cfg.node_name),
+    )?;
     Ok(json(&json!({
         "Config": {
             "Datacenter": cfg.datacenter,
@@ -78,12 +140,27 @@ pub(crate) async fn agent_self(State(a): State<Arc<Agent>>) -> Res {
     })))
 }
 
-pub(crate) async fn members(State(a): State<Arc<Agent>>) -> Res {
-    Ok(json(&a.members().await?))
+/// `GET /v1/agent/members`: the members whose node the token may read.
+pub(crate) async fn members(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    let id = a.identity(p.token()).await?;
+    let mut members = a.members().await?;
+    members.retain(|m| {
+        let name = m.get("Name").and_then(|n| n.as_str()).unwrap_or("");
+        id.authorizer().node_read(name).is_allowed() || !id.enabled()
+    });
+    Ok(json(&members))
 }
 
-/// `PUT /v1/agent/leave`: a client agent leaves gracefully, then its process exits.
-pub(crate) async fn leave(State(a): State<Arc<Agent>>) -> Res {
+/// `PUT /v1/agent/leave` (agent:write on this node): a client agent leaves gracefully, then
+/// its process exits.
+pub(crate) async fn leave(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    let id = a.identity(p.token()).await?;
+    let node = a.config().node_name.clone();
+    id.require(
+        id.authorizer().agent_write(&node),
+        "agent:write",
+        Some(&node),
+    )?;
     a.leave().await?;
     Ok(json(&serde_json::Value::Null))
 }
@@ -130,39 +207,65 @@ fn with_dc(a: &Agent, mut s: AgentService) -> AgentService {
     s
 }
 
+/// `GET /v1/agent/services`: the local services the token may read.
 pub(crate) async fn services(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    let who = a.identity(p.token()).await?;
     local_blocking(&a, &p, || {
         Ok(a.local()
             .services()
             .into_iter()
+            .filter(|(_, s)| {
+                who.authorizer().service_read(&s.service).is_allowed() || !who.enabled()
+            })
             .map(|(k, s)| (k, with_dc(&a, s)))
             .collect::<BTreeMap<_, _>>())
     })
     .await
 }
 
+/// `GET /v1/agent/service/:id` (service:read).
 pub(crate) async fn service(State(a): State<Arc<Agent>>, Path(id): Path<String>, p: Params) -> Res {
+    let who = a.identity(p.token()).await?;
     local_blocking(&a, &p, || {
-        a.local()
+        let svc = a
+            .local()
             .service(&id)
-            .map(|s| with_dc(&a, s))
-            .ok_or_else(|| AgentError::NotFound(format!("unknown service ID: {id}")))
+            .ok_or_else(|| AgentError::NotFound(format!("unknown service ID: {id}")))?;
+        who.require(
+            who.authorizer().service_read(&svc.service),
+            "service:read",
+            Some(&svc.service),
+        )?;
+        Ok(with_dc(&a, svc))
     })
     .await
 }
 
 pub(crate) async fn register_service(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
+    let who = a.identity(p.token()).await?;
     let def: ServiceDefinition = decode(&body)?;
+    vet_service(&who, &def)?;
     a.register_service(def, p.has("replace-existing-checks"))?;
     Ok(().into_response())
 }
 
-pub(crate) async fn deregister_service(State(a): State<Arc<Agent>>, Path(id): Path<String>) -> Res {
+pub(crate) async fn deregister_service(
+    State(a): State<Arc<Agent>>,
+    Path(id): Path<String>,
+    p: Params,
+) -> Res {
+    let who = a.identity(p.token()).await?;
+    if let Some(svc) = a.local().service(&id) {
+        need_service_write(&who, &svc.service)?;
+    }
     a.deregister_service(&id)?;
     Ok(().into_response())
 }
 
+/// `GET /v1/agent/checks`: the local checks the token may read (node:read on this node for a
+/// node check, service:read on its service otherwise).
 pub(crate) async fn checks(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    let who = a.identity(p.token()).await?;
     let node = a.config().node_name.clone();
     local_blocking(&a, &p, || {
         Ok(a.local()
@@ -173,25 +276,53 @@ pub(crate) async fn checks(State(a): State<Arc<Agent>>, p: Params) -> Res {
                 check.node = node.clone();
                 (k, check)
             })
+            .filter(|(_, c)| {
+                let authz = who.authorizer();
+                !who.enabled()
+                    || if c.service_name.is_empty() {
+                        authz.node_read(&c.node).is_allowed()
+                    } else {
+                        authz.service_read(&c.service_name).is_allowed()
+                    }
+            })
             .collect::<BTreeMap<_, _>>())
     })
     .await
 }
 
-pub(crate) async fn register_check(State(a): State<Arc<Agent>>, body: Bytes) -> Res {
+pub(crate) async fn register_check(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
+    let who = a.identity(p.token()).await?;
     let def: CheckDefinition = decode(&body)?;
+    vet_check(&a, &who, &def.service_id)?;
     a.register_check(def)?;
     Ok(().into_response())
 }
 
-pub(crate) async fn deregister_check(State(a): State<Arc<Agent>>, Path(id): Path<String>) -> Res {
+/// The service ID a local check belongs to ("" for a node check), if the check exists.
+fn check_service(a: &Agent, id: &str) -> Option<String> {
+    a.local().check(id).map(|c| c.check.service_id)
+}
+
+pub(crate) async fn deregister_check(
+    State(a): State<Arc<Agent>>,
+    Path(id): Path<String>,
+    p: Params,
+) -> Res {
+    let who = a.identity(p.token()).await?;
+    if let Some(service_id) = check_service(&a, &id) {
+        vet_check(&a, &who, &service_id)?;
+    }
     a.deregister_check(&id)?;
     Ok(().into_response())
 }
 
 /// A TTL check's update; an output over 4 KiB is kept truncated, as Consul keeps it
 /// ([`crate::checks::truncate_output`]).
-fn ttl_update(a: &Agent, id: &str, st: &str, output: &str) -> Res {
+async fn ttl_update(a: &Agent, p: &Params, id: &str, st: &str, output: &str) -> Res {
+    let who = a.identity(p.token()).await?;
+    if let Some(service_id) = check_service(a, id) {
+        vet_check(a, &who, &service_id)?;
+    }
     match a.local().check(id) {
         None => Err(AgentError::NotFound(format!(
             "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
@@ -211,7 +342,7 @@ pub(crate) async fn check_pass(
     Path(id): Path<String>,
     p: Params,
 ) -> Res {
-    ttl_update(&a, &id, status::PASSING, p.get("note").unwrap_or(""))
+    ttl_update(&a, &p, &id, status::PASSING, p.get("note").unwrap_or("")).await
 }
 
 pub(crate) async fn check_warn(
@@ -219,7 +350,7 @@ pub(crate) async fn check_warn(
     Path(id): Path<String>,
     p: Params,
 ) -> Res {
-    ttl_update(&a, &id, status::WARNING, p.get("note").unwrap_or(""))
+    ttl_update(&a, &p, &id, status::WARNING, p.get("note").unwrap_or("")).await
 }
 
 pub(crate) async fn check_fail(
@@ -227,7 +358,7 @@ pub(crate) async fn check_fail(
     Path(id): Path<String>,
     p: Params,
 ) -> Res {
-    ttl_update(&a, &id, status::CRITICAL, p.get("note").unwrap_or(""))
+    ttl_update(&a, &p, &id, status::CRITICAL, p.get("note").unwrap_or("")).await
 }
 
 #[derive(Deserialize)]
@@ -242,11 +373,12 @@ struct CheckUpdate {
 pub(crate) async fn check_update(
     State(a): State<Arc<Agent>>,
     Path(id): Path<String>,
+    p: Params,
     body: Bytes,
 ) -> Res {
     let u: CheckUpdate = decode(&body)?;
     if !status::is_valid(&u.status) {
         return Err(bad(format!("Invalid status: {:?}", u.status)));
     }
-    ttl_update(&a, &id, &u.status, &u.output)
+    ttl_update(&a, &p, &id, &u.status, &u.output).await
 }

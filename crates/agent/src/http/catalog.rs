@@ -11,14 +11,67 @@ use trellis_state::{validate_registration, Query};
 
 use serde_json::json;
 
+use trellis_acl_resolver::Identity;
+
 use super::{decode, json as json_response, run_query, write, Params};
 use crate::error::bad;
 use crate::{Agent, AgentError};
 
 type Res = Result<Response, AgentError>;
 
+fn need(
+    id: &Identity,
+    decision: trellis_acl::Decision,
+    permission: &str,
+    name: &str,
+) -> Result<(), AgentError> {
+    Ok(id.require(decision, permission, Some(name))?)
+}
+
+/// What a catalog registration needs: node:write on the node (unless `SkipNodeUpdate`),
+/// service:write on the service (and a proxy's destination), and for each check node:write or
+/// service:write on its service.
+fn vet_register(id: &Identity, reg: &CatalogRegistration) -> Result<(), AgentError> {
+    let authz = id.authorizer();
+    if !reg.skip_node_update {
+        need(id, authz.node_write(&reg.node), "node:write", &reg.node)?;
+    }
+    if let Some(svc) = &reg.service {
+        need(
+            id,
+            authz.service_write(&svc.service),
+            "service:write",
+            &svc.service,
+        )?;
+        if let Some(dest) = svc.connect_destination().filter(|d| *d != svc.service) {
+            need(id, authz.service_write(dest), "service:write", dest)?;
+        }
+    }
+    let service_name = |sid: &str| {
+        reg.service
+            .as_ref()
+            .filter(|s| s.id == sid || (s.id.is_empty() && s.service == sid))
+            .map(|s| s.service.clone())
+    };
+    for check in reg.check.iter().chain(reg.checks.iter()) {
+        let svc = if check.service_name.is_empty() {
+            service_name(&check.service_id)
+        } else {
+            Some(check.service_name.clone())
+        };
+        match svc {
+            Some(name) if !check.service_id.is_empty() => {
+                need(id, authz.service_write(&name), "service:write", &name)?
+            }
+            _ => need(id, authz.node_write(&reg.node), "node:write", &reg.node)?,
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn register(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
     a.check_dc(&p)?;
+    let who = a.identity(p.token()).await?;
     let mut reg: CatalogRegistration = decode(&body)?;
     a.check_dc_name(&reg.datacenter)?;
     reg.datacenter.clear();
@@ -32,6 +85,7 @@ pub(crate) async fn register(State(a): State<Arc<Agent>>, p: Params, body: Bytes
     if proxy.is_some_and(|p| p.destination_service_name == "*") {
         return Err(bad(crate::definition::WILDCARD_DESTINATION));
     }
+    vet_register(&who, &reg)?;
     write(&a, Write::Register(Box::new(reg)), json!(true)).await
 }
 
@@ -57,7 +111,59 @@ pub(crate) async fn deregister(State(a): State<Arc<Agent>>, p: Params, body: Byt
     if d.node.is_empty() {
         return Err(bad("Must provide node"));
     }
+    let who = a.identity(p.token()).await?;
+    if who.enabled() {
+        vet_deregister(&a, &p, &who, &d).await?;
+    }
     write(&a, Write::Deregister(d), json!(true)).await
+}
+
+/// What a catalog deregistration needs: service:write on a service (or a service's check),
+/// node:write for the node or a node check. What the catalog does not hold needs nothing (the
+/// write changes nothing).
+async fn vet_deregister(
+    a: &Agent,
+    p: &Params,
+    who: &Identity,
+    d: &CatalogDeregistration,
+) -> Result<(), AgentError> {
+    let (r, _) = super::fetch(
+        a,
+        p,
+        Query::NodeState {
+            node: d.node.clone(),
+        },
+    )
+    .await?;
+    let trellis_state::QueryOutput::Found(answer) = r.output else {
+        return Ok(());
+    };
+    let state = answer
+        .node_state()
+        .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+    let authz = who.authorizer();
+    let service_named = |sid: &str| {
+        state
+            .services
+            .iter()
+            .find(|s| s.id == sid)
+            .map(|s| s.service.clone())
+    };
+    let service = if !d.service_id.is_empty() {
+        service_named(&d.service_id)
+    } else if !d.check_id.is_empty() {
+        state
+            .checks
+            .iter()
+            .find(|c| c.check_id == d.check_id)
+            .and_then(|c| (!c.service_id.is_empty()).then(|| c.service_name.clone()))
+    } else {
+        None
+    };
+    match service {
+        Some(name) => need(who, authz.service_write(&name), "service:write", &name),
+        None => need(who, authz.node_write(&d.node), "node:write", &d.node),
+    }
 }
 
 pub(crate) async fn datacenters(State(a): State<Arc<Agent>>) -> Res {

@@ -9,7 +9,9 @@ use trellis_api::{config_kind, ConfigEntry};
 use trellis_rpc::Write;
 use trellis_state::{normalize_config_entry, validate_config_entry, Query};
 
-use super::{decode, run_query, write, Params};
+use trellis_acl_resolver::Identity;
+
+use super::{decode, run_query, run_query_as, write, Params};
 use crate::error::bad;
 use crate::{Agent, AgentError};
 
@@ -32,13 +34,22 @@ fn known_kind(kind: &str) -> Result<(), AgentError> {
     }
 }
 
+/// `Ok` when `id` may read (or write) the entry `kind`/`name`, else Consul's 403.
+fn need(id: &Identity, kind: &str, name: &str, write: bool) -> Result<(), AgentError> {
+    let (decision, permission, on) =
+        trellis_acl_resolver::filter::config_entry(id.authorizer(), kind, name, write);
+    Ok(id.require(decision, permission, on.as_deref())?)
+}
+
 pub(crate) async fn set(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
     a.check_dc(&p)?;
+    let id = a.identity(p.token()).await?;
     let cas = cas(&p)?;
     let mut entry: ConfigEntry = decode(&body)?;
     entry.create_index = 0;
     entry.modify_index = 0;
     validate_config_entry(&entry).map_err(bad)?;
+    need(&id, &entry.kind, &entry.name, true)?;
     normalize_config_entry(&mut entry);
     write(&a, Write::ConfigSet { entry, cas }, serde_json::json!(true)).await
 }
@@ -54,7 +65,9 @@ pub(crate) async fn get(
     p: Params,
 ) -> Res {
     known_kind(&kind)?;
-    run_query(&a, &p, Query::ConfigGet { kind, name }).await
+    let id = a.identity(p.token()).await?;
+    need(&id, &kind, &name, false)?;
+    run_query_as(&a, &p, Query::ConfigGet { kind, name }, &id).await
 }
 
 pub(crate) async fn delete(
@@ -64,6 +77,8 @@ pub(crate) async fn delete(
 ) -> Res {
     a.check_dc(&p)?;
     known_kind(&kind)?;
+    let id = a.identity(p.token()).await?;
+    need(&id, &kind, &name, true)?;
     let cas = cas(&p)?;
     write(
         &a,

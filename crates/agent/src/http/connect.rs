@@ -10,7 +10,9 @@ use bytes::Bytes;
 use trellis_api::{CaConfiguration, IndexedCaRoots};
 use trellis_state::{Query, QueryOutput};
 
-use super::{decode, query_options, run_query, Params};
+use trellis_acl_resolver::Identity;
+
+use super::{decode, query_options, run_query_as, Params};
 use crate::definition::validate_name;
 use crate::error::bad;
 use crate::{Agent, AgentError};
@@ -43,22 +45,27 @@ pub(crate) async fn roots(State(a): State<Arc<Agent>>, p: Params) -> Res {
             .insert("x-consul-index", HeaderValue::from(resp.index.max(1)));
         return Ok(out);
     }
-    run_query(&a, &p, Query::CaRoots).await
+    // The roots are public: no token is needed (or resolved).
+    run_query_as(&a, &p, Query::CaRoots, &Identity::unrestricted()).await
 }
 
 /// `GET /v1/agent/connect/ca/roots`: always from the agent's cache, as Consul's agent answers.
 pub(crate) async fn agent_roots(State(a): State<Arc<Agent>>, p: Params) -> Res {
-    super::run_cached(&a, &p, Query::CaRoots).await
+    super::run_cached(&a, &p, Query::CaRoots, &Identity::unrestricted()).await
 }
 
-/// `GET /v1/connect/ca/configuration`.
+/// `GET /v1/connect/ca/configuration` (operator:write, as Consul since 1.8.6).
 pub(crate) async fn get_config(State(a): State<Arc<Agent>>, p: Params) -> Res {
-    run_query(&a, &p, Query::CaConfig).await
+    let id = a.identity(p.token()).await?;
+    id.require(id.authorizer().operator_write(), "operator:write", None)?;
+    run_query_as(&a, &p, Query::CaConfig, &id).await
 }
 
-/// `PUT /v1/connect/ca/configuration`.
+/// `PUT /v1/connect/ca/configuration` (operator:write).
 pub(crate) async fn put_config(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
     a.check_dc(&p)?;
+    let id = a.identity(p.token()).await?;
+    id.require(id.authorizer().operator_write(), "operator:write", None)?;
     let cfg: CaConfiguration = decode(&body)?;
     a.backend().set_ca_config(cfg).await?;
     Ok(().into_response())
@@ -72,6 +79,12 @@ pub(crate) async fn leaf(
 ) -> Res {
     validate_name("service name", &service).map_err(bad)?;
     crate::leaf::check_leaf_service(&service)?;
+    let id = a.identity(p.token()).await?;
+    id.require(
+        id.authorizer().service_write(&service),
+        "service:write",
+        Some(&service),
+    )?;
     let opts = query_options(&p)?;
     // Held per token: two tokens never share a leaf.
     let key = crate::cache::Key::new(a.config().datacenter.clone(), p.token(), service);

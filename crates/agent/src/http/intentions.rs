@@ -16,7 +16,11 @@ use trellis_intentions::{Action, Decision, Reason};
 use trellis_rpc::Write;
 use trellis_state::{IntentionRef, Query, QueryOutput};
 
-use super::{cache_headers, decode, fetch, json, query_response, run_query, write, Params};
+use trellis_acl_resolver::Identity;
+
+use super::{
+    cache_headers, decode, fetch, json, query_response, run_query_as, visible, write, Params,
+};
 use crate::cache::Key;
 use crate::error::bad;
 use crate::{Agent, AgentError};
@@ -67,6 +71,7 @@ fn intention_name(param: &str, value: Option<&str>) -> Result<String, AgentError
 
 /// `GET /v1/connect/intentions` (blocking; `?filter`).
 pub(crate) async fn list(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    let id = a.identity(p.token()).await?;
     let filter = match p.get("filter").filter(|f| !f.is_empty()) {
         None => None,
         Some(expr) => Some(Filter::parse(expr, LIST_SELECTORS).map_err(|e| bad(e.to_string()))?),
@@ -90,7 +95,44 @@ pub(crate) async fn list(State(a): State<Arc<Agent>>, p: Params) -> Res {
             trellis_state::Typed::Intentions(kept),
         ));
     }
-    Ok(query_response(r, Some(consistency)))
+    Ok(visible(query_response, r, Some(consistency), &id))
+}
+
+/// `Ok` when `id` may read (or write) intentions on `destination`, else Consul's 403.
+fn need(id: &Identity, destination: &str, write: bool) -> Result<(), AgentError> {
+    let authz = id.authorizer();
+    Ok(if write {
+        id.require(
+            authz.intention_write(destination),
+            "intentions:write",
+            Some(destination),
+        )
+    } else {
+        id.require(
+            authz.intention_read(destination),
+            "intentions:read",
+            Some(destination),
+        )
+    }?)
+}
+
+/// The destination of the intention with this legacy ID, if there is one.
+async fn destination_of(a: &Agent, p: &Params, legacy: &str) -> Result<Option<String>, AgentError> {
+    let (r, _) = fetch(
+        a,
+        p,
+        Query::IntentionGet {
+            id: legacy.to_string(),
+        },
+    )
+    .await?;
+    Ok(match r.output {
+        QueryOutput::Found(answer) => match answer.typed() {
+            Ok(trellis_state::Typed::Intention(i)) => Some(i.destination_name.clone()),
+            _ => None,
+        },
+        QueryOutput::NotFound(_) => None,
+    })
 }
 
 /// The fields of a legacy intention body that become the source object of an entry.
@@ -154,10 +196,12 @@ fn legacy_source(i: &Intention, source: &str, id: &str, now: &str) -> Map<String
 /// `POST /v1/connect/intentions`: the legacy create, answering `{"ID": ...}`.
 pub(crate) async fn create(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
     a.check_dc(&p)?;
+    let who = a.identity(p.token()).await?;
     let (i, source, destination) = legacy_body(&body)?;
     if !i.id.is_empty() {
         return Err(bad("ID must be empty when creating a new intention"));
     }
+    need(&who, &destination, true)?;
     let id = uuid::Uuid::new_v4().to_string();
     let cmd = Write::IntentionUpsert {
         destination,
@@ -182,7 +226,11 @@ fn legacy_id(id: &str) -> Result<&str, AgentError> {
 /// `GET /v1/connect/intentions/:id`
 pub(crate) async fn get_id(State(a): State<Arc<Agent>>, Path(id): Path<String>, p: Params) -> Res {
     let id = legacy_id(&id)?.to_string();
-    run_query(&a, &p, Query::IntentionGet { id }).await
+    let who = a.identity(p.token()).await?;
+    if let Some(destination) = destination_of(&a, &p, &id).await? {
+        need(&who, &destination, false)?;
+    }
+    run_query_as(&a, &p, Query::IntentionGet { id }, &who).await
 }
 
 /// `PUT /v1/connect/intentions/:id`: the legacy update (the pair may change).
@@ -193,8 +241,13 @@ pub(crate) async fn update_id(
     body: Bytes,
 ) -> Res {
     a.check_dc(&p)?;
+    let who = a.identity(p.token()).await?;
     let id = legacy_id(&id)?.to_string();
     let (i, source, destination) = legacy_body(&body)?;
+    need(&who, &destination, true)?;
+    if let Some(old) = destination_of(&a, &p, &id).await? {
+        need(&who, &old, true)?;
+    }
     if !i.id.is_empty() && i.id != id {
         return Err(bad(format!(
             "ID {:?} in the body does not match the ID in the path",
@@ -218,7 +271,11 @@ pub(crate) async fn delete_id(
     p: Params,
 ) -> Res {
     a.check_dc(&p)?;
+    let who = a.identity(p.token()).await?;
     let id = legacy_id(&id)?.to_string();
+    if let Some(destination) = destination_of(&a, &p, &id).await? {
+        need(&who, &destination, true)?;
+    }
     let cmd = Write::IntentionDelete {
         target: IntentionRef::Id(id),
     };
@@ -234,14 +291,17 @@ fn pair(p: &Params) -> Result<(String, String), AgentError> {
 
 /// `GET /v1/connect/intentions/exact?source=&destination=` (blocking).
 pub(crate) async fn get_exact(State(a): State<Arc<Agent>>, p: Params) -> Res {
+    let who = a.identity(p.token()).await?;
     let (source, destination) = pair(&p)?;
-    run_query(
+    need(&who, &destination, false)?;
+    run_query_as(
         &a,
         &p,
         Query::IntentionExact {
             source,
             destination,
         },
+        &who,
     )
     .await
 }
@@ -249,7 +309,9 @@ pub(crate) async fn get_exact(State(a): State<Arc<Agent>>, p: Params) -> Res {
 /// `PUT /v1/connect/intentions/exact?source=&destination=`: create or replace.
 pub(crate) async fn put_exact(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
     a.check_dc(&p)?;
+    let who = a.identity(p.token()).await?;
     let (source, destination) = pair(&p)?;
+    need(&who, &destination, true)?;
     let i: Intention = decode(&body)?;
     if !i.meta.is_empty() {
         return Err(bad(
@@ -282,7 +344,9 @@ pub(crate) async fn put_exact(State(a): State<Arc<Agent>>, p: Params, body: Byte
 /// `DELETE /v1/connect/intentions/exact?source=&destination=`
 pub(crate) async fn delete_exact(State(a): State<Arc<Agent>>, p: Params) -> Res {
     a.check_dc(&p)?;
+    let who = a.identity(p.token()).await?;
     let (source, destination) = pair(&p)?;
+    need(&who, &destination, true)?;
     let cmd = Write::IntentionDelete {
         target: IntentionRef::Exact {
             source,
@@ -312,15 +376,22 @@ pub(crate) async fn matches(State(a): State<Arc<Agent>>, p: Params) -> Res {
         .iter()
         .map(|n| intention_name("name", Some(n)))
         .collect::<Result<Vec<_>, _>>()?;
-    run_query(&a, &p, Query::IntentionMatch { by_source, names }).await
+    let who = a.identity(p.token()).await?;
+    for name in &names {
+        need(&who, name, false)?;
+    }
+    run_query_as(&a, &p, Query::IntentionMatch { by_source, names }, &who).await
 }
 
 /// The default when no intention matches: the agent's `default_intention_policy`, else the
-/// ACL default policy (allow: ACLs are not enabled in this version).
+/// ACL default policy (allow while ACLs are off).
 fn default_decision(a: &Agent) -> (bool, &'static str) {
     match a.config().default_intention_policy {
         Some(action) => (action == Action::Allow, "Default intention policy"),
-        None => (true, "Default behavior configured by ACLs"),
+        None => (
+            a.acl().default_policy_name() == "allow",
+            "Default behavior configured by ACLs",
+        ),
     }
 }
 
@@ -328,7 +399,9 @@ fn default_decision(a: &Agent) -> (bool, &'static str) {
 /// intention counts as deny, as in Consul.
 pub(crate) async fn check(State(a): State<Arc<Agent>>, p: Params) -> Res {
     a.check_dc(&p)?;
+    let who = a.identity(p.token()).await?;
     let (source, destination) = pair(&p)?;
+    need(&who, &destination, false)?;
     if let Some(t) = p.get("source-type") {
         if !t.is_empty() && t != "consul" {
             return Err(bad(format!("unsupported source-type {t:?}")));
@@ -384,6 +457,12 @@ pub(crate) async fn authorize(State(a): State<Arc<Agent>>, p: Params, body: Byte
     if svc.partition != trellis_identity::DEFAULT_PARTITION {
         return Err(bad("Mismatched partitions"));
     }
+    let who = a.identity(p.token()).await?;
+    who.require(
+        who.authorizer().service_write(&req.target),
+        "service:write",
+        Some(&req.target),
+    )?;
     let key = Key::new(a.config().datacenter.clone(), p.token(), req.target.clone());
     let hit = a.intentions().get(key, 0, Duration::ZERO).await?;
     let engine = hit.value;

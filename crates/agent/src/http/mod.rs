@@ -5,6 +5,7 @@
 //! `X-Consul-*` headers. Every parse failure is a 400 naming the problem; nothing is changed
 //! by a rejected request.
 
+mod acl;
 mod agent;
 mod catalog;
 mod config;
@@ -15,7 +16,7 @@ mod params;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -27,6 +28,7 @@ use trellis_rpc::{QueryOptions, QueryResponse};
 use trellis_state::{Query, QueryOutput};
 
 pub use params::Params;
+use trellis_acl_resolver::Identity;
 
 use crate::error::bad;
 use crate::{Agent, AgentError};
@@ -113,20 +115,23 @@ pub fn router(agent: Arc<Agent>) -> Router {
             "/v1/config/{kind}/{name}",
             get(config::get).delete(config::delete),
         )
+        .merge(acl::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::map_response(default_acl_policy))
+        .layer(axum::middleware::map_response_with_state(
+            agent.clone(),
+            default_acl_policy,
+        ))
         .with_state(agent)
 }
 
 /// Every response carries `X-Consul-Default-ACL-Policy`, as Consul's do: the ACL default
-/// policy, which is also the default intention action. ACLs are not enabled in this version,
-/// so it is `allow`.
-async fn default_acl_policy(mut r: Response) -> Response {
+/// policy (`allow` while ACLs are off), which is also the default intention action.
+async fn default_acl_policy(State(agent): State<Arc<Agent>>, mut r: Response) -> Response {
     r.headers_mut().insert(
         "x-consul-default-acl-policy",
-        HeaderValue::from_static("allow"),
+        HeaderValue::from_static(agent.acl().default_policy_name()),
     );
     r
 }
@@ -165,6 +170,7 @@ pub(crate) async fn write(
     match agent.backend().apply(write).await?.applied {
         Applied::Rejected(msg) => Err(bad(msg)),
         Applied::NotFound(msg) => Err(AgentError::NotFound(msg)),
+        Applied::Denied(msg) => Err(trellis_acl_resolver::AclError::denied(msg).into()),
         Applied::Cas(ok) => Ok(json(&ok)),
         Applied::Done => Ok(json(&done)),
         Applied::Batch(_) => Err(AgentError::Server(trellis_rpc::Error::Internal(
@@ -237,8 +243,20 @@ pub(crate) fn query_options(p: &Params) -> Result<QueryOptions, AgentError> {
 }
 
 /// Runs a catalog read through the backend and answers with its body and Consul's headers;
-/// with `?cached`, on the reads Consul's agent cache serves, from the agent's cache.
+/// with `?cached`, on the reads Consul's agent cache serves, from the agent's cache. The
+/// answer holds only what the request's token may read.
 pub(crate) async fn run_query(agent: &Agent, p: &Params, q: Query) -> Result<Response, AgentError> {
+    let id = agent.identity(p.token()).await?;
+    run_query_as(agent, p, q, &id).await
+}
+
+/// [`run_query`] for a caller already resolved.
+pub(crate) async fn run_query_as(
+    agent: &Agent,
+    p: &Params,
+    q: Query,
+    id: &Identity,
+) -> Result<Response, AgentError> {
     for unsupported in ["filter", "node-meta"] {
         if p.get(unsupported).is_some_and(|v| !v.is_empty()) {
             return Err(bad(format!(
@@ -255,10 +273,39 @@ pub(crate) async fn run_query(agent: &Agent, p: &Params, q: Query) -> Result<Res
             | Query::IntentionMatch { .. }
     );
     if cacheable && p.has("cached") {
-        return run_cached(agent, p, q).await;
+        return run_cached(agent, p, q, id).await;
     }
     let (r, consistency) = fetch(agent, p, q).await?;
-    Ok(query_response(r, Some(consistency)))
+    Ok(visible(query_response, r, Some(consistency), id))
+}
+
+/// The answer as `id` may see it (`X-Consul-Results-Filtered-By-ACLs: true` when rows were
+/// left out and the caller sent a token), made into a response by `respond`.
+pub(crate) fn visible(
+    respond: fn(QueryResponse, Option<&'static str>) -> Response,
+    mut r: QueryResponse,
+    consistency: Option<&'static str>,
+    id: &Identity,
+) -> Response {
+    let mut filtered = false;
+    if id.enabled() {
+        if let QueryOutput::Found(answer) = &r.output {
+            if let Ok(typed) = answer.typed() {
+                if let Some(less) = trellis_acl_resolver::filter::answer(id.authorizer(), typed) {
+                    r.output = QueryOutput::Found(trellis_state::Answer::new(less));
+                    filtered = true;
+                }
+            }
+        }
+    }
+    let mut resp = respond(r, consistency);
+    if filtered && id.given() {
+        resp.headers_mut().insert(
+            "x-consul-results-filtered-by-acls",
+            HeaderValue::from_static("true"),
+        );
+    }
+    resp
 }
 
 /// Answers a read from the agent's cache (`?cached`): a blocking `?index` waits on the cache
@@ -267,12 +314,14 @@ pub(crate) async fn run_cached(
     agent: &Agent,
     p: &Params,
     q: Query,
+    id: &Identity,
 ) -> Result<Response, AgentError> {
     agent.check_dc(p)?;
     let opts = query_options(p)?;
     let key = crate::cache::Key::new(agent.config().datacenter.clone(), p.token(), q);
     let hit = agent.queries().get(key, opts.index, opts.wait).await?;
-    let mut resp = query_response(
+    let mut resp = visible(
+        query_response,
         QueryResponse {
             output: hit.value,
             index: hit.index,
@@ -280,6 +329,7 @@ pub(crate) async fn run_cached(
             last_contact_ms: hit.age.as_millis() as u64,
         },
         None,
+        id,
     );
     cache_headers(&mut resp, hit.cache_hit, hit.age);
     Ok(resp)

@@ -42,13 +42,13 @@ impl Params {
         }
     }
 
-    /// The request's ACL token as Consul reads it: `X-Consul-Token`, else
-    /// `Authorization: Bearer`, else `?token=`; empty for the anonymous token. It partitions
+    /// The request's ACL token as Consul reads it (`parseTokenInternal`): `?token=`, else
+    /// `X-Consul-Token`, else `Authorization: Bearer`; empty when none was sent. It partitions
     /// cached data.
     pub fn token(&self) -> &str {
-        self.header_token
-            .as_deref()
-            .or_else(|| self.get("token"))
+        self.get("token")
+            .filter(|t| !t.is_empty())
+            .or(self.header_token.as_deref())
             .unwrap_or("")
     }
 
@@ -88,7 +88,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
             .filter(|t| !t.is_empty())
             .or_else(|| {
                 header("authorization")
-                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .and_then(|v| {
+                        let (scheme, rest) = v.trim().split_once(' ')?;
+                        scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+                    })
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
             })
@@ -116,5 +119,26 @@ mod tests {
         let p = Params::parse("token=s3cret&index=1");
         assert_eq!(p.token(), "s3cret");
         assert!(!format!("{p:?}").contains("s3cret"));
+    }
+
+    async fn from(uri: &str, headers: &[(&str, &str)]) -> Params {
+        let mut req = axum::http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let (mut parts, ()) = req.body(()).unwrap().into_parts();
+        Params::from_request_parts(&mut parts, &()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_token_comes_from_the_query_then_the_header_then_bearer() {
+        let both = [("x-consul-token", "hdr"), ("authorization", "Bearer brr")];
+        assert_eq!(from("/v1/x?token=q", &both).await.token(), "q");
+        assert_eq!(from("/v1/x?token=", &both).await.token(), "hdr");
+        assert_eq!(from("/v1/x", &both[1..]).await.token(), "brr");
+        let lower = [("authorization", "bearer  low ")];
+        assert_eq!(from("/v1/x", &lower).await.token(), "low");
+        let basic = [("authorization", "Basic abc")];
+        assert_eq!(from("/v1/x", &basic).await.token(), "");
     }
 }

@@ -1,0 +1,95 @@
+//! The servers' side of ACLs: the leader's initialisation, the bootstrap reset file, and
+//! token resolution for client agents.
+
+use std::path::Path;
+use std::sync::Weak;
+use std::time::Duration;
+
+use trellis_api::AclToken;
+use trellis_state::Command;
+
+use crate::Server;
+
+/// ACLs on a server (Consul's `acl { enabled tokens { initial_management } }`).
+#[derive(Clone, Default)]
+pub struct ServerAcl {
+    /// `acl.tokens.initial_management`: a management token the leader makes when missing
+    /// (which also ends bootstrapping).
+    pub initial_management: Option<String>,
+}
+
+impl std::fmt::Debug for ServerAcl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerAcl")
+            .field(
+                "initial_management",
+                &self.initial_management.as_ref().map(|_| "<hidden>"),
+            )
+            .finish()
+    }
+}
+
+/// The file whose content (an index) allows bootstrapping again (Consul's).
+pub const BOOTSTRAP_RESET_FILE: &str = "acl-bootstrap-reset";
+
+/// The reset index in `<data_dir>/acl-bootstrap-reset`, if the file is there and holds one.
+pub(crate) fn reset_index(data_dir: Option<&Path>) -> Option<u64> {
+    let text = std::fs::read_to_string(data_dir?.join(BOOTSTRAP_RESET_FILE)).ok()?;
+    match text.trim().parse() {
+        Ok(i) => Some(i),
+        Err(_) => {
+            tracing::warn!(
+                file = BOOTSTRAP_RESET_FILE,
+                "the ACL bootstrap reset file does not hold an index; ignored"
+            );
+            None
+        }
+    }
+}
+
+/// Removes the reset file once a reset bootstrap took, so it serves once.
+pub(crate) fn reset_used(data_dir: Option<&Path>) {
+    if let Some(dir) = data_dir {
+        let _ = std::fs::remove_file(dir.join(BOOTSTRAP_RESET_FILE));
+    }
+}
+
+/// Leader-only: writes the built-in policy and anonymous token, and the initial management
+/// token when configured, tried again until it is committed (or leadership ends, which aborts
+/// this task).
+pub(crate) async fn initialise(server: Weak<Server>) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let Some(s) = server.upgrade() else { return };
+        let Some(acl) = s.config().acl.clone() else {
+            return;
+        };
+        let initial_management = acl.initial_management.map(|secret| AclToken {
+            accessor_id: uuid::Uuid::new_v4().to_string(),
+            secret_id: secret,
+            description: trellis_api::INITIAL_MANAGEMENT_DESCRIPTION.into(),
+            create_time: crate::acl::now_rfc3339(),
+            ..Default::default()
+        });
+        match s
+            .apply_as_leader(Command::AclInit { initial_management })
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!("ACL system initialised");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "initialising the ACL system; trying again");
+            }
+        }
+        drop(s);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Now as RFC 3339 in UTC, as Consul writes `CreateTime`.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
