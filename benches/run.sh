@@ -14,6 +14,9 @@
 #                 intentions, cached upstream discovery each); its RSS per service
 #   h. rotation   ROTATION_N leafs on one dev agent, a blocking watcher on each, the root rotated:
 #                 when each new leaf arrives, and leafs signed per second against CSRMaxPerSecond
+#   i. ACLs       the same requests on two dev agents, ACLs on (default deny, a token that may do
+#                 them) against ACLs off: authorize, the cached leaf, and GET /v1/catalog/services
+#                 over ACL_N services filtered down to the token's (about a ninth of them)
 #
 # Results go to stdout and benches/results/latest.txt. Knobs (environment): WRK_THREADS,
 # WRK_CONNS, WRK_DURATION, ROUNDS, POPULATE_N, FANOUT_N, WRITES_N, ROTATION_N, SCENARIOS (e.g. "a c").
@@ -38,7 +41,13 @@ ROTATION_N="${ROTATION_N:-10000}"
 # Non-empty: scenario g fills step by step (registrations, leafs, intentions, discovery) and
 # reads memory after each.
 CACHE_STAGED="${CACHE_STAGED:-}"
-SCENARIOS="${SCENARIOS:-a b c d e f g h}"
+ACL_N="${ACL_N:-10000}"
+SCENARIOS="${SCENARIOS:-a b c d e f g h i}"
+# A header wrk sends with every request (scenario i: the ACL token); empty for none.
+WRK_HEADER=""
+# What compare() calls its two servers.
+A_NAME=trellis
+B_NAME=baseline
 # A wrk Lua script (POST bodies); empty for plain GETs.
 WRK_SCRIPT=""
 # In the A/B scenarios (a, d, f) the server under test and the baseline are started on the
@@ -97,14 +106,15 @@ wait_leader() {
   die "no leader at $addr after 30 s"
 }
 
-# Starts a dev agent named $1 (on the server CPU when $2 is "pinned"); sets AGENT_PID and
-# AGENT_ADDR.
+# Starts a dev agent named $1 (on the server CPU when $2 is "pinned"), with the config file $3
+# too if given; sets AGENT_PID and AGENT_ADDR.
 start_dev_agent() {
-  local http srv pin=()
+  local http srv pin=() extra=()
   free_port; http=$PORT
   free_port; srv=$PORT
   if [[ "${2:-}" == pinned ]]; then pin=(${SERVER_PIN[@]+"${SERVER_PIN[@]}"}); fi
-  ${pin[@]+"${pin[@]}"} "$TRELLIS" agent --config-file "$NO_CONN_LIMIT" --dev --http-port "$http" --server-port "$srv" --node "bench-$1" \
+  if [[ -n "${3:-}" ]]; then extra=(--config-file "$3"); fi
+  ${pin[@]+"${pin[@]}"} "$TRELLIS" agent --config-file "$NO_CONN_LIMIT" ${extra[@]+"${extra[@]}"} --dev --http-port "$http" --server-port "$srv" --node "bench-$1" \
     >"$WORK/$1.log" 2>&1 &
   AGENT_PID=$!
   PIDS+=("$AGENT_PID")
@@ -117,7 +127,7 @@ start_dev_agent() {
 run_wrk() {
   local url=$1 file=$2
   ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} wrk "-t$WRK_THREADS" "-c$WRK_CONNS" "-d$WRK_DURATION" --latency \
-    ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "$url" >"$file"
+    ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} ${WRK_HEADER:+-H "$WRK_HEADER"} "$url" >"$file"
   read -r P50 P99 RPS _ BAD < <(wrk_summary "$file")
 }
 
@@ -137,17 +147,17 @@ listen_overflows() {
 compare() {
   local label=$1 t_addr=$2 b_addr=$3 path=$4 r server addr
   note "warming up both servers..."
-  ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} wrk -t1 -c"$WRK_CONNS" -d2s ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "http://$t_addr$path" >/dev/null
-  ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} wrk -t1 -c"$WRK_CONNS" -d2s ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "http://$b_addr$path" >/dev/null
+  ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} wrk -t1 -c"$WRK_CONNS" -d2s ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} ${WRK_HEADER:+-H "$WRK_HEADER"} "http://$t_addr$path" >/dev/null
+  ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} wrk -t1 -c"$WRK_CONNS" -d2s ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} ${WRK_HEADER:+-H "$WRK_HEADER"} "http://$b_addr$path" >/dev/null
   local T_P50=() T_P99=() T_RPS=() B_P50=() B_P99=() B_RPS=()
   say "$(printf '%-6s %-9s %10s %10s %12s %6s' round server p50_ms p99_ms req_per_s errors)"
   for r in $(seq 1 "$ROUNDS"); do
-    for server in trellis baseline; do
-      if [[ $server == trellis ]]; then addr=$t_addr; else addr=$b_addr; fi
+    for server in "$A_NAME" "$B_NAME"; do
+      if [[ $server == "$A_NAME" ]]; then addr=$t_addr; else addr=$b_addr; fi
       note "$label round $r: $server..."
       run_wrk "http://$addr$path" "$WORK/wrk-$label-$server-$r.txt"
       say "$(printf '%-6s %-9s %10s %10s %12s %6s' "$r" "$server" "$P50" "$P99" "$RPS" "$BAD")"
-      if [[ $server == trellis ]]; then
+      if [[ $server == "$A_NAME" ]]; then
         T_P50+=("$P50"); T_P99+=("$P99"); T_RPS+=("$RPS")
       else
         B_P50+=("$P50"); B_P99+=("$P99"); B_RPS+=("$RPS")
@@ -157,9 +167,9 @@ compare() {
   local tp50 tp99 trps bp50 bp99 brps
   tp50=$(median "${T_P50[@]}"); tp99=$(median "${T_P99[@]}"); trps=$(median "${T_RPS[@]}")
   bp50=$(median "${B_P50[@]}"); bp99=$(median "${B_P99[@]}"); brps=$(median "${B_RPS[@]}")
-  say "$(printf '%-6s %-9s %10s %10s %12s' median trellis "$tp50" "$tp99" "$trps")"
-  say "$(printf '%-6s %-9s %10s %10s %12s' median baseline "$bp50" "$bp99" "$brps")"
-  say "ratio trellis/baseline (medians): p50 $(ratio "$tp50" "$bp50")x  p99 $(ratio "$tp99" "$bp99")x  req/s $(ratio "$trps" "$brps")x"
+  say "$(printf '%-6s %-9s %10s %10s %12s' median "$A_NAME" "$tp50" "$tp99" "$trps")"
+  say "$(printf '%-6s %-9s %10s %10s %12s' median "$B_NAME" "$bp50" "$bp99" "$brps")"
+  say "ratio $A_NAME/$B_NAME (medians): p50 $(ratio "$tp50" "$bp50")x  p99 $(ratio "$tp99" "$bp99")x  req/s $(ratio "$trps" "$brps")x"
 }
 
 # Starts the baseline server answering the bytes of FILE; sets BASE_ADDR. Args: file path.
@@ -440,6 +450,65 @@ if [[ " $SCENARIOS " == *" h "* ]]; then
     say "agent after the rotation: NOT answering; log tail:"
     say "$(tail -20 "$WORK/rotation.log")"
   fi
+  stop_all
+fi
+
+# --- i. ACLs on against off ---------------------------------------------------------------------
+if [[ " $SCENARIOS " == *" i "* ]]; then
+  note "i. ACLs: two dev agents, ACLs on (default deny) and off, $ACL_N services each..."
+  ACL_MGMT=$(cat /proc/sys/kernel/random/uuid)
+  printf 'acl {\n  enabled = true\n  default_policy = "deny"\n  tokens { initial_management = "%s" }\n}\n' \
+    "$ACL_MGMT" >"$WORK/acl.hcl"
+  start_dev_agent acl-on pinned "$WORK/acl.hcl"
+  ON_ADDR=$AGENT_ADDR
+  for i in $(seq 1 100); do
+    curl -sf -H "X-Consul-Token: $ACL_MGMT" "http://$ON_ADDR/v1/acl/token/self" >/dev/null && break; sleep 0.1
+  done
+  start_dev_agent acl-off pinned
+  OFF_ADDR=$AGENT_ADDR
+  # The token the requests carry: write on web (its leaf) and db (authorize's target), read on
+  # the services named svc-1* (about a ninth of them) and every node.
+  jq -n '{Name: "bench", Rules: "service \"web\" { policy = \"write\" }\nservice \"db\" { policy = \"write\" }\nservice_prefix \"svc-1\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }"}' \
+    | curl -sf -X PUT -H "X-Consul-Token: $ACL_MGMT" "http://$ON_ADDR/v1/acl/policy" --data-binary @- >/dev/null \
+    || die "creating the bench policy failed"
+  ACL_TOKEN=$(curl -sf -X PUT -H "X-Consul-Token: $ACL_MGMT" "http://$ON_ADDR/v1/acl/token" \
+    -d '{"Policies":[{"Name":"bench"}]}' | jq -r .SecretID)
+  [[ -n "$ACL_TOKEN" && "$ACL_TOKEN" != null ]] || die "creating the bench token failed"
+  for addr in "$ON_ADDR" "$OFF_ADDR"; do
+    "$BENCH" populate --addr "$addr" --services "$ACL_N" --token "$ACL_MGMT" >"$WORK/acl-populate.json"
+    curl -sf -X PUT -H "X-Consul-Token: $ACL_MGMT" "http://$addr/v1/config" \
+      -d '{"Kind":"service-intentions","Name":"db","Sources":[{"Name":"web","Action":"allow"}]}' >/dev/null \
+      || die "writing the intention failed"
+  done
+  WRK_HEADER="X-Consul-Token: $ACL_TOKEN"
+  A_NAME=acl-on; B_NAME=acl-off
+  TD=$(curl -sf "http://$ON_ADDR/v1/connect/ca/roots" | jq -r .TrustDomain)
+  AUTHZ_BODY="{\"Target\":\"db\",\"ClientCertURI\":\"spiffe://$TD/ns/default/dc/dc1/svc/web\",\"ClientCertSerial\":\"01\"}"
+  for addr in "$ON_ADDR" "$OFF_ADDR"; do
+    curl -sf -X POST -H "$WRK_HEADER" "http://$addr/v1/agent/connect/authorize" -d "$AUTHZ_BODY" \
+      | jq -e '.Authorized == true' >/dev/null || die "authorize at $addr did not allow"
+    for i in $(seq 1 100); do
+      curl -sf -H "$WRK_HEADER" "http://$addr/v1/agent/connect/ca/leaf/web" -o /dev/null && break; sleep 0.1
+    done
+  done
+  ON_N=$(curl -sf -H "$WRK_HEADER" "http://$ON_ADDR/v1/catalog/services" | jq length)
+  OFF_N=$(curl -sf -H "$WRK_HEADER" "http://$OFF_ADDR/v1/catalog/services" | jq length)
+  say ""
+  say "## i. ACLs on (default deny, a token allowed what it asks) against ACLs off, the same requests and token"
+  printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
+    "$(jq -Rn --arg b "$AUTHZ_BODY" '$b')" >"$WORK/acl-authz.lua"
+  WRK_SCRIPT="$WORK/acl-authz.lua"
+  say "### i1. POST /v1/agent/connect/authorize"
+  compare i1 "$ON_ADDR" "$OFF_ADDR" "/v1/agent/connect/authorize"
+  WRK_SCRIPT=""
+  say "### i2. GET /v1/agent/connect/ca/leaf/web (cached leaf)"
+  compare i2 "$ON_ADDR" "$OFF_ADDR" "/v1/agent/connect/ca/leaf/web"
+  say "### i3. GET /v1/catalog/services: $OFF_N services, of which the token reads $ON_N (filtered) with ACLs on"
+  compare i3 "$ON_ADDR" "$OFF_ADDR" "/v1/catalog/services"
+  WRK_HEADER="X-Consul-Token: $ACL_MGMT"
+  say "### i4. GET /v1/catalog/services with a management token: all $OFF_N services either way (resolution and the check of every row, nothing removed)"
+  compare i4 "$ON_ADDR" "$OFF_ADDR" "/v1/catalog/services"
+  WRK_HEADER=""; A_NAME=trellis; B_NAME=baseline
   stop_all
 fi
 

@@ -4,7 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use trellis_api::{
-    canonicalize_keys, CatalogRegistration, CheckDefinition, ConfigEntry, ServiceDefinition,
+    canonicalize_keys, AclPolicy, AclRole, AclToken, CatalogRegistration, CheckDefinition,
+    ConfigEntry, ServiceDefinition,
 };
 use trellis_state::{
     normalize_config_entry, validate_config_entry, validate_registration, Applied, Command, Store,
@@ -26,6 +27,27 @@ fuzz_target!(|data: &[u8]| {
             after.index = before.index;
             assert_eq!(after, before);
         }
+    }
+    // ACL bodies: a write the store refuses changes nothing.
+    let refused_changes_nothing = |index: u64, cmd: Command| {
+        let before = store.snapshot();
+        if let Applied::Rejected(_) | Applied::NotFound(_) | Applied::Denied(_) =
+            store.apply(index, cmd)
+        {
+            let mut after = store.snapshot();
+            after.index = before.index;
+            assert_eq!(after, before);
+        }
+    };
+    if let Ok(policy) = serde_json::from_value::<AclPolicy>(value.clone()) {
+        refused_changes_nothing(3, Command::AclPolicySet { policy, create: true });
+    }
+    if let Ok(role) = serde_json::from_value::<AclRole>(value.clone()) {
+        refused_changes_nothing(4, Command::AclRoleSet { role, create: true });
+    }
+    if let Ok(token) = serde_json::from_value::<AclToken>(value.clone()) {
+        refused_changes_nothing(5, Command::AclTokenSet { token: token.clone(), create: true });
+        refused_changes_nothing(6, Command::AclTokenSet { token, create: false });
     }
     if let Ok(mut entry) = serde_json::from_value::<ConfigEntry>(value) {
         if validate_config_entry(&entry).is_ok() {

@@ -41,6 +41,9 @@ pub struct PopulateArgs {
     /// Registrations in flight at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// ACL token sent with each registration (an agent enforcing ACLs).
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 /// Latencies (ms) of the successful requests, the error count, and the wall time.
@@ -56,9 +59,18 @@ async fn put_registrations(
     addr: &str,
     n: usize,
     concurrency: usize,
+    token: Option<&str>,
     body: impl Fn(usize) -> Value + Send + Sync + 'static,
 ) -> anyhow::Result<PutRun> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            "x-consul-token",
+            reqwest::header::HeaderValue::from_str(t).context("the token is not a header value")?,
+        );
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -127,7 +139,7 @@ async fn put_registrations(
 /// Runs the write benchmark and prints its JSON summary.
 pub async fn run_writes(args: WritesArgs) -> anyhow::Result<()> {
     let prefix = args.prefix.clone();
-    let run = put_registrations(&args.addr, args.n, args.concurrency, move |i| {
+    let run = put_registrations(&args.addr, args.n, args.concurrency, None, move |i| {
         json!({
             "Node": format!("{prefix}-node-{i}"),
             "Address": format!("127.1.{}.{}", (i / 250) % 250, i % 250 + 1),
@@ -157,44 +169,51 @@ pub async fn run_writes(args: WritesArgs) -> anyhow::Result<()> {
 
 /// Runs `populate` and prints a JSON summary; fails if any registration failed.
 pub async fn run_populate(args: PopulateArgs) -> anyhow::Result<()> {
-    let run = put_registrations(&args.addr, args.services * 2, args.concurrency, |k| {
-        let i = k / 2;
-        let node = format!("bench-node-{i}");
-        let address = format!("127.2.{}.{}", (i / 250) % 250, i % 250 + 1);
-        let name = format!("svc-{i}");
-        if k % 2 == 0 {
-            json!({
-                "Node": node,
-                "Address": address,
-                "Service": {"ID": name, "Service": name, "Port": 8080, "Tags": ["bench"]},
-            })
-        } else {
-            let proxy = format!("{name}-sidecar-proxy");
-            json!({
-                "Node": node,
-                "Address": address,
-                "Service": {
-                    "Kind": "connect-proxy",
-                    "ID": proxy,
-                    "Service": proxy,
-                    "Port": 21000,
-                    "Proxy": {
-                        "DestinationServiceName": name,
-                        "DestinationServiceID": name,
-                        "LocalServiceAddress": "127.0.0.1",
-                        "LocalServicePort": 8080,
-                    },
-                },
-                "Check": {
+    let token = args.token.as_deref();
+    let run = put_registrations(
+        &args.addr,
+        args.services * 2,
+        args.concurrency,
+        token,
+        |k| {
+            let i = k / 2;
+            let node = format!("bench-node-{i}");
+            let address = format!("127.2.{}.{}", (i / 250) % 250, i % 250 + 1);
+            let name = format!("svc-{i}");
+            if k % 2 == 0 {
+                json!({
                     "Node": node,
-                    "CheckID": format!("service:{proxy}"),
-                    "Name": "Connect Sidecar Listening",
-                    "Status": "passing",
-                    "ServiceID": proxy,
-                },
-            })
-        }
-    })
+                    "Address": address,
+                    "Service": {"ID": name, "Service": name, "Port": 8080, "Tags": ["bench"]},
+                })
+            } else {
+                let proxy = format!("{name}-sidecar-proxy");
+                json!({
+                    "Node": node,
+                    "Address": address,
+                    "Service": {
+                        "Kind": "connect-proxy",
+                        "ID": proxy,
+                        "Service": proxy,
+                        "Port": 21000,
+                        "Proxy": {
+                            "DestinationServiceName": name,
+                            "DestinationServiceID": name,
+                            "LocalServiceAddress": "127.0.0.1",
+                            "LocalServicePort": 8080,
+                        },
+                    },
+                    "Check": {
+                        "Node": node,
+                        "CheckID": format!("service:{proxy}"),
+                        "Name": "Connect Sidecar Listening",
+                        "Status": "passing",
+                        "ServiceID": proxy,
+                    },
+                })
+            }
+        },
+    )
     .await?;
     let out = json!({
         "services": args.services,

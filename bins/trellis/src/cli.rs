@@ -550,6 +550,15 @@ pub async fn run_agent(args: Box<AgentArgs>) -> anyhow::Result<()> {
     for (old, new) in file.deprecated_keys() {
         tracing::warn!("The '{old}' field is deprecated. Use the '{new}' field instead.");
     }
+    if let Some(server) = config.server.as_ref().filter(|s| s.acl.is_some()) {
+        if !server.tls.as_deref().is_some_and(|t| t.verify_incoming()) {
+            tracing::warn!(
+                "ACLs are enforced on the HTTP API, but the server port's RPCs do not carry \
+                 tokens yet: keep the server port to servers and agents with \
+                 tls.internal_rpc.verify_incoming (or on a network only they reach)"
+            );
+        }
+    }
     if let Some(tls) = config.server.as_ref().and_then(|s| s.tls.as_deref()) {
         if tls.verify_incoming() && !tls.verify_outgoing() {
             tracing::warn!(

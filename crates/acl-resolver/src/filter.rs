@@ -6,7 +6,7 @@
 //! answering; `None` when nothing goes. The caller sets `X-Consul-Results-Filtered-By-ACLs`
 //! when something went.
 
-use trellis_acl::{Authorizer, Decision};
+use trellis_acl::{Access, Authorizer, Decision, Resource};
 use trellis_api::{config_kind, ConfigEntry};
 use trellis_state::Typed;
 
@@ -74,8 +74,30 @@ fn kept_map<V: Clone>(
 /// be read, and nothing was copied). Answers that are checked rather than filtered (a single
 /// intention or config entry, the CA configuration, ACL objects) are never filtered here.
 pub fn answer(authz: &Authorizer, typed: &Typed) -> Option<Typed> {
-    let node = |n: &str| authz.node_read(n).is_allowed();
-    let service = |s: &str| authz.service_read(s).is_allowed();
+    // A token that reads every node and service (management, read-only, a service identity's
+    // `_prefix ""` reads) has nothing removed: no row is checked.
+    let all_nodes = authz.grants_all(Resource::Node, Access::Read);
+    let all_services = authz.grants_all(Resource::Service, Access::Read);
+    let node = |n: &str| all_nodes || authz.node_read(n).is_allowed();
+    let service = |s: &str| all_services || authz.service_read(s).is_allowed();
+    let everything = all_nodes && all_services;
+    match typed {
+        Typed::Intentions(_) | Typed::IntentionMatches(_) if authz.intentions_read_all() => {
+            return None
+        }
+        Typed::Nodes(_)
+        | Typed::Services(_)
+        | Typed::NodeServices(_)
+        | Typed::ServiceNodes(_)
+        | Typed::Checks(_)
+        | Typed::ServiceEntries(_)
+        | Typed::Members(_)
+            if everything =>
+        {
+            return None
+        }
+        _ => {}
+    }
     let check = |c: &trellis_api::HealthCheck| {
         node(&c.node) && (c.service_name.is_empty() || service(&c.service_name))
     };

@@ -116,6 +116,29 @@ fn every_resource() -> Rules {
 }
 
 #[test]
+fn management_grants_all_and_a_partial_policy_does_not() {
+    let m = Authorizer::new([&crate::builtin::global_management()], DefaultPolicy::Deny);
+    assert!(m.grants_all(Resource::Service, Read) && m.grants_all(Resource::Node, Write));
+    assert!(m.intentions_read_all());
+    let web = Authorizer::new(
+        [&crate::builtin::service_identity("web")],
+        DefaultPolicy::Deny,
+    );
+    assert!(web.grants_all(Resource::Service, Read) && !web.grants_all(Resource::Service, Write));
+    let some = Authorizer::new(
+        [&Rules::parse(r#"service_prefix "a" { policy = "read" }"#).unwrap()],
+        DefaultPolicy::Deny,
+    );
+    assert!(!some.grants_all(Resource::Service, Read));
+    let denies = Authorizer::new(
+        [&Rules::parse(r#"service "x" { policy = "deny" }"#).unwrap()],
+        DefaultPolicy::Allow,
+    );
+    assert!(!denies.grants_all(Resource::Service, Read));
+    assert!(denies.grants_all(Resource::Node, Read));
+}
+
+#[test]
 fn every_resource_in_hcl_and_json() {
     let want = sorted(every_resource());
     assert_eq!(sorted(parse(EVERY_RESOURCE_HCL)), want);
@@ -933,6 +956,20 @@ proptest! {
                 brute_key_write_prefix(&policies, name, default),
                 "key_write_prefix {:?}", name
             );
+            // `grants_all` may only be claimed when every name is granted.
+            for resource in Resource::ALL {
+                for needed in [Read, Write] {
+                    if a.grants_all(resource, needed) {
+                        prop_assert!(
+                            brute_check(&policies, resource, name, needed, default),
+                            "grants_all {:?} {:?} but not on {:?}", resource, needed, name
+                        );
+                    }
+                }
+            }
+            if a.intentions_read_all() {
+                prop_assert!(brute_intention(&policies, name, Read, default));
+            }
             prop_assert_eq!(a.service_write(name), a.check(Resource::Service, name, Write));
             prop_assert_eq!(a.key_list(name), a.check(Resource::Key, name, List));
         }

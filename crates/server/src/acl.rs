@@ -64,15 +64,19 @@ pub(crate) async fn initialise(server: Weak<Server>) {
         let Some(acl) = s.config().acl.clone() else {
             return;
         };
+        let create_time = now_rfc3339();
         let initial_management = acl.initial_management.map(|secret| AclToken {
             accessor_id: uuid::Uuid::new_v4().to_string(),
             secret_id: secret,
             description: trellis_api::INITIAL_MANAGEMENT_DESCRIPTION.into(),
-            create_time: crate::acl::now_rfc3339(),
+            create_time: create_time.clone(),
             ..Default::default()
         });
         match s
-            .apply_as_leader(Command::AclInit { initial_management })
+            .apply_as_leader(Command::AclInit {
+                initial_management,
+                create_time,
+            })
             .await
         {
             Ok(_) => {

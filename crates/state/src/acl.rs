@@ -183,7 +183,7 @@ impl AclTables {
     }
 
     /// Makes the built-in policy and the anonymous token when missing.
-    fn ensure_builtins(&mut self, index: u64) {
+    fn ensure_builtins(&mut self, index: u64, create_time: &str) {
         if !self.policies.contains_key(GLOBAL_MANAGEMENT_POLICY_ID) {
             let mut p = AclPolicy {
                 id: GLOBAL_MANAGEMENT_POLICY_ID.into(),
@@ -202,6 +202,7 @@ impl AclTables {
                 accessor_id: ANONYMOUS_TOKEN_ID.into(),
                 secret_id: ANONYMOUS_TOKEN_SECRET.into(),
                 description: "Anonymous Token".into(),
+                create_time: create_time.to_string(),
                 create_index: index,
                 modify_index: index,
                 ..Default::default()
@@ -419,7 +420,7 @@ impl Tables {
                 "Invalid Token: AccessorID or SecretID already in use".into(),
             );
         }
-        self.acl.ensure_builtins(index);
+        self.acl.ensure_builtins(index, &token.create_time);
         token.policies = vec![AclLink {
             id: GLOBAL_MANAGEMENT_POLICY_ID.into(),
             name: GLOBAL_MANAGEMENT_POLICY_NAME.into(),
@@ -439,10 +440,11 @@ impl Tables {
         &mut self,
         index: u64,
         initial_management: Option<AclToken>,
+        create_time: &str,
         keys: &mut Vec<WatchKey>,
     ) -> Applied {
         let before = (self.acl.policies.len(), self.acl.tokens.len());
-        self.acl.ensure_builtins(index);
+        self.acl.ensure_builtins(index, create_time);
         if let Some(mut token) = initial_management {
             if !self.acl.secrets.contains_key(&token.secret_id)
                 && !self.acl.tokens.contains_key(&token.accessor_id)
@@ -866,6 +868,7 @@ mod store_tests {
             1,
             Command::AclInit {
                 initial_management: None,
+                create_time: String::new(),
             },
         );
         let before = s.snapshot();
@@ -973,6 +976,7 @@ mod store_tests {
             1,
             Command::AclInit {
                 initial_management: Some(token(A1, S1)),
+                create_time: String::new(),
             },
         );
         assert_eq!(s.acl_bootstrap_index(), 1);

@@ -71,6 +71,9 @@ pub enum Command {
     AclInit {
         /// The initial management token (AccessorID, SecretID, CreateTime set).
         initial_management: Option<trellis_api::AclToken>,
+        /// When the leader wrote it (RFC 3339): the built-ins' `CreateTime`.
+        #[serde(default)]
+        create_time: String,
     },
     /// Creates (`create`) or updates a token.
     AclTokenSet {

@@ -421,9 +421,10 @@ impl Tables {
             Command::AclBootstrap { token, reset_index } => {
                 self.acl_bootstrap(index, token, reset_index, keys)
             }
-            Command::AclInit { initial_management } => {
-                self.acl_init(index, initial_management, keys)
-            }
+            Command::AclInit {
+                initial_management,
+                create_time,
+            } => self.acl_init(index, initial_management, &create_time, keys),
             Command::AclTokenSet { token, create } => {
                 self.acl_token_set(index, token, create, keys)
             }
