@@ -1,5 +1,6 @@
 //! Integration tests: real `trellis` processes on free loopback ports, driven over HTTP.
 
+mod acl_cli;
 mod api;
 mod auto_encrypt;
 mod blocking;
