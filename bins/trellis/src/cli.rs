@@ -34,6 +34,9 @@ pub enum Command {
     /// Intentions: which services may connect to which (Consul's `consul intention`).
     #[command(subcommand)]
     Intention(IntentionCommand),
+    /// ACL tokens, policies and roles, bootstrap and the agent's tokens (Consul's `consul acl`).
+    #[command(subcommand)]
+    Acl(crate::acl::AclCommand),
     /// Cluster operator commands.
     #[command(subcommand)]
     Operator(OperatorCommand),
@@ -167,7 +170,8 @@ pub struct AgentArgs {
     pub pkcs11_module: Vec<String>,
 }
 
-/// Flags of commands that talk to an agent's HTTP API.
+/// Flags of commands that talk to an agent's HTTP API: its address and the ACL token, as
+/// Consul's CLI takes them.
 #[derive(Args, Debug)]
 pub struct HttpArgs {
     /// The agent's HTTP address.
@@ -177,16 +181,22 @@ pub struct HttpArgs {
         default_value = "127.0.0.1:8500"
     )]
     pub http_addr: String,
+    /// ACL token to use, sent as `X-Consul-Token`. Without it: the token in -token-file, then
+    /// CONSUL_HTTP_TOKEN, then the token in the file CONSUL_HTTP_TOKEN_FILE names.
+    #[arg(long)]
+    pub token: Option<crate::common::Secret>,
+    /// File holding the ACL token to use (surrounding whitespace is trimmed).
+    #[arg(long = "token-file", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
 }
 
-/// Flags of commands that talk to an agent's HTTP API and may need an ACL token.
-#[derive(Args, Debug)]
-pub struct TokenHttpArgs {
-    #[command(flatten)]
-    pub http: HttpArgs,
-    /// ACL token to use, sent as `X-Consul-Token`.
-    #[arg(long, env = "CONSUL_HTTP_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+impl HttpArgs {
+    /// The ACL token to send, if any (from the flags or the environment).
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        crate::common::resolve_token(self.token.as_ref(), self.token_file.as_deref(), |k| {
+            std::env::var(k).ok()
+        })
+    }
 }
 
 /// `trellis intention ...`: the commands, flags, output and exit codes of `consul intention`.
@@ -199,7 +209,7 @@ pub enum IntentionCommand {
     /// Delete an intention (`SRC DST`, or a legacy intention `ID`).
     Delete(IntentionArgs),
     /// List all intentions.
-    List(TokenHttpArgs),
+    List(HttpArgs),
     /// Check whether a connection from SRC to DST is allowed: prints `Allowed` (exit 0) or
     /// `Denied` (exit 1); exit 2 on errors.
     Check(IntentionArgs),
@@ -212,7 +222,7 @@ pub enum IntentionCommand {
 #[derive(Args, Debug)]
 pub struct IntentionArgs {
     #[command(flatten)]
-    pub api: TokenHttpArgs,
+    pub api: HttpArgs,
     /// `SRC DST` (`get` and `delete` also take a legacy intention ID).
     #[arg(value_name = "SRC DST")]
     pub args: Vec<String>,
@@ -222,7 +232,7 @@ pub struct IntentionArgs {
 #[derive(Args, Debug)]
 pub struct IntentionCreateArgs {
     #[command(flatten)]
-    pub api: TokenHttpArgs,
+    pub api: HttpArgs,
     /// Create an intention that allows when matched (the default).
     #[arg(long)]
     pub allow: bool,
@@ -247,7 +257,7 @@ pub struct IntentionCreateArgs {
 #[derive(Args, Debug)]
 pub struct IntentionMatchArgs {
     #[command(flatten)]
-    pub api: TokenHttpArgs,
+    pub api: HttpArgs,
     /// Match intentions with the given source.
     #[arg(long)]
     pub source: bool,
@@ -702,9 +712,13 @@ pub async fn run_raft(cmd: RaftCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The agent at `-http-addr`, through the one client of its HTTP API.
+/// The agent at `-http-addr`, with the ACL token if one is given, through the one client of
+/// its HTTP API.
 pub(crate) fn agent(http: &HttpArgs) -> anyhow::Result<trellis_client::AgentClient> {
-    Ok(trellis_client::AgentClient::new(&http.http_addr, None)?)
+    Ok(trellis_client::AgentClient::new(
+        &http.http_addr,
+        http.token()?,
+    )?)
 }
 
 /// `trellis connect ca get-config|set-config`.

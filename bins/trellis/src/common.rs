@@ -1,6 +1,7 @@
 //! What every Trellis binary shares: Consul's single-dash flags and the log set-up.
 
 use std::ffi::OsString;
+use std::path::Path;
 
 use anyhow::Context;
 
@@ -27,6 +28,62 @@ pub fn dash_aliases(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
             }
         })
         .collect()
+}
+
+/// A secret given on the command line (an ACL token): its `Debug` form never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+/// The ACL token a command sends, as Consul's CLI finds it: `-token`, else the file named by
+/// `-token-file`, else `CONSUL_HTTP_TOKEN`, else the file named by `CONSUL_HTTP_TOKEN_FILE`
+/// (`env` reads the environment). A file's token is its content with surrounding whitespace
+/// trimmed; empty values and empty files count as not given.
+pub fn resolve_token(
+    flag: Option<&Secret>,
+    flag_file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<String>> {
+    let from_file = |path: &Path| -> anyhow::Result<Option<String>> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("Error loading token file {}", path.display()))?;
+        Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
+    };
+    if let Some(t) = flag.map(Secret::expose).filter(|t| !t.is_empty()) {
+        return Ok(Some(t.to_string()));
+    }
+    if let Some(path) = flag_file.filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(t) = from_file(path)? {
+            return Ok(Some(t));
+        }
+    }
+    if let Some(t) = env("CONSUL_HTTP_TOKEN").filter(|t| !t.is_empty()) {
+        return Ok(Some(t));
+    }
+    match env("CONSUL_HTTP_TOKEN_FILE").filter(|p| !p.is_empty()) {
+        Some(path) => from_file(Path::new(&path)),
+        None => Ok(None),
+    }
 }
 
 /// Logs to stderr at `level` (or `RUST_LOG`), as JSON lines when `json`.
@@ -59,4 +116,59 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCod
             eprintln!("error: cannot start the async runtime: {e}");
             std::process::ExitCode::FAILURE
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_precedence_is_flag_file_env_env_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flag-token");
+        std::fs::write(&file, "  from-flag-file\n\n").unwrap();
+        let env_file = dir.path().join("env-token");
+        std::fs::write(&env_file, "from-env-file\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        let env_file_str = env_file.display().to_string();
+        let all = |k: &str| match k {
+            "CONSUL_HTTP_TOKEN" => Some("from-env".to_string()),
+            "CONSUL_HTTP_TOKEN_FILE" => Some(env_file_str.clone()),
+            _ => None,
+        };
+        let flag: Secret = "from-flag".parse().unwrap();
+        let token = |f: Option<&Secret>, p: Option<&Path>, env: &dyn Fn(&str) -> Option<String>| {
+            resolve_token(f, p, env).unwrap()
+        };
+        assert_eq!(
+            token(Some(&flag), Some(&file), &all).as_deref(),
+            Some("from-flag")
+        );
+        assert_eq!(
+            token(None, Some(&file), &all).as_deref(),
+            Some("from-flag-file"),
+            "the file's content, trimmed"
+        );
+        assert_eq!(token(None, None, &all).as_deref(), Some("from-env"));
+        let no_env_token = |k: &str| all(k).filter(|_| k != "CONSUL_HTTP_TOKEN");
+        assert_eq!(
+            token(None, None, &no_env_token).as_deref(),
+            Some("from-env-file")
+        );
+        assert_eq!(token(None, None, &|_: &str| None), None);
+        // Empty values and an empty file fall through to the next source.
+        let blank: Secret = "".parse().unwrap();
+        assert_eq!(
+            token(Some(&blank), Some(&empty), &all).as_deref(),
+            Some("from-env")
+        );
+        let missing = dir.path().join("missing");
+        let err = resolve_token(None, Some(&missing), |_: &str| None).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("Error loading token file"),
+            "{err:#}"
+        );
+        assert_eq!(format!("{flag:?}"), "<hidden>", "never shown");
+    }
 }

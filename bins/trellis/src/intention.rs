@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use trellis_api::lenient::Lenient;
 
 use crate::cli::{
-    IntentionArgs, IntentionCommand, IntentionCreateArgs, IntentionMatchArgs, TokenHttpArgs,
+    HttpArgs, IntentionArgs, IntentionCommand, IntentionCreateArgs, IntentionMatchArgs,
 };
 
 /// Exit code of `intention check` when the connection would be denied (Consul's).
@@ -215,8 +215,8 @@ impl Answer {
 }
 
 impl Agent {
-    fn new(args: &TokenHttpArgs) -> anyhow::Result<Agent> {
-        let client = trellis_client::AgentClient::new(&args.http.http_addr, args.token.clone())?;
+    fn new(args: &HttpArgs) -> anyhow::Result<Agent> {
+        let client = crate::cli::agent(args)?;
         Ok(Agent { client })
     }
 
@@ -568,7 +568,7 @@ async fn delete(args: IntentionArgs) -> anyhow::Result<u8> {
 }
 
 /// `trellis intention list`.
-async fn list(args: TokenHttpArgs) -> anyhow::Result<u8> {
+async fn list(args: HttpArgs) -> anyhow::Result<u8> {
     let answer = Agent::new(&args)?
         .call(Method::GET, &["connect", "intentions"], &[], None)
         .await?;

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod acl;
 mod cli;
 mod common;
 mod config;
@@ -32,8 +33,9 @@ fn main() -> ExitCode {
             Command::Leave(args) => cli::run_leave(args).await,
             Command::Connect(cli::ConnectCommand::Ca(cmd)) => cli::run_ca(cmd).await,
             Command::Connect(cli::ConnectCommand::Proxy(args)) => proxy::run(*args).await,
-            // Reports its own errors: its exit codes are Consul's, per command.
+            // These report their own errors: their exit codes are Consul's, per command.
             Command::Intention(cmd) => return Ok(intention::run(cmd).await),
+            Command::Acl(cmd) => return Ok(acl::run(cmd).await),
             Command::Operator(cli::OperatorCommand::Raft(cmd)) => cli::run_raft(cmd).await,
             Command::Tls(cmd) => tls::run(cmd),
             Command::Version => {

@@ -40,9 +40,13 @@ pub struct ProxyArgs {
     /// The agent's HTTP address (also from TRELLIS_HTTP_ADDR, then CONSUL_HTTP_ADDR).
     #[arg(long = "http-addr", env = "TRELLIS_HTTP_ADDR")]
     pub http_addr: Option<String>,
-    /// ACL token sent to the agent.
-    #[arg(long, env = "CONSUL_HTTP_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    /// ACL token sent to the agent. Without it: the token in -token-file, then
+    /// CONSUL_HTTP_TOKEN, then the token in the file CONSUL_HTTP_TOKEN_FILE names.
+    #[arg(long)]
+    pub token: Option<crate::common::Secret>,
+    /// File holding the ACL token sent to the agent (surrounding whitespace is trimmed).
+    #[arg(long = "token-file", value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Connections open at once, inbound and outbound together.
     #[arg(long = "max-connections", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -120,7 +124,11 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .or_else(|| std::env::var("CONSUL_HTTP_ADDR").ok())
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| "127.0.0.1:8500".to_string());
-    let api = AgentClient::multiplexed(&addr, args.token.clone())?;
+    let token =
+        crate::common::resolve_token(args.token.as_ref(), args.token_file.as_deref(), |k| {
+            std::env::var(k).ok()
+        })?;
+    let api = AgentClient::multiplexed(&addr, token)?;
     let options = Options {
         max_connections: args.max_connections.max(1),
         idle_timeout: Some(args.idle_timeout).filter(|d| !d.is_zero()),

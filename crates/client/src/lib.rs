@@ -5,11 +5,15 @@
 //! that parks many blocking queries (the proxy) uses h2c ([`AgentClient::multiplexed`]), so
 //! that they are streams of one connection. Answers come back typed ([`Answer`] with `X-Consul-Index`, the content hash
 //! and the ACL default), or raw ([`Raw`]) for callers that read the status themselves (the
-//! CLI reproduces Consul's messages for some of them). Failures are an [`Error`]: the agent
+//! CLI reproduces Consul's messages for some of them). The ACL API (`/v1/acl/*`,
+//! `/v1/agent/token/<kind>`) has typed calls too (`acl_token_create`, `acl_policy_list`, ...).
+//! Failures are an [`Error`]: the agent
 //! unreachable, a non-2xx answer (status and the agent's message, in Consul's API client's
 //! wording), or an answer that does not decode.
 
 #![forbid(unsafe_code)]
+
+mod acl;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

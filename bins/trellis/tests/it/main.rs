@@ -1,6 +1,7 @@
 //! Integration tests: real `trellis` processes on free loopback ports, driven over HTTP.
 
 mod acl;
+mod acl_cli;
 mod api;
 mod auto_encrypt;
 mod blocking;
