@@ -26,7 +26,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 RESULTS_DIR="$ROOT/benches/results"
-OUT="$RESULTS_DIR/latest.txt"
+OUT="${OUT:-$RESULTS_DIR/latest.txt}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 WRK_THREADS="${WRK_THREADS:-1}"

@@ -181,11 +181,11 @@ pub struct HttpArgs {
         default_value = "127.0.0.1:8500"
     )]
     pub http_addr: String,
-    /// ACL token to use, sent as `X-Consul-Token`. Without it: the token in -token-file, then
-    /// CONSUL_HTTP_TOKEN, then the token in the file CONSUL_HTTP_TOKEN_FILE names.
+    /// ACL token to use, sent as `X-Consul-Token` (else CONSUL_HTTP_TOKEN). A token file
+    /// (-token-file, else CONSUL_HTTP_TOKEN_FILE) holding a token wins over it, as in Consul.
     #[arg(long)]
     pub token: Option<crate::common::Secret>,
-    /// File holding the ACL token to use (surrounding whitespace is trimmed).
+    /// File holding the ACL token to use, instead of -token (surrounding whitespace trimmed).
     #[arg(long = "token-file", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 }

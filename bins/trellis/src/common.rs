@@ -55,35 +55,37 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// The ACL token a command sends, as Consul's CLI finds it: `-token`, else the file named by
-/// `-token-file`, else `CONSUL_HTTP_TOKEN`, else the file named by `CONSUL_HTTP_TOKEN_FILE`
-/// (`env` reads the environment). A file's token is its content with surrounding whitespace
-/// trimmed; empty values and empty files count as not given.
+/// The ACL token a command sends, as Consul's CLI and API client find it: a token file (the
+/// `-token-file` flag, else `CONSUL_HTTP_TOKEN_FILE`) wins when it holds a token; otherwise the
+/// token (`-token`, else `CONSUL_HTTP_TOKEN`). `env` reads the environment. A file's token is its
+/// content with surrounding whitespace trimmed; empty values and empty files count as not
+/// given; a file that cannot be read is an error.
 pub fn resolve_token(
     flag: Option<&Secret>,
     flag_file: Option<&Path>,
     env: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Option<String>> {
-    let from_file = |path: &Path| -> anyhow::Result<Option<String>> {
-        let text = std::fs::read_to_string(path)
+    let file = flag_file
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .or_else(|| {
+            env("CONSUL_HTTP_TOKEN_FILE")
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from)
+        });
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path)
             .with_context(|| format!("Error loading token file {}", path.display()))?;
-        Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
-    };
-    if let Some(t) = flag.map(Secret::expose).filter(|t| !t.is_empty()) {
-        return Ok(Some(t.to_string()));
-    }
-    if let Some(path) = flag_file.filter(|p| !p.as_os_str().is_empty()) {
-        if let Some(t) = from_file(path)? {
-            return Ok(Some(t));
+        let t = text.trim();
+        if !t.is_empty() {
+            return Ok(Some(t.to_string()));
         }
     }
-    if let Some(t) = env("CONSUL_HTTP_TOKEN").filter(|t| !t.is_empty()) {
-        return Ok(Some(t));
-    }
-    match env("CONSUL_HTTP_TOKEN_FILE").filter(|p| !p.is_empty()) {
-        Some(path) => from_file(Path::new(&path)),
-        None => Ok(None),
-    }
+    Ok(flag
+        .map(Secret::expose)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .or_else(|| env("CONSUL_HTTP_TOKEN").filter(|t| !t.is_empty())))
 }
 
 /// Logs to stderr at `level` (or `RUST_LOG`), as JSON lines when `json`.
@@ -123,7 +125,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_precedence_is_flag_file_env_env_file() {
+    fn a_token_file_wins_then_the_flag_then_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("flag-token");
         std::fs::write(&file, "  from-flag-file\n\n").unwrap();
@@ -141,27 +143,31 @@ mod tests {
         let token = |f: Option<&Secret>, p: Option<&Path>, env: &dyn Fn(&str) -> Option<String>| {
             resolve_token(f, p, env).unwrap()
         };
+        // A file (the flag's, else the environment's) wins, trimmed.
         assert_eq!(
             token(Some(&flag), Some(&file), &all).as_deref(),
-            Some("from-flag")
+            Some("from-flag-file")
         );
         assert_eq!(
-            token(None, Some(&file), &all).as_deref(),
-            Some("from-flag-file"),
-            "the file's content, trimmed"
-        );
-        assert_eq!(token(None, None, &all).as_deref(), Some("from-env"));
-        let no_env_token = |k: &str| all(k).filter(|_| k != "CONSUL_HTTP_TOKEN");
-        assert_eq!(
-            token(None, None, &no_env_token).as_deref(),
+            token(Some(&flag), None, &all).as_deref(),
             Some("from-env-file")
         );
+        let no_env_file = |k: &str| all(k).filter(|_| k != "CONSUL_HTTP_TOKEN_FILE");
+        assert_eq!(
+            token(Some(&flag), None, &no_env_file).as_deref(),
+            Some("from-flag")
+        );
+        assert_eq!(token(None, None, &no_env_file).as_deref(), Some("from-env"));
         assert_eq!(token(None, None, &|_: &str| None), None);
-        // Empty values and an empty file fall through to the next source.
+        // An empty file and empty values fall through to the next source.
         let blank: Secret = "".parse().unwrap();
         assert_eq!(
             token(Some(&blank), Some(&empty), &all).as_deref(),
             Some("from-env")
+        );
+        assert_eq!(
+            token(Some(&flag), Some(&empty), &all).as_deref(),
+            Some("from-flag")
         );
         let missing = dir.path().join("missing");
         let err = resolve_token(None, Some(&missing), |_: &str| None).unwrap_err();

@@ -18,5 +18,5 @@ mod resolver;
 
 pub use compile::{compile, dns_rules};
 pub use resolver::{
-    AclConfig, AclError, DownPolicy, Identity, IdentitySource, Resolver, SourceError,
+    expired, AclConfig, AclError, DownPolicy, Identity, IdentitySource, Resolver, SourceError,
 };

@@ -191,6 +191,14 @@ impl Identity {
 struct Cached {
     identity: Arc<Identity>,
     at: Instant,
+    /// The token's `ExpirationTime`: past it the token is not found, cached or not.
+    expires: Option<SystemTime>,
+}
+
+impl Cached {
+    fn expired(&self) -> bool {
+        self.expires.is_some_and(|t| t <= SystemTime::now())
+    }
 }
 
 /// The most resolved tokens kept; past it the oldest go first.
@@ -245,8 +253,12 @@ impl Resolver {
             secret
         };
         let stale = {
-            let cache = self.cache.lock();
+            let mut cache = self.cache.lock();
             match cache.get(secret) {
+                Some(c) if c.expired() => {
+                    cache.remove(secret);
+                    return Err(AclError::NotFound);
+                }
                 Some(c) if c.at.elapsed() < self.config.token_ttl => {
                     return Ok(with_given(&c.identity, given))
                 }
@@ -256,7 +268,12 @@ impl Resolver {
         };
         match self.source.identity(secret).await {
             Ok(Some(found)) => {
-                if expired(&found) {
+                let expires = match expiry(&found) {
+                    Ok(at) => at,
+                    // An expiration time that does not read is taken as past.
+                    Err(()) => Some(SystemTime::UNIX_EPOCH),
+                };
+                if expires.is_some_and(|t| t <= SystemTime::now()) {
                     self.cache.lock().remove(secret);
                     return Err(AclError::NotFound);
                 }
@@ -270,7 +287,7 @@ impl Resolver {
                     enabled: true,
                     given,
                 });
-                self.remember(secret, identity.clone());
+                self.remember(secret, identity.clone(), expires);
                 Ok(identity)
             }
             Ok(None) if secret == ANONYMOUS_TOKEN_SECRET => {
@@ -313,7 +330,7 @@ impl Resolver {
         }
     }
 
-    fn remember(&self, secret: &str, identity: Arc<Identity>) {
+    fn remember(&self, secret: &str, identity: Arc<Identity>, expires: Option<SystemTime>) {
         let mut cache = self.cache.lock();
         if cache.len() >= MAX_CACHED && !cache.contains_key(secret) {
             if let Some(oldest) = cache
@@ -329,6 +346,7 @@ impl Resolver {
             Cached {
                 identity,
                 at: Instant::now(),
+                expires,
             },
         );
     }
@@ -352,14 +370,20 @@ fn with_given(id: &Arc<Identity>, given: bool) -> Arc<Identity> {
     })
 }
 
-/// Whether the token's `ExpirationTime` has passed.
-fn expired(identity: &AclIdentity) -> bool {
-    identity
-        .token
-        .expiration_time
-        .as_deref()
-        .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
-        .is_some_and(|t| t <= SystemTime::now())
+/// The token's `ExpirationTime`, if it has one; `Err` when it does not read as RFC 3339.
+fn expiry(identity: &AclIdentity) -> Result<Option<SystemTime>, ()> {
+    match identity.token.expiration_time.as_deref() {
+        None | Some("") => Ok(None),
+        Some(t) => humantime::parse_rfc3339_weak(t).map(Some).map_err(|_| ()),
+    }
+}
+
+/// Whether the token has expired (or its expiration time does not read).
+pub fn expired(identity: &AclIdentity) -> bool {
+    match expiry(identity) {
+        Ok(at) => at.is_some_and(|t| t <= SystemTime::now()),
+        Err(()) => true,
+    }
 }
 
 #[cfg(test)]
@@ -394,6 +418,27 @@ mod tests {
                             ..Default::default()
                         }],
                         roles: vec![],
+                    }),
+                    "soon" => Some(AclIdentity {
+                        token: AclToken {
+                            accessor_id: "a3".into(),
+                            expiration_time: Some(
+                                humantime::format_rfc3339_nanos(
+                                    SystemTime::now() + Duration::from_secs(1),
+                                )
+                                .to_string(),
+                            ),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    }),
+                    "garbled" => Some(AclIdentity {
+                        token: AclToken {
+                            accessor_id: "a4".into(),
+                            expiration_time: Some("yesterday".into()),
+                            ..Default::default()
+                        },
+                        ..Default::default()
                     }),
                     "old" => Some(AclIdentity {
                         token: AclToken {
@@ -440,6 +485,17 @@ mod tests {
         );
         assert_eq!(
             r.resolve("old", true).await.unwrap_err(),
+            AclError::NotFound
+        );
+        assert_eq!(
+            r.resolve("garbled", true).await.unwrap_err(),
+            AclError::NotFound
+        );
+        // A token cached before its expiration is refused once it passes, within the TTL.
+        r.resolve("soon", true).await.unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(
+            r.resolve("soon", true).await.unwrap_err(),
             AclError::NotFound
         );
         // No anonymous token stored yet: the default policy decides.

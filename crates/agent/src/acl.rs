@@ -87,38 +87,50 @@ impl AgentAcl {
 /// The file in the data dir that keeps tokens set through the API.
 pub const TOKENS_FILE: &str = "acl-tokens.json";
 
-/// The agent's tokens as they are now, and where they are kept.
+/// The agent's tokens as they are now, and where those set through the API are kept.
 pub(crate) struct Tokens {
     current: RwLock<AgentTokens>,
+    /// The tokens set through the API (what the file holds): only these are kept, so a token
+    /// changed in the configuration is not overridden by a copy of its old value.
+    set: parking_lot::Mutex<AgentTokens>,
     file: Option<PathBuf>,
 }
 
+/// Every slot of `from` that holds a token replaces the same slot of `into`.
+fn overlay(into: &mut AgentTokens, from: &AgentTokens) {
+    let pairs: [(&mut Option<String>, &Option<String>); 6] = [
+        (&mut into.default, &from.default),
+        (&mut into.agent, &from.agent),
+        (&mut into.agent_recovery, &from.agent_recovery),
+        (&mut into.replication, &from.replication),
+        (
+            &mut into.config_file_service_registration,
+            &from.config_file_service_registration,
+        ),
+        (&mut into.dns, &from.dns),
+    ];
+    for (slot, value) in pairs {
+        if value.is_some() {
+            slot.clone_from(value);
+        }
+    }
+}
+
 impl Tokens {
-    /// The configuration's tokens, overlaid with those kept from the API when persistence is
-    /// on.
+    /// The configuration's tokens, overlaid with those set through the API and kept, when
+    /// persistence is on.
     pub(crate) fn load(acl: &AgentAcl, data_dir: Option<&PathBuf>) -> Tokens {
         let file = data_dir
             .filter(|_| acl.persist_tokens)
             .map(|d| d.join(TOKENS_FILE));
         let mut current = acl.tokens.clone();
+        let mut set = AgentTokens::default();
         if let Some(path) = &file {
             match std::fs::read(path) {
                 Ok(bytes) => match serde_json::from_slice::<AgentTokens>(&bytes) {
                     Ok(kept) => {
-                        let over = |slot: &mut Option<String>, v: Option<String>| {
-                            if v.is_some() {
-                                *slot = v;
-                            }
-                        };
-                        over(&mut current.default, kept.default);
-                        over(&mut current.agent, kept.agent);
-                        over(&mut current.agent_recovery, kept.agent_recovery);
-                        over(&mut current.replication, kept.replication);
-                        over(
-                            &mut current.config_file_service_registration,
-                            kept.config_file_service_registration,
-                        );
-                        over(&mut current.dns, kept.dns);
+                        overlay(&mut current, &kept);
+                        set = kept;
                     }
                     Err(e) => {
                         tracing::warn!(file = %path.display(), error = %e, "kept ACL tokens do not decode; ignored")
@@ -132,6 +144,7 @@ impl Tokens {
         }
         Tokens {
             current: RwLock::new(current),
+            set: parking_lot::Mutex::new(set),
             file,
         }
     }
@@ -141,19 +154,34 @@ impl Tokens {
         self.current.read().clone()
     }
 
-    /// Sets the token of `kind`; `false` when there is no such kind. Kept in the data dir when
-    /// persistence is on (a failure to keep it is an error: the caller asked for it to last).
+    /// Sets the token of `kind`; `false` when there is no such kind. Kept in the data dir (only
+    /// the owner may read the file) when persistence is on: a failure to keep it is an error,
+    /// as the caller asked for it to last.
     pub(crate) fn set(&self, kind: &str, token: String) -> Result<bool, std::io::Error> {
-        let mut current = self.current.write();
-        let Some(slot) = token_slot(&mut current, kind) else {
+        let token = Some(token).filter(|t| !t.is_empty());
+        let mut set = self.set.lock();
+        let Some(slot) = token_slot(&mut set, kind) else {
             return Ok(false);
         };
-        *slot = Some(token).filter(|t| !t.is_empty());
+        *slot = token.clone();
         if let Some(path) = &self.file {
-            let bytes = serde_json::to_vec(&*current).expect("tokens serialise");
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let bytes = serde_json::to_vec(&*set).expect("tokens serialise");
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, bytes)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
             std::fs::rename(&tmp, path)?;
+        }
+        let mut current = self.current.write();
+        if let Some(slot) = token_slot(&mut current, kind) {
+            *slot = token;
         }
         Ok(true)
     }
@@ -195,4 +223,98 @@ pub(crate) fn resolver(acl: &AgentAcl, backend: Backend) -> Arc<trellis_acl_reso
         acl.resolver.clone(),
         Arc::new(BackendSource(backend)),
     ))
+}
+
+/// The most filtered answers kept; past it the store starts again empty.
+const FILTERED_MAX: usize = 4096;
+
+/// Answers as an identity may see them, kept per (identity, query, index): a token repeating a
+/// read pays for the filter once per change of what it reads. An entry holds its identity, so
+/// the identity's address (the key) is not reused while the entry lives; a token resolved anew
+/// (after `token_ttl`, with perhaps other policies) is another identity.
+#[derive(Default)]
+pub(crate) struct FilteredAnswers {
+    map: parking_lot::Mutex<std::collections::HashMap<FilterKey, FilteredEntry>>,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct FilterKey {
+    identity: usize,
+    query: trellis_state::Query,
+    index: u64,
+}
+
+struct FilteredEntry {
+    _identity: Arc<trellis_acl_resolver::Identity>,
+    answer: Option<trellis_state::Answer>,
+}
+
+impl FilteredAnswers {
+    /// What `id` may see of `answer`, the answer to `query` at `index`: `None` when all of it.
+    pub(crate) fn visible(
+        &self,
+        id: &Arc<trellis_acl_resolver::Identity>,
+        query: &trellis_state::Query,
+        index: u64,
+        answer: &trellis_state::Answer,
+    ) -> Result<Option<trellis_state::Answer>, trellis_state::AnswerError> {
+        let key = FilterKey {
+            identity: Arc::as_ptr(id) as usize,
+            query: query.clone(),
+            index,
+        };
+        if let Some(e) = self.map.lock().get(&key) {
+            return Ok(e.answer.clone());
+        }
+        let less = trellis_acl_resolver::filter::answer(id.authorizer(), answer.typed()?)
+            .map(trellis_state::Answer::new);
+        if let Some(a) = &less {
+            // Its JSON is made once, here, and shared by every hit.
+            a.json();
+        }
+        let mut map = self.map.lock();
+        if map.len() >= FILTERED_MAX {
+            map.clear();
+        }
+        map.insert(
+            key,
+            FilteredEntry {
+                _identity: id.clone(),
+                answer: less.clone(),
+            },
+        );
+        Ok(less)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tokens_set_through_the_api_are_kept_and_only_the_owner_reads_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        let mut acl = AgentAcl::disabled("dc1");
+        acl.persist_tokens = true;
+        acl.tokens.agent = Some("from-config".into());
+        acl.tokens.default = Some("default-from-config".into());
+        let t = Tokens::load(&acl, Some(&data));
+        assert!(t.set("acl_token", "from-api".into()).unwrap());
+        assert!(!t.set("nope", "x".into()).unwrap());
+        assert_eq!(t.get().default.as_deref(), Some("from-api"));
+        let file = data.join(TOKENS_FILE);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let kept = std::fs::read_to_string(&file).unwrap();
+        assert!(!kept.contains("from-config"), "{kept}");
+        // A restart with a changed configuration: the API's token wins where it was set, the
+        // configuration's new value where it was not.
+        acl.tokens.agent = Some("rotated-in-config".into());
+        let t = Tokens::load(&acl, Some(&data));
+        assert_eq!(t.get().default.as_deref(), Some("from-api"));
+        assert_eq!(t.get().agent.as_deref(), Some("rotated-in-config"));
+        assert!(!format!("{:?}", t.get()).contains("from-api"));
+    }
 }

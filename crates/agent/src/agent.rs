@@ -98,6 +98,8 @@ pub struct Agent {
     acl: Arc<trellis_acl_resolver::Resolver>,
     /// The agent's own tokens (`acl.tokens`, `/v1/agent/token/<kind>`).
     tokens: crate::acl::Tokens,
+    /// Answers filtered per identity (ACLs on).
+    filtered: crate::acl::FilteredAnswers,
 }
 
 fn startup(msg: impl std::fmt::Display) -> AgentError {
@@ -255,6 +257,7 @@ impl Agent {
         let agent = Arc::new(Agent {
             acl,
             tokens,
+            filtered: Default::default(),
             config,
             node_id,
             backend,
@@ -287,6 +290,11 @@ impl Agent {
     /// The ACL resolver.
     pub fn acl(&self) -> &trellis_acl_resolver::Resolver {
         &self.acl
+    }
+
+    /// Answers filtered per identity.
+    pub(crate) fn filtered(&self) -> &crate::acl::FilteredAnswers {
+        &self.filtered
     }
 
     /// The agent's tokens now.

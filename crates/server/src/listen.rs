@@ -518,7 +518,8 @@ async fn buffer_body(State(limits): State<Limits>, req: Request, next: Next) -> 
                 .await
         }
         Err(e) => {
-            tracing::debug!(error = %e, uri = %parts.uri, "request body refused");
+            // The path only: a query string may carry an ACL token.
+            tracing::debug!(error = %e, path = %parts.uri.path(), "request body refused");
             e.into_response()
         }
     }

@@ -197,7 +197,9 @@ impl AclTables {
             p.hash = policy_hash(&p);
             self.policies.insert(p.id.clone(), p);
         }
-        if !self.tokens.contains_key(ANONYMOUS_TOKEN_ID) {
+        if !self.tokens.contains_key(ANONYMOUS_TOKEN_ID)
+            && !self.secrets.contains_key(ANONYMOUS_TOKEN_SECRET)
+        {
             let mut t = AclToken {
                 accessor_id: ANONYMOUS_TOKEN_ID.into(),
                 secret_id: ANONYMOUS_TOKEN_SECRET.into(),
@@ -497,7 +499,17 @@ impl Tables {
                 return Applied::NotFound(format!("Cannot find token {:?}", token.accessor_id))
             }
             None => {
-                if !is_uuid(&token.secret_id) && token.secret_id != ANONYMOUS_TOKEN_SECRET {
+                if token.accessor_id == ANONYMOUS_TOKEN_ID {
+                    return Applied::Rejected(
+                        "Invalid Token: the anonymous token's AccessorID is reserved".into(),
+                    );
+                }
+                if !token.auth_method.is_empty() {
+                    return Applied::Rejected(
+                        "AuthMethod field is disallowed outside of login".into(),
+                    );
+                }
+                if !is_uuid(&token.secret_id) {
                     return Applied::Rejected(format!(
                         "Invalid Token: SecretID {:?} is not a valid UUID",
                         token.secret_id

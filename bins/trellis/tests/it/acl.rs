@@ -165,6 +165,54 @@ async fn default_deny_on_a_server_and_a_client_agent() {
         403
     );
 
+    // A token for another service can neither take web's place by its ID nor remove web's
+    // check alongside its own service.
+    let (_, evil) = put(
+        &server,
+        "/v1/acl/token",
+        MANAGEMENT,
+        json!({"ServiceIdentities": [{"ServiceName": "evil"}]}),
+    )
+    .await;
+    let evil = evil["SecretID"].as_str().unwrap().to_string();
+    let (s, body) = put(
+        &c1,
+        "/v1/agent/service/register",
+        &evil,
+        json!({"ID": "web", "Name": "evil", "Port": 1}),
+    )
+    .await;
+    assert_eq!(s, 403, "{body}");
+    let cat = json!({
+        "Node": "cat1", "Address": "10.0.0.9",
+        "Service": {"ID": "web-1", "Service": "web", "Port": 80},
+        "Check": {"CheckID": "chk-web", "Name": "web", "ServiceID": "web-1", "Status": "passing"}
+    });
+    assert_eq!(
+        put(&server, "/v1/catalog/register", MANAGEMENT, cat)
+            .await
+            .0,
+        200
+    );
+    let mine = json!({"Node": "cat1", "SkipNodeUpdate": true, "Service": {"ID": "evil-1", "Service": "evil"}});
+    let (s, body) = put(&server, "/v1/catalog/register", &evil, mine).await;
+    assert_eq!(s, 200, "{body}");
+    let both = json!({"Node": "cat1", "ServiceID": "evil-1", "CheckID": "chk-web"});
+    let (s, body) = put(&server, "/v1/catalog/deregister", &evil, both).await;
+    assert_eq!(s, 403, "{body}");
+    let own = json!({"Node": "cat1", "ServiceID": "evil-1"});
+    assert_eq!(
+        put(&server, "/v1/catalog/deregister", &evil, own).await.0,
+        200
+    );
+    // Registering a check on web through its own service's registration is refused too.
+    let sneaky = json!({"Node": "cat1", "SkipNodeUpdate": true,
+        "Checks": [{"CheckID": "x", "ServiceID": "web-1", "ServiceName": "evil", "Status": "critical"}]});
+    assert_eq!(
+        put(&server, "/v1/catalog/register", &evil, sneaky).await.0,
+        403
+    );
+
     // The client agent keeps its catalog entries in step (anti-entropy).
     eventually(10, "web synced to the catalog", || async {
         let (_, body) = get(&server, "/v1/catalog/services", MANAGEMENT).await;

@@ -290,13 +290,14 @@ async fn token_self(State(a): State<Arc<Agent>>, p: Params) -> Res {
     if !a.acl().enabled() {
         return Err(AclError::Disabled.into());
     }
+    a.check_dc(&p)?;
     let secret = match p.token() {
         "" => a.tokens().default.unwrap_or_else(|| "anonymous".into()),
         s => s.to_string(),
     };
     match crate::acl::identity_of(a.backend(), &secret).await? {
-        Some(found) => Ok(json_response(&found.token)),
-        None => Err(AclError::NotFound.into()),
+        Some(found) if !trellis_acl_resolver::expired(&found) => Ok(json_response(&found.token)),
+        _ => Err(AclError::NotFound.into()),
     }
 }
 
@@ -674,8 +675,7 @@ struct AgentTokenRequest {
     token: String,
 }
 
-/// `PUT /v1/agent/token/<kind>` (agent:write on this node). `default` and `agent` start a full
-/// anti-entropy sync, as Consul's agent does.
+/// `PUT /v1/agent/token/<kind>` (acl:write, as Consul's `set-agent-token` requires).
 async fn agent_token(
     State(a): State<Arc<Agent>>,
     Path(kind): Path<String>,
@@ -683,12 +683,7 @@ async fn agent_token(
     body: Bytes,
 ) -> Res {
     let id = caller(&a, &p).await?;
-    let node = a.config().node_name.clone();
-    id.require(
-        id.authorizer().agent_write(&node),
-        "agent:write",
-        Some(&node),
-    )?;
+    need_acl(&id, true)?;
     let req: AgentTokenRequest = decode(&body)?;
     if !a.set_token(&kind, req.token)? {
         return Err(AgentError::NotFound(format!("Token {kind:?} is unknown")));

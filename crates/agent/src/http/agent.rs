@@ -44,9 +44,25 @@ fn need_service_write(id: &Identity, name: &str) -> Result<(), AgentError> {
 }
 
 /// What registering `def` needs (Consul's `vetServiceRegister`): service:write on the service,
-/// on a proxy's destination, and on the sidecar it declares.
-fn vet_service(id: &Identity, def: &ServiceDefinition) -> Result<(), AgentError> {
+/// on a proxy's destination, on the sidecar it declares, and on any local service it replaces
+/// by ID (its own or its sidecar's).
+fn vet_service(a: &Agent, id: &Identity, def: &ServiceDefinition) -> Result<(), AgentError> {
+    if !id.enabled() {
+        return Ok(());
+    }
     need_service_write(id, &def.name)?;
+    let own_id = if def.id.is_empty() {
+        &def.name
+    } else {
+        &def.id
+    };
+    let replaced = |sid: &str| -> Result<(), AgentError> {
+        match a.local().service(sid) {
+            Some(old) => need_service_write(id, &old.service),
+            None => Ok(()),
+        }
+    };
+    replaced(own_id)?;
     if let Some(dest) = def
         .proxy
         .as_ref()
@@ -66,6 +82,11 @@ fn vet_service(id: &Identity, def: &ServiceDefinition) -> Result<(), AgentError>
             sidecar.name.clone()
         };
         need_service_write(id, &name)?;
+        if sidecar.id.is_empty() {
+            replaced(&format!("{own_id}-sidecar-proxy"))?;
+        } else {
+            replaced(&sidecar.id)?;
+        }
     }
     Ok(())
 }
@@ -244,7 +265,7 @@ pub(crate) async fn service(State(a): State<Arc<Agent>>, Path(id): Path<String>,
 pub(crate) async fn register_service(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
     let who = a.identity(p.token()).await?;
     let def: ServiceDefinition = decode(&body)?;
-    vet_service(&who, &def)?;
+    vet_service(&a, &who, &def)?;
     a.register_service(def, p.has("replace-existing-checks"))?;
     Ok(().into_response())
 }
@@ -294,6 +315,15 @@ pub(crate) async fn register_check(State(a): State<Arc<Agent>>, p: Params, body:
     let who = a.identity(p.token()).await?;
     let def: CheckDefinition = decode(&body)?;
     vet_check(&a, &who, &def.service_id)?;
+    // A check it replaces by ID is vetted as that check.
+    let check_id = if def.id.is_empty() {
+        &def.name
+    } else {
+        &def.id
+    };
+    if let Some(service_id) = check_service(&a, check_id) {
+        vet_check(&a, &who, &service_id)?;
+    }
     a.register_check(def)?;
     Ok(().into_response())
 }

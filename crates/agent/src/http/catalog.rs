@@ -28,14 +28,51 @@ fn need(
     Ok(id.require(decision, permission, Some(name))?)
 }
 
-/// What a catalog registration needs: node:write on the node (unless `SkipNodeUpdate`),
-/// service:write on the service (and a proxy's destination), and for each check node:write or
-/// service:write on its service.
-fn vet_register(id: &Identity, reg: &CatalogRegistration) -> Result<(), AgentError> {
-    let authz = id.authorizer();
-    if !reg.skip_node_update {
-        need(id, authz.node_write(&reg.node), "node:write", &reg.node)?;
+/// What the catalog holds for `node` (its row, services and checks), read with the request's
+/// options.
+async fn node_state(
+    a: &Agent,
+    p: &Params,
+    node: &str,
+) -> Result<trellis_api::NodeState, AgentError> {
+    let (r, _) = super::fetch(
+        a,
+        p,
+        Query::NodeState {
+            node: node.to_string(),
+        },
+    )
+    .await?;
+    match r.output {
+        trellis_state::QueryOutput::Found(answer) => answer
+            .node_state()
+            .cloned()
+            .map_err(|e| AgentError::Unavailable(e.to_string())),
+        trellis_state::QueryOutput::NotFound(_) => Ok(trellis_api::NodeState::default()),
     }
+}
+
+/// What a catalog registration needs (Consul's `vetRegisterWithACL`), judged against what the
+/// catalog holds: node:write on the node unless `SkipNodeUpdate` names one that exists;
+/// service:write on the service, a proxy's destination, and a service it replaces by ID; for
+/// each check, service:write on the service it belongs to (by ID, as stored) or node:write,
+/// and the same for a check it replaces.
+async fn vet_register(
+    a: &Agent,
+    p: &Params,
+    id: &Identity,
+    reg: &CatalogRegistration,
+) -> Result<(), AgentError> {
+    if !id.enabled() {
+        return Ok(());
+    }
+    let state = node_state(a, p, &reg.node).await?;
+    let authz = id.authorizer();
+    let node_write = || need(id, authz.node_write(&reg.node), "node:write", &reg.node);
+    if !reg.skip_node_update || state.node.is_none() {
+        node_write()?;
+    }
+    let stored = |sid: &str| state.services.iter().find(|s| s.id == sid);
     if let Some(svc) = &reg.service {
         need(
             id,
@@ -46,24 +83,44 @@ fn vet_register(id: &Identity, reg: &CatalogRegistration) -> Result<(), AgentErr
         if let Some(dest) = svc.connect_destination().filter(|d| *d != svc.service) {
             need(id, authz.service_write(dest), "service:write", dest)?;
         }
+        let sid = if svc.id.is_empty() {
+            &svc.service
+        } else {
+            &svc.id
+        };
+        if let Some(old) = stored(sid).filter(|old| old.service != svc.service) {
+            need(
+                id,
+                authz.service_write(&old.service),
+                "service:write",
+                &old.service,
+            )?;
+        }
     }
-    let service_name = |sid: &str| {
+    // The service a check belongs to: the one registered with it, else the stored one.
+    let service_of = |sid: &str| {
         reg.service
             .as_ref()
             .filter(|s| s.id == sid || (s.id.is_empty() && s.service == sid))
             .map(|s| s.service.clone())
+            .or_else(|| stored(sid).map(|s| s.service.clone()))
     };
     for check in reg.check.iter().chain(reg.checks.iter()) {
-        let svc = if check.service_name.is_empty() {
-            service_name(&check.service_id)
-        } else {
-            Some(check.service_name.clone())
-        };
-        match svc {
-            Some(name) if !check.service_id.is_empty() => {
-                need(id, authz.service_write(&name), "service:write", &name)?
+        match service_of(&check.service_id).filter(|_| !check.service_id.is_empty()) {
+            Some(name) => need(id, authz.service_write(&name), "service:write", &name)?,
+            None => node_write()?,
+        }
+        if let Some(old) = state.checks.iter().find(|c| c.check_id == check.check_id) {
+            if old.service_id.is_empty() {
+                node_write()?;
+            } else {
+                need(
+                    id,
+                    authz.service_write(&old.service_name),
+                    "service:write",
+                    &old.service_name,
+                )?;
             }
-            _ => need(id, authz.node_write(&reg.node), "node:write", &reg.node)?,
         }
     }
     Ok(())
@@ -85,7 +142,7 @@ pub(crate) async fn register(State(a): State<Arc<Agent>>, p: Params, body: Bytes
     if proxy.is_some_and(|p| p.destination_service_name == "*") {
         return Err(bad(crate::definition::WILDCARD_DESTINATION));
     }
-    vet_register(&who, &reg)?;
+    vet_register(&a, &p, &who, &reg).await?;
     write(&a, Write::Register(Box::new(reg)), json!(true)).await
 }
 
@@ -118,52 +175,44 @@ pub(crate) async fn deregister(State(a): State<Arc<Agent>>, p: Params, body: Byt
     write(&a, Write::Deregister(d), json!(true)).await
 }
 
-/// What a catalog deregistration needs: service:write on a service (or a service's check),
-/// node:write for the node or a node check. What the catalog does not hold needs nothing (the
-/// write changes nothing).
+/// What a catalog deregistration needs: service:write on the service it removes and on the
+/// service of the check it removes, node:write for a node check or the node itself (also when
+/// the catalog does not hold the node, so that the answer says nothing of what exists).
 async fn vet_deregister(
     a: &Agent,
     p: &Params,
     who: &Identity,
     d: &CatalogDeregistration,
 ) -> Result<(), AgentError> {
-    let (r, _) = super::fetch(
-        a,
-        p,
-        Query::NodeState {
-            node: d.node.clone(),
-        },
-    )
-    .await?;
-    let trellis_state::QueryOutput::Found(answer) = r.output else {
-        return Ok(());
-    };
-    let state = answer
-        .node_state()
-        .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+    let state = node_state(a, p, &d.node).await?;
     let authz = who.authorizer();
-    let service_named = |sid: &str| {
-        state
-            .services
-            .iter()
-            .find(|s| s.id == sid)
-            .map(|s| s.service.clone())
-    };
-    let service = if !d.service_id.is_empty() {
-        service_named(&d.service_id)
-    } else if !d.check_id.is_empty() {
-        state
-            .checks
-            .iter()
-            .find(|c| c.check_id == d.check_id)
-            .and_then(|c| (!c.service_id.is_empty()).then(|| c.service_name.clone()))
-    } else {
-        None
-    };
-    match service {
-        Some(name) => need(who, authz.service_write(&name), "service:write", &name),
-        None => need(who, authz.node_write(&d.node), "node:write", &d.node),
+    let node_write = || need(who, authz.node_write(&d.node), "node:write", &d.node);
+    if state.node.is_none() || (d.service_id.is_empty() && d.check_id.is_empty()) {
+        return node_write();
     }
+    if !d.service_id.is_empty() {
+        match state.services.iter().find(|s| s.id == d.service_id) {
+            Some(s) => need(
+                who,
+                authz.service_write(&s.service),
+                "service:write",
+                &s.service,
+            )?,
+            None => node_write()?,
+        }
+    }
+    if !d.check_id.is_empty() {
+        match state.checks.iter().find(|c| c.check_id == d.check_id) {
+            Some(c) if !c.service_id.is_empty() => need(
+                who,
+                authz.service_write(&c.service_name),
+                "service:write",
+                &c.service_name,
+            )?,
+            _ => node_write()?,
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn datacenters(State(a): State<Arc<Agent>>) -> Res {

@@ -46,12 +46,12 @@ pub(crate) async fn roots(State(a): State<Arc<Agent>>, p: Params) -> Res {
         return Ok(out);
     }
     // The roots are public: no token is needed (or resolved).
-    run_query_as(&a, &p, Query::CaRoots, &Identity::unrestricted()).await
+    run_query_as(&a, &p, Query::CaRoots, &Arc::new(Identity::unrestricted())).await
 }
 
 /// `GET /v1/agent/connect/ca/roots`: always from the agent's cache, as Consul's agent answers.
 pub(crate) async fn agent_roots(State(a): State<Arc<Agent>>, p: Params) -> Res {
-    super::run_cached(&a, &p, Query::CaRoots, &Identity::unrestricted()).await
+    super::run_cached(&a, &p, Query::CaRoots, &Arc::new(Identity::unrestricted())).await
 }
 
 /// `GET /v1/connect/ca/configuration` (operator:write, as Consul since 1.8.6).

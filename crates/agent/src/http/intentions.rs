@@ -95,7 +95,8 @@ pub(crate) async fn list(State(a): State<Arc<Agent>>, p: Params) -> Res {
             trellis_state::Typed::Intentions(kept),
         ));
     }
-    Ok(visible(query_response, r, Some(consistency), &id))
+    // The answer may be a `?filter`ed one: not the store's, so not kept.
+    Ok(visible(&a, query_response, r, Some(consistency), &id, None))
 }
 
 /// `Ok` when `id` may read (or write) intentions on `destination`, else Consul's 403.
@@ -126,13 +127,14 @@ async fn destination_of(a: &Agent, p: &Params, legacy: &str) -> Result<Option<St
         },
     )
     .await?;
-    Ok(match r.output {
+    match r.output {
         QueryOutput::Found(answer) => match answer.typed() {
-            Ok(trellis_state::Typed::Intention(i)) => Some(i.destination_name.clone()),
-            _ => None,
+            Ok(trellis_state::Typed::Intention(i)) => Ok(Some(i.destination_name.clone())),
+            Ok(_) => Err(AgentError::Unavailable("not an intention".into())),
+            Err(e) => Err(AgentError::Unavailable(e.to_string())),
         },
-        QueryOutput::NotFound(_) => None,
-    })
+        QueryOutput::NotFound(_) => Ok(None),
+    }
 }
 
 /// The fields of a legacy intention body that become the source object of an entry.

@@ -255,7 +255,7 @@ pub(crate) async fn run_query_as(
     agent: &Agent,
     p: &Params,
     q: Query,
-    id: &Identity,
+    id: &Arc<Identity>,
 ) -> Result<Response, AgentError> {
     for unsupported in ["filter", "node-meta"] {
         if p.get(unsupported).is_some_and(|v| !v.is_empty()) {
@@ -275,25 +275,49 @@ pub(crate) async fn run_query_as(
     if cacheable && p.has("cached") {
         return run_cached(agent, p, q, id).await;
     }
-    let (r, consistency) = fetch(agent, p, q).await?;
-    Ok(visible(query_response, r, Some(consistency), id))
+    let (r, consistency) = fetch(agent, p, q.clone()).await?;
+    Ok(visible(
+        agent,
+        query_response,
+        r,
+        Some(consistency),
+        id,
+        Some(&q),
+    ))
 }
 
 /// The answer as `id` may see it (`X-Consul-Results-Filtered-By-ACLs: true` when rows were
-/// left out and the caller sent a token), made into a response by `respond`.
+/// left out and the caller sent a token), made into a response by `respond`. With `query`, the
+/// answer is the store's answer to it at its index, and the filtered answer is kept for the
+/// next read of the same identity.
 pub(crate) fn visible(
+    agent: &Agent,
     respond: fn(QueryResponse, Option<&'static str>) -> Response,
     mut r: QueryResponse,
     consistency: Option<&'static str>,
-    id: &Identity,
+    id: &Arc<Identity>,
+    query: Option<&Query>,
 ) -> Response {
     let mut filtered = false;
     if id.enabled() {
         if let QueryOutput::Found(answer) = &r.output {
-            if let Ok(typed) = answer.typed() {
-                if let Some(less) = trellis_acl_resolver::filter::answer(id.authorizer(), typed) {
-                    r.output = QueryOutput::Found(trellis_state::Answer::new(less));
+            let less = match query {
+                Some(q) => agent.filtered().visible(id, q, r.index, answer),
+                None => answer.typed().map(|typed| {
+                    trellis_acl_resolver::filter::answer(id.authorizer(), typed)
+                        .map(trellis_state::Answer::new)
+                }),
+            };
+            match less {
+                Ok(Some(less)) => {
+                    r.output = QueryOutput::Found(less);
                     filtered = true;
+                }
+                Ok(None) => {}
+                // What cannot be read cannot be filtered: nothing is shown.
+                Err(e) => {
+                    return AgentError::Unavailable(format!("answer not filtered by ACLs: {e}"))
+                        .into_response()
                 }
             }
         }
@@ -314,13 +338,14 @@ pub(crate) async fn run_cached(
     agent: &Agent,
     p: &Params,
     q: Query,
-    id: &Identity,
+    id: &Arc<Identity>,
 ) -> Result<Response, AgentError> {
     agent.check_dc(p)?;
     let opts = query_options(p)?;
-    let key = crate::cache::Key::new(agent.config().datacenter.clone(), p.token(), q);
+    let key = crate::cache::Key::new(agent.config().datacenter.clone(), p.token(), q.clone());
     let hit = agent.queries().get(key, opts.index, opts.wait).await?;
     let mut resp = visible(
+        agent,
         query_response,
         QueryResponse {
             output: hit.value,
@@ -330,6 +355,7 @@ pub(crate) async fn run_cached(
         },
         None,
         id,
+        Some(&q),
     );
     cache_headers(&mut resp, hit.cache_hit, hit.age);
     Ok(resp)
