@@ -40,8 +40,8 @@ pub struct ProxyArgs {
     /// The agent's HTTP address (also from TRELLIS_HTTP_ADDR, then CONSUL_HTTP_ADDR).
     #[arg(long = "http-addr", env = "TRELLIS_HTTP_ADDR")]
     pub http_addr: Option<String>,
-    /// ACL token sent to the agent. Without it: the token in -token-file, then
-    /// CONSUL_HTTP_TOKEN, then the token in the file CONSUL_HTTP_TOKEN_FILE names.
+    /// ACL token sent to the agent (else CONSUL_HTTP_TOKEN). A token file (-token-file, else
+    /// CONSUL_HTTP_TOKEN_FILE) holding a token wins over it, as in Consul.
     #[arg(long)]
     pub token: Option<crate::common::Secret>,
     /// File holding the ACL token sent to the agent (surrounding whitespace is trimmed).

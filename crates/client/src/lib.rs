@@ -412,9 +412,24 @@ impl AgentClient {
         Ok(self.get(&["agent", "self"], &[], false).await?.value)
     }
 
-    /// The agent's datacenter.
+    /// The agent's datacenter: from `/v1/agent/self`, or, when the token may not read the
+    /// agent (`agent:read`, which a service identity does not grant), the first of
+    /// `/v1/catalog/datacenters` (the agent's own, and readable without a token).
     pub async fn datacenter(&self) -> Result<String, Error> {
-        let me = self.agent_self().await?;
+        let me = match self.agent_self().await {
+            Ok(me) => me,
+            Err(Error::Status { status: 403, .. }) => {
+                let dcs: Vec<String> = self
+                    .get(&["catalog", "datacenters"], &[], false)
+                    .await?
+                    .value;
+                return dcs.into_iter().next().ok_or_else(|| Error::Decode {
+                    what: "GET /v1/catalog/datacenters".into(),
+                    message: "names no datacenter".into(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         me.pointer("/Config/Datacenter")
             .and_then(|v| v.as_str())
             .filter(|dc| !dc.is_empty())
@@ -426,9 +441,14 @@ impl AgentClient {
     }
 
     /// The agent's `default_intention_policy`: `Some(true)` allow, `Some(false)` deny, `None`
-    /// when unset (the ACL default then decides).
+    /// when unset (the ACL default then decides), or when the token may not read the agent
+    /// (`agent:read`).
     pub async fn default_intention_policy(&self) -> Result<Option<bool>, Error> {
-        let me = self.agent_self().await?;
+        let me = match self.agent_self().await {
+            Ok(me) => me,
+            Err(Error::Status { status: 403, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         Ok(
             match me
                 .pointer("/DebugConfig/DefaultIntentionPolicy")

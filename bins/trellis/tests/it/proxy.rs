@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{free_port, Agent};
 
+mod acl;
 mod l7_bypass;
 mod mtls;
 
