@@ -217,6 +217,33 @@ pub(crate) async fn identity_of(
     }
 }
 
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The identity of `acl.tokens.agent_recovery` (Consul's agent recovery token): write on this
+/// agent, read on every node, nothing else whatever the default policy; resolved by the agent
+/// itself, so it works while no server answers.
+pub(crate) fn agent_recovery_identity(node: &str) -> trellis_acl_resolver::Identity {
+    use trellis_acl::{Access, Resource, Rule, Rules};
+    let rules = Rules {
+        rules: vec![
+            Rule::exact(Resource::Agent, node, Access::Write),
+            Rule::prefix(Resource::Node, "", Access::Read),
+        ],
+        single: Default::default(),
+    };
+    trellis_acl_resolver::Identity::new(
+        "agent-recovery",
+        trellis_acl::Authorizer::new([&rules], trellis_acl::DefaultPolicy::Deny),
+    )
+}
+
 /// A resolver over the agent's backend.
 pub(crate) fn resolver(acl: &AgentAcl, backend: Backend) -> Arc<trellis_acl_resolver::Resolver> {
     Arc::new(trellis_acl_resolver::Resolver::new(
@@ -316,5 +343,18 @@ mod tests {
         assert_eq!(t.get().default.as_deref(), Some("from-api"));
         assert_eq!(t.get().agent.as_deref(), Some("rotated-in-config"));
         assert!(!format!("{:?}", t.get()).contains("from-api"));
+    }
+
+    #[test]
+    fn the_agent_recovery_token_reaches_this_agent_and_reads_nodes_only() {
+        let id = agent_recovery_identity("n1");
+        let a = id.authorizer();
+        assert!(a.agent_write("n1").is_allowed());
+        assert!(!a.agent_write("n2").is_allowed());
+        assert!(a.node_read("anything").is_allowed());
+        assert!(!a.node_write("n1").is_allowed());
+        assert!(!a.service_read("web").is_allowed());
+        assert!(!a.acl_read().is_allowed());
+        assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("a", "ab"));
     }
 }

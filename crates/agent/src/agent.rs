@@ -318,9 +318,20 @@ impl Agent {
         if !self.acl.enabled() {
             return Ok(self.acl.resolve("", false).await?);
         }
+        let tokens = self.tokens.get();
         if token.is_empty() {
-            let default = self.tokens.get().default.unwrap_or_default();
+            let default = tokens.default.unwrap_or_default();
             return Ok(self.acl.resolve(&default, false).await?);
+        }
+        if tokens
+            .agent_recovery
+            .as_deref()
+            .is_some_and(|r| crate::acl::same_secret(r, token))
+        {
+            // Resolved here, servers or not: this agent's endpoints and node reads only.
+            return Ok(Arc::new(crate::acl::agent_recovery_identity(
+                &self.config.node_name,
+            )));
         }
         Ok(self.acl.resolve(token, true).await?)
     }

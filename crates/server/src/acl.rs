@@ -54,10 +54,52 @@ pub(crate) fn reset_used(data_dir: Option<&Path>) {
     }
 }
 
+/// How often the leader deletes expired tokens.
+pub const REAP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Leader-only ACL work, while ACLs are on: initialise the ACL system, then delete expired
+/// tokens every [`REAP_INTERVAL`] (they are refused from the moment they expire; this takes
+/// them out of the state). Aborted when leadership ends.
+pub(crate) async fn run(server: Weak<Server>) {
+    if server.upgrade().is_none_or(|s| s.config().acl.is_none()) {
+        return;
+    }
+    initialise(server.clone()).await;
+    loop {
+        tokio::time::sleep(REAP_INTERVAL).await;
+        let Some(s) = server.upgrade() else { return };
+        let now = std::time::SystemTime::now();
+        let expired: Vec<String> = s
+            .store()
+            .acl_expiring_tokens()
+            .into_iter()
+            .filter(|(_, at)| {
+                // One that does not read is refused already; it goes too.
+                humantime::parse_rfc3339_weak(at).map_or(true, |t| t <= now)
+            })
+            .map(|(accessor, _)| accessor)
+            .collect();
+        for accessor in expired {
+            match s
+                .apply_as_leader(Command::AclTokenDelete {
+                    accessor: accessor.clone(),
+                })
+                .await
+            {
+                Ok(_) => tracing::info!(%accessor, "expired ACL token deleted"),
+                Err(e) => {
+                    tracing::warn!(%accessor, error = %e, "deleting an expired ACL token");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Leader-only: writes the built-in policy and anonymous token, and the initial management
 /// token when configured, tried again until it is committed (or leadership ends, which aborts
 /// this task).
-pub(crate) async fn initialise(server: Weak<Server>) {
+async fn initialise(server: Weak<Server>) {
     let mut pause = Duration::from_millis(100);
     loop {
         let Some(s) = server.upgrade() else { return };

@@ -168,7 +168,7 @@ async fn leadership(server: std::sync::Weak<Server>) {
                 work = Some(vec![
                     tokio::spawn(crate::ca::run(server.clone(), Duration::from_secs(60))),
                     tokio::spawn(crate::members::reconcile(server.clone())),
-                    tokio::spawn(crate::acl::initialise(server.clone())),
+                    tokio::spawn(crate::acl::run(server.clone())),
                 ]);
             }
             (false, true) => {

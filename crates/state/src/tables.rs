@@ -714,6 +714,19 @@ impl Store {
         })
     }
 
+    /// Every token with an expiration time: (AccessorID, ExpirationTime as stored). The
+    /// leader deletes those past (the store itself never reads the clock).
+    pub fn acl_expiring_tokens(&self) -> Vec<(String, String)> {
+        self.inner
+            .tables
+            .read()
+            .acl
+            .tokens
+            .values()
+            .filter_map(|t| Some((t.accessor_id.clone(), t.expiration_time.clone()?)))
+            .collect()
+    }
+
     /// The index the ACL system was bootstrapped at (0: not yet).
     pub fn acl_bootstrap_index(&self) -> u64 {
         self.inner.tables.read().acl.bootstrap_index

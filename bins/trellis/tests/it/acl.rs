@@ -326,3 +326,57 @@ async fn default_deny_on_a_server_and_a_client_agent() {
         assert!(!log.contains(&web_secret) && !log.contains(MANAGEMENT));
     }
 }
+
+#[tokio::test]
+async fn expired_tokens_are_refused_then_reaped_and_the_recovery_token_reaches_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let recovery = "5d2c7a8e-3f1b-4c6d-9e0a-7b7b00000002";
+    let cfg = acl_file(
+        dir.path(),
+        "dev.hcl",
+        &format!("    agent_recovery = \"{recovery}\"\n"),
+        "30s",
+    );
+    let mut a = Agent::dev_with("acl-reap", dir.path(), &["--config-file", &cfg]);
+    a.ready().await;
+    wait_for_management(&a).await;
+    let soon =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3))
+            .to_string();
+    let (s, tok) = put(
+        &a,
+        "/v1/acl/token",
+        MANAGEMENT,
+        json!({"ExpirationTime": soon, "ServiceIdentities": [{"ServiceName": "web"}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{tok}");
+    let (secret, accessor) = (
+        tok["SecretID"].as_str().unwrap().to_string(),
+        tok["AccessorID"].as_str().unwrap().to_string(),
+    );
+    // Used (and cached) before it expires, refused after, whatever the token_ttl (30 s).
+    assert_eq!(
+        get(&a, "/v1/agent/connect/ca/leaf/web", &secret).await.0,
+        200
+    );
+    eventually(10, "the expired token refused", || async {
+        get(&a, "/v1/agent/connect/ca/leaf/web", &secret).await.0 == 403
+    })
+    .await;
+    // The leader deletes it.
+    eventually(15, "the expired token reaped", || async {
+        let (_, list) = get(&a, "/v1/acl/tokens", MANAGEMENT).await;
+        !list
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["AccessorID"] == accessor.as_str())
+    })
+    .await;
+    // The recovery token: this agent's endpoints, not the catalog's services or ACLs.
+    assert_eq!(get(&a, "/v1/agent/self", recovery).await.0, 200);
+    assert_eq!(get(&a, "/v1/acl/tokens", recovery).await.0, 403);
+    let (s, services) = get(&a, "/v1/catalog/services", recovery).await;
+    assert_eq!((s, services), (200, json!({})));
+}
