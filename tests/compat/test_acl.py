@@ -264,3 +264,46 @@ class TestEnforcement:
         # This agent made the change: its resolutions are dropped at once.
         status, _, text = request(url, "GET", "/v1/agent/connect/ca/leaf/web", token=token["SecretID"])
         assert status == 403 and text.strip() == "ACL not found"
+
+
+class TestRoles:
+    def test_role_crud_and_a_token_acting_through_its_role(self, acl_agent) -> None:
+        c, m, url = acl_agent.client, acl_agent.management, acl_agent.base_url
+        c.acl.policy.create(name="db-read", rules={"service": {"db": {"policy": "read"}}}, token=m)
+        role = c.acl.role.create(
+            name="web-role",
+            description="web and db",
+            policies_name=["db-read"],
+            service_identities=[{"ServiceName": "web"}],
+            token=m,
+        )
+        assert role["Name"] == "web-role" and role["Policies"][0]["Name"] == "db-read"
+        assert c.acl.role.read(role_id=role["ID"], token=m)["Description"] == "web and db"
+        assert c.acl.role.read_by_name(name="web-role", token=m)["ID"] == role["ID"]
+        assert contains(c.acl.role.list(token=m), {"ID": role["ID"]})
+        # A second role of the same name is refused.
+        with pytest.raises(consul.ConsulException):
+            c.acl.role.create(name="web-role", token=m)
+        token = c.acl.token.create(roles_name=["web-role"], token=m)
+        assert token["Roles"] == [{"ID": role["ID"], "Name": "web-role"}]
+        secret = token["SecretID"]
+        assert request(url, "GET", "/v1/agent/connect/ca/leaf/web", token=secret)[0] == 200
+        assert request(url, "GET", "/v1/agent/connect/ca/leaf/db", token=secret)[0] == 403
+        # The role changes: the token follows (this agent's resolutions are dropped on a write).
+        c.acl.role.update(
+            role_id=role["ID"], name="web-role", service_identities=[{"ServiceName": "db"}], token=m
+        )
+        assert request(url, "GET", "/v1/agent/connect/ca/leaf/db", token=secret)[0] == 200
+        assert request(url, "GET", "/v1/agent/connect/ca/leaf/web", token=secret)[0] == 403
+        assert c.acl.role.delete(role_id=role["ID"], token=m) is True
+        assert request(url, "GET", "/v1/agent/connect/ca/leaf/db", token=secret)[0] == 403
+
+    def test_a_token_with_a_templated_policy(self, acl_agent) -> None:
+        c, m, url = acl_agent.client, acl_agent.management, acl_agent.base_url
+        token = c.acl.token.create(templated_policies=[{"builtin/service": {"Name": "api"}}], token=m)
+        assert token["TemplatedPolicies"][0]["TemplateName"] == "builtin/service"
+        secret = token["SecretID"]
+        assert request(url, "GET", "/v1/agent/connect/ca/leaf/api", token=secret)[0] == 200
+        assert request(url, "GET", "/v1/agent/connect/ca/leaf/web", token=secret)[0] == 403
+        with pytest.raises(consul.ConsulException):
+            c.acl.token.create(templated_policies=[{"builtin/nope": {"Name": "api"}}], token=m)

@@ -16,7 +16,8 @@ pub enum DownPolicy {
     Allow,
     /// Everything is denied.
     Deny,
-    /// A token resolved before keeps its last authorizer; an unknown one is denied.
+    /// A token resolved before keeps its last authorizer; one never resolved gets the default
+    /// policy.
     ExtendCache,
     /// As `ExtendCache` (Consul also refreshes in the background).
     AsyncCache,
@@ -307,24 +308,24 @@ impl Resolver {
             }
             Err(e) => {
                 tracing::warn!(error = %e, down_policy = ?self.config.down_policy, "cannot resolve an ACL token: servers unreachable");
-                let fallback = |allow: bool| {
+                let fallback = |policy: DefaultPolicy| {
                     Arc::new(Identity {
-                        accessor: String::new(),
-                        authorizer: Authorizer::default_only(if allow {
-                            DefaultPolicy::Allow
-                        } else {
-                            DefaultPolicy::Deny
-                        }),
+                        accessor: "down-policy".into(),
+                        authorizer: Authorizer::default_only(policy),
                         enabled: true,
                         given,
                     })
                 };
                 Ok(match (self.config.down_policy, stale) {
-                    (DownPolicy::Allow, _) => fallback(true),
+                    (DownPolicy::Allow, _) => fallback(DefaultPolicy::Allow),
+                    (DownPolicy::Deny, _) => fallback(DefaultPolicy::Deny),
                     (DownPolicy::ExtendCache | DownPolicy::AsyncCache, Some(id)) => {
                         with_given(&id, given)
                     }
-                    _ => fallback(false),
+                    // Nothing cached to extend: Consul falls back to the default policy.
+                    (DownPolicy::ExtendCache | DownPolicy::AsyncCache, None) => {
+                        fallback(self.config.default_policy)
+                    }
                 })
             }
         }
@@ -510,9 +511,10 @@ mod tests {
         r.resolve("s1", true).await.unwrap();
         r.clear();
         fake.down.store(true, Ordering::SeqCst);
-        // Cleared: nothing to extend, so denied.
+        // Cleared: nothing to extend, so the default policy (deny here) decides.
         let id = r.resolve("s1", true).await.unwrap();
         assert!(!id.authorizer().service_write("web").is_allowed());
+        assert_eq!(id.authorizer().default_policy(), DefaultPolicy::Deny);
         let (r, fake) = resolver(DownPolicy::ExtendCache);
         let mut cfg = r.config().clone();
         cfg.token_ttl = Duration::ZERO;
