@@ -39,19 +39,29 @@ pub(crate) fn routes() -> Router<Arc<Agent>> {
         )
         .route("/v1/acl/token/{id}/clone", put(token_clone))
         .route("/v1/acl/tokens", get(token_list))
-        .route("/v1/acl/policy", put(policy_create))
+        .route("/v1/acl/policy", put(object_create::<AclPolicy>))
         .route(
             "/v1/acl/policy/{id}",
-            get(policy_read).put(policy_update).delete(policy_delete),
+            get(object_read::<AclPolicy>)
+                .put(object_update::<AclPolicy>)
+                .delete(object_delete::<AclPolicy>),
         )
-        .route("/v1/acl/policy/name/{name}", get(policy_read_by_name))
+        .route(
+            "/v1/acl/policy/name/{name}",
+            get(object_read_by_name::<AclPolicy>),
+        )
         .route("/v1/acl/policies", get(policy_list))
-        .route("/v1/acl/role", put(role_create))
+        .route("/v1/acl/role", put(object_create::<AclRole>))
         .route(
             "/v1/acl/role/{id}",
-            get(role_read).put(role_update).delete(role_delete),
+            get(object_read::<AclRole>)
+                .put(object_update::<AclRole>)
+                .delete(object_delete::<AclRole>),
         )
-        .route("/v1/acl/role/name/{name}", get(role_read_by_name))
+        .route(
+            "/v1/acl/role/name/{name}",
+            get(object_read_by_name::<AclRole>),
+        )
         .route("/v1/acl/roles", get(role_list))
         .route("/v1/acl/templated-policies", get(templated_list))
         .route("/v1/acl/templated-policy/name/{*name}", get(templated_read))
@@ -417,81 +427,136 @@ async fn token_list(State(a): State<Arc<Agent>>, p: Params) -> Res {
     Ok(with_index(json_response(&tokens), index))
 }
 
-// ---- policies ----
+// ---- policies and roles ----
 
-async fn policy_answer(a: &Agent, p: &Params, key: String, by_name: bool) -> Res {
-    let (answer, index) = read(a, p, Query::AclPolicyRead { key, by_name }).await?;
+/// What the policy and role endpoints share: both are created without an ID (one is made
+/// here), updated at their ID, read by ID or name, and deleted by ID.
+trait AclObject: serde::de::DeserializeOwned + serde::Serialize + Send + 'static {
+    /// `policy` or `role`, as the messages name it.
+    const KIND: &'static str;
+    fn id_mut(&mut self) -> &mut String;
+    fn set(self, create: bool) -> Write;
+    fn delete(id: String) -> Write;
+    fn read(key: String, by_name: bool) -> Query;
+    fn of(answer: &Answer) -> Result<&Self, trellis_state::AnswerError>;
+}
+
+impl AclObject for AclPolicy {
+    const KIND: &'static str = "policy";
+    fn id_mut(&mut self) -> &mut String {
+        &mut self.id
+    }
+    fn set(self, create: bool) -> Write {
+        Write::AclPolicySet {
+            policy: self,
+            create,
+        }
+    }
+    fn delete(id: String) -> Write {
+        Write::AclPolicyDelete { id }
+    }
+    fn read(key: String, by_name: bool) -> Query {
+        Query::AclPolicyRead { key, by_name }
+    }
+    fn of(answer: &Answer) -> Result<&Self, trellis_state::AnswerError> {
+        answer.acl_policy()
+    }
+}
+
+impl AclObject for AclRole {
+    const KIND: &'static str = "role";
+    fn id_mut(&mut self) -> &mut String {
+        &mut self.id
+    }
+    fn set(self, create: bool) -> Write {
+        Write::AclRoleSet { role: self, create }
+    }
+    fn delete(id: String) -> Write {
+        Write::AclRoleDelete { id }
+    }
+    fn read(key: String, by_name: bool) -> Query {
+        Query::AclRoleRead { key, by_name }
+    }
+    fn of(answer: &Answer) -> Result<&Self, trellis_state::AnswerError> {
+        answer.acl_role()
+    }
+}
+
+async fn object_answer<T: AclObject>(a: &Agent, p: &Params, key: String, by_name: bool) -> Res {
+    let (answer, index) = read(a, p, T::read(key, by_name)).await?;
     Ok(with_index(
-        json_response(answer.acl_policy().map_err(undecodable)?),
+        json_response(T::of(&answer).map_err(undecodable)?),
         index,
     ))
 }
 
-async fn policy_create(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
+async fn object_create<T: AclObject>(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
     let id = caller(&a, &p).await?;
     need_acl(&id, true)?;
-    let mut policy: AclPolicy = decode(&body)?;
-    if !policy.id.is_empty() {
-        return Err(bad("Cannot specify an ID when creating a policy"));
+    let mut object: T = decode(&body)?;
+    if !object.id_mut().is_empty() {
+        return Err(bad(format!(
+            "Cannot specify an ID when creating a {}",
+            T::KIND
+        )));
     }
-    policy.id = new_id();
-    let key = policy.id.clone();
-    commit(
-        &a,
-        Write::AclPolicySet {
-            policy,
-            create: true,
-        },
-    )
-    .await?;
-    policy_answer(&a, &p, key, false).await
+    let key = new_id();
+    object.id_mut().clone_from(&key);
+    commit(&a, object.set(true)).await?;
+    object_answer::<T>(&a, &p, key, false).await
 }
 
-async fn policy_update(
+async fn object_update<T: AclObject>(
     State(a): State<Arc<Agent>>,
-    Path(pid): Path<String>,
+    Path(key): Path<String>,
     p: Params,
     body: Bytes,
 ) -> Res {
     let id = caller(&a, &p).await?;
     need_acl(&id, true)?;
-    let mut policy: AclPolicy = decode(&body)?;
-    if policy.id.is_empty() {
-        policy.id.clone_from(&pid);
-    } else if policy.id != pid {
-        return Err(bad("Policy ID in URL and payload do not match"));
+    let mut object: T = decode(&body)?;
+    let given = object.id_mut();
+    if given.is_empty() {
+        given.clone_from(&key);
+    } else if *given != key {
+        return Err(bad(format!(
+            "{}{} ID in URL and payload do not match",
+            T::KIND[..1].to_uppercase(),
+            &T::KIND[1..]
+        )));
     }
-    commit(
-        &a,
-        Write::AclPolicySet {
-            policy,
-            create: false,
-        },
-    )
-    .await?;
-    policy_answer(&a, &p, pid, false).await
+    commit(&a, object.set(false)).await?;
+    object_answer::<T>(&a, &p, key, false).await
 }
 
-async fn policy_read(State(a): State<Arc<Agent>>, Path(pid): Path<String>, p: Params) -> Res {
+async fn object_read<T: AclObject>(
+    State(a): State<Arc<Agent>>,
+    Path(key): Path<String>,
+    p: Params,
+) -> Res {
     let id = caller(&a, &p).await?;
     need_acl(&id, false)?;
-    policy_answer(&a, &p, pid, false).await
+    object_answer::<T>(&a, &p, key, false).await
 }
 
-async fn policy_read_by_name(
+async fn object_read_by_name<T: AclObject>(
     State(a): State<Arc<Agent>>,
     Path(name): Path<String>,
     p: Params,
 ) -> Res {
     let id = caller(&a, &p).await?;
     need_acl(&id, false)?;
-    policy_answer(&a, &p, name, true).await
+    object_answer::<T>(&a, &p, name, true).await
 }
 
-async fn policy_delete(State(a): State<Arc<Agent>>, Path(pid): Path<String>, p: Params) -> Res {
+async fn object_delete<T: AclObject>(
+    State(a): State<Arc<Agent>>,
+    Path(key): Path<String>,
+    p: Params,
+) -> Res {
     let id = caller(&a, &p).await?;
     need_acl(&id, true)?;
-    commit(&a, Write::AclPolicyDelete { id: pid }).await?;
+    commit(&a, T::delete(key)).await?;
     Ok(json_response(&true))
 }
 
@@ -513,77 +578,6 @@ async fn policy_list(State(a): State<Arc<Agent>>, p: Params) -> Res {
         })
         .collect();
     Ok(with_index(json_response(&stubs), index))
-}
-
-// ---- roles ----
-
-async fn role_answer(a: &Agent, p: &Params, key: String, by_name: bool) -> Res {
-    let (answer, index) = read(a, p, Query::AclRoleRead { key, by_name }).await?;
-    Ok(with_index(
-        json_response(answer.acl_role().map_err(undecodable)?),
-        index,
-    ))
-}
-
-async fn role_create(State(a): State<Arc<Agent>>, p: Params, body: Bytes) -> Res {
-    let id = caller(&a, &p).await?;
-    need_acl(&id, true)?;
-    let mut role: AclRole = decode(&body)?;
-    if !role.id.is_empty() {
-        return Err(bad("Cannot specify an ID when creating a role"));
-    }
-    role.id = new_id();
-    let key = role.id.clone();
-    commit(&a, Write::AclRoleSet { role, create: true }).await?;
-    role_answer(&a, &p, key, false).await
-}
-
-async fn role_update(
-    State(a): State<Arc<Agent>>,
-    Path(rid): Path<String>,
-    p: Params,
-    body: Bytes,
-) -> Res {
-    let id = caller(&a, &p).await?;
-    need_acl(&id, true)?;
-    let mut role: AclRole = decode(&body)?;
-    if role.id.is_empty() {
-        role.id.clone_from(&rid);
-    } else if role.id != rid {
-        return Err(bad("Role ID in URL and payload do not match"));
-    }
-    commit(
-        &a,
-        Write::AclRoleSet {
-            role,
-            create: false,
-        },
-    )
-    .await?;
-    role_answer(&a, &p, rid, false).await
-}
-
-async fn role_read(State(a): State<Arc<Agent>>, Path(rid): Path<String>, p: Params) -> Res {
-    let id = caller(&a, &p).await?;
-    need_acl(&id, false)?;
-    role_answer(&a, &p, rid, false).await
-}
-
-async fn role_read_by_name(
-    State(a): State<Arc<Agent>>,
-    Path(name): Path<String>,
-    p: Params,
-) -> Res {
-    let id = caller(&a, &p).await?;
-    need_acl(&id, false)?;
-    role_answer(&a, &p, name, true).await
-}
-
-async fn role_delete(State(a): State<Arc<Agent>>, Path(rid): Path<String>, p: Params) -> Res {
-    let id = caller(&a, &p).await?;
-    need_acl(&id, true)?;
-    commit(&a, Write::AclRoleDelete { id: rid }).await?;
-    Ok(json_response(&true))
 }
 
 async fn role_list(State(a): State<Arc<Agent>>, p: Params) -> Res {

@@ -275,14 +275,16 @@ pub(crate) async fn run_query_as(
     if cacheable && p.has("cached") {
         return run_cached(agent, p, q, id).await;
     }
-    let (r, consistency) = fetch(agent, p, q.clone()).await?;
+    // The query is kept (a copy) only to key a filtered answer: not with ACLs off.
+    let kept = id.enabled().then(|| q.clone());
+    let (r, consistency) = fetch(agent, p, q).await?;
     Ok(visible(
         agent,
         query_response,
         r,
         Some(consistency),
         id,
-        Some(&q),
+        kept.as_ref(),
     ))
 }
 
@@ -342,7 +344,8 @@ pub(crate) async fn run_cached(
 ) -> Result<Response, AgentError> {
     agent.check_dc(p)?;
     let opts = query_options(p)?;
-    let key = crate::cache::Key::new(agent.config().datacenter.clone(), p.token(), q.clone());
+    let kept = id.enabled().then(|| q.clone());
+    let key = crate::cache::Key::new(agent.config().datacenter.clone(), p.token(), q);
     let hit = agent.queries().get(key, opts.index, opts.wait).await?;
     let mut resp = visible(
         agent,
@@ -355,7 +358,7 @@ pub(crate) async fn run_cached(
         },
         None,
         id,
-        Some(&q),
+        kept.as_ref(),
     );
     cache_headers(&mut resp, hit.cache_hit, hit.age);
     Ok(resp)
