@@ -32,9 +32,18 @@ impl std::fmt::Debug for ServerAcl {
 /// The file whose content (an index) allows bootstrapping again (Consul's).
 pub const BOOTSTRAP_RESET_FILE: &str = "acl-bootstrap-reset";
 
+/// Where the reset file is: in the agent's data dir, as Consul has it, which holds the server's
+/// (`<data_dir>/raft`, the `raft_dir` given here).
+fn reset_file(raft_dir: &Path) -> std::path::PathBuf {
+    raft_dir
+        .parent()
+        .unwrap_or(raft_dir)
+        .join(BOOTSTRAP_RESET_FILE)
+}
+
 /// The reset index in `<data_dir>/acl-bootstrap-reset`, if the file is there and holds one.
 pub(crate) fn reset_index(data_dir: Option<&Path>) -> Option<u64> {
-    let text = std::fs::read_to_string(data_dir?.join(BOOTSTRAP_RESET_FILE)).ok()?;
+    let text = std::fs::read_to_string(reset_file(data_dir?)).ok()?;
     match text.trim().parse() {
         Ok(i) => Some(i),
         Err(_) => {
@@ -50,7 +59,7 @@ pub(crate) fn reset_index(data_dir: Option<&Path>) -> Option<u64> {
 /// Removes the reset file once a reset bootstrap took, so it serves once.
 pub(crate) fn reset_used(data_dir: Option<&Path>) {
     if let Some(dir) = data_dir {
-        let _ = std::fs::remove_file(dir.join(BOOTSTRAP_RESET_FILE));
+        let _ = std::fs::remove_file(reset_file(dir));
     }
 }
 
@@ -138,4 +147,24 @@ async fn initialise(server: Weak<Server>) {
 /// Now as RFC 3339 in UTC, as Consul writes `CreateTime`.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reset_file_is_read_from_the_agents_data_dir_and_used_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft = dir.path().join("raft");
+        std::fs::create_dir_all(&raft).unwrap();
+        assert_eq!(reset_index(Some(&raft)), None);
+        std::fs::write(dir.path().join(BOOTSTRAP_RESET_FILE), "12\n").unwrap();
+        assert_eq!(reset_index(Some(&raft)), Some(12));
+        reset_used(Some(&raft));
+        assert_eq!(reset_index(Some(&raft)), None);
+        std::fs::write(dir.path().join(BOOTSTRAP_RESET_FILE), "twelve").unwrap();
+        assert_eq!(reset_index(Some(&raft)), None);
+        assert_eq!(reset_index(None), None);
+    }
 }
