@@ -921,6 +921,22 @@ mod store_tests {
             Command::AclTokenDelete {
                 accessor: trellis_api::ANONYMOUS_TOKEN_ID.into(),
             },
+            // The anonymous token's IDs are its own, and AuthMethod is for login only.
+            Command::AclTokenSet {
+                token: token(trellis_api::ANONYMOUS_TOKEN_ID, S2),
+                create: true,
+            },
+            Command::AclTokenSet {
+                token: token(A2, "anonymous"),
+                create: true,
+            },
+            Command::AclTokenSet {
+                token: AclToken {
+                    auth_method: "jwt".into(),
+                    ..token(A2, S2)
+                },
+                create: true,
+            },
         ];
         for (i, c) in cases.into_iter().enumerate() {
             let out = s.apply(2 + i as u64, c);
