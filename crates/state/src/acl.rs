@@ -234,6 +234,31 @@ fn valid_name(name: &str, max: usize) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
+/// The checks a policy or a role (`kind`) shares: a UUID ID, a valid name of at most `max`
+/// characters, and no other object (`holder`, the ID of the one with that name) holding it.
+fn check_named(
+    kind: &str,
+    id: &str,
+    name: &str,
+    max: usize,
+    holder: Option<&str>,
+) -> Result<(), String> {
+    if !is_uuid(id) {
+        return Err(format!("Invalid {kind}: ID {id:?} is not a valid UUID"));
+    }
+    if !valid_name(name, max) {
+        return Err(format!(
+            "Invalid {kind}: invalid Name. Only alphanumeric characters, '-' and '_' are allowed"
+        ));
+    }
+    match holder {
+        Some(other) if other != id => Err(format!(
+            "Invalid {kind}: A {kind} with Name {name:?} already exists"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Consul's service identity names: lower-case letters, digits, `-` and `_`, starting and
 /// ending with a letter or digit.
 fn valid_service_identity_name(name: &str) -> bool {
@@ -587,25 +612,9 @@ impl Tables {
         create: bool,
         keys: &mut Vec<WatchKey>,
     ) -> Applied {
-        if !is_uuid(&policy.id) {
-            return Applied::Rejected(format!(
-                "Invalid Policy: ID {:?} is not a valid UUID",
-                policy.id
-            ));
-        }
-        if !valid_name(&policy.name, 128) {
-            return Applied::Rejected(
-                "Invalid Policy: invalid Name. Only alphanumeric characters, '-' and '_' are allowed"
-                    .into(),
-            );
-        }
-        if let Some(other) = self.acl.policy_named(&policy.name) {
-            if other.id != policy.id {
-                return Applied::Rejected(format!(
-                    "Invalid Policy: A Policy with Name {:?} already exists",
-                    policy.name
-                ));
-            }
+        let holder = self.acl.policy_named(&policy.name).map(|p| p.id.as_str());
+        if let Err(e) = check_named("Policy", &policy.id, &policy.name, 128, holder) {
+            return Applied::Rejected(e);
         }
         if let Err(e) = trellis_acl::Rules::parse(&policy.rules) {
             return Applied::Rejected(format!("Failed to parse policy rules: {e}"));
@@ -670,25 +679,9 @@ impl Tables {
         create: bool,
         keys: &mut Vec<WatchKey>,
     ) -> Applied {
-        if !is_uuid(&role.id) {
-            return Applied::Rejected(format!(
-                "Invalid Role: ID {:?} is not a valid UUID",
-                role.id
-            ));
-        }
-        if !valid_name(&role.name, 256) {
-            return Applied::Rejected(
-                "Invalid Role: invalid Name. Only alphanumeric characters, '-' and '_' are allowed"
-                    .into(),
-            );
-        }
-        if let Some(other) = self.acl.role_named(&role.name) {
-            if other.id != role.id {
-                return Applied::Rejected(format!(
-                    "Invalid Role: A Role with Name {:?} already exists",
-                    role.name
-                ));
-            }
+        let holder = self.acl.role_named(&role.name).map(|r| r.id.as_str());
+        if let Err(e) = check_named("Role", &role.id, &role.name, 256, holder) {
+            return Applied::Rejected(e);
         }
         if let Err(e) = check_identities(
             &role.service_identities,

@@ -434,6 +434,8 @@ async fn token_list(State(a): State<Arc<Agent>>, p: Params) -> Res {
 trait AclObject: serde::de::DeserializeOwned + serde::Serialize + Send + 'static {
     /// `policy` or `role`, as the messages name it.
     const KIND: &'static str;
+    /// `Policy` or `Role`, at the start of a message.
+    const TITLE: &'static str;
     fn id_mut(&mut self) -> &mut String;
     fn set(self, create: bool) -> Write;
     fn delete(id: String) -> Write;
@@ -443,6 +445,7 @@ trait AclObject: serde::de::DeserializeOwned + serde::Serialize + Send + 'static
 
 impl AclObject for AclPolicy {
     const KIND: &'static str = "policy";
+    const TITLE: &'static str = "Policy";
     fn id_mut(&mut self) -> &mut String {
         &mut self.id
     }
@@ -465,6 +468,7 @@ impl AclObject for AclPolicy {
 
 impl AclObject for AclRole {
     const KIND: &'static str = "role";
+    const TITLE: &'static str = "Role";
     fn id_mut(&mut self) -> &mut String {
         &mut self.id
     }
@@ -520,9 +524,8 @@ async fn object_update<T: AclObject>(
         given.clone_from(&key);
     } else if *given != key {
         return Err(bad(format!(
-            "{}{} ID in URL and payload do not match",
-            T::KIND[..1].to_uppercase(),
-            &T::KIND[1..]
+            "{} ID in URL and payload do not match",
+            T::TITLE
         )));
     }
     commit(&a, object.set(false)).await?;
